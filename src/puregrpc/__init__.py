@@ -1,0 +1,1 @@
+"""puregrpc: a pure-Python gRPC server."""

@@ -1,0 +1,1 @@
+"""puregrpc's own server-side HTTP/2 engine (RFC 9113), sans-I/O."""

@@ -1,0 +1,109 @@
+"""Events the HTTP/2 engine reports to the layer above.
+
+Plain classes with ``__slots__``: one is made for almost every frame received,
+so they are kept as cheap as Python allows.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+Headers = List[Tuple[str, str]]
+
+
+class Event:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+
+class RequestReceived(Event):
+    """A new stream opened by the peer, with its decoded request header list."""
+
+    __slots__ = ("stream_id", "headers", "end_stream")
+
+    def __init__(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
+        self.stream_id = stream_id
+        self.headers = headers
+        self.end_stream = end_stream
+
+
+class DataReceived(Event):
+    """DATA on an open stream. ``flow_length`` counts padding too: pass it to
+    ``H2Connection.acknowledge_received_data`` once the data is consumed."""
+
+    __slots__ = ("stream_id", "data", "flow_length", "end_stream")
+
+    def __init__(self, stream_id: int, data: bytes, flow_length: int, end_stream: bool) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.flow_length = flow_length
+        self.end_stream = end_stream
+
+
+class TrailersReceived(Event):
+    """A trailing header block from the peer; it always ends the stream."""
+
+    __slots__ = ("stream_id", "headers")
+
+    def __init__(self, stream_id: int, headers: Headers) -> None:
+        self.stream_id = stream_id
+        self.headers = headers
+
+
+class StreamReset(Event):
+    """A stream ended abnormally. ``remote`` is True when the peer sent
+    RST_STREAM, False when the engine reset it for a stream error (the
+    RST_STREAM is already queued)."""
+
+    __slots__ = ("stream_id", "error_code", "remote")
+
+    def __init__(self, stream_id: int, error_code: int, remote: bool) -> None:
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.remote = remote
+
+
+class WindowUpdated(Event):
+    """Send window grew: on one stream, or on the connection if ``stream_id`` is 0."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class PingAcked(Event):
+    """The peer acknowledged a PING we sent."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class GoAwayReceived(Event):
+    __slots__ = ("error_code", "last_stream_id", "debug_data")
+
+    def __init__(self, error_code: int, last_stream_id: int, debug_data: bytes) -> None:
+        self.error_code = error_code
+        self.last_stream_id = last_stream_id
+        self.debug_data = debug_data
+
+
+class ConnectionTerminated(Event):
+    """The engine found a connection error and queued GOAWAY: flush and close.
+    Every open stream is implicitly reset; no more events follow."""
+
+    __slots__ = ("error_code", "message")
+
+    def __init__(self, error_code: int, message: str) -> None:
+        self.error_code = error_code
+        self.message = message
