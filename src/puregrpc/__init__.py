@@ -1,1 +1,46 @@
-"""puregrpc: a pure-Python gRPC server."""
+"""puregrpc: a pure-Python gRPC server, a drop-in for grpcio's ``grpc.server()``.
+
+Change ``grpc.server(...)`` to ``puregrpc.server(...)``; handlers, generated
+``*_pb2_grpc.py`` code, interceptors and ``ServicerContext`` work unchanged.
+"""
+
+from __future__ import annotations
+
+from ._compression import Compression
+from ._context import AbortError, RpcError, ServicerContext
+from ._handlers import (
+    GenericRpcHandler,
+    HandlerCallDetails,
+    RpcMethodHandler,
+    ServerInterceptor,
+    ServiceRpcHandler,
+    method_handlers_generic_handler,
+    stream_stream_rpc_method_handler,
+    stream_unary_rpc_method_handler,
+    unary_stream_rpc_method_handler,
+    unary_unary_rpc_method_handler,
+)
+from ._server import Server, server
+from ._status import StatusCode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbortError",
+    "Compression",
+    "GenericRpcHandler",
+    "HandlerCallDetails",
+    "RpcError",
+    "RpcMethodHandler",
+    "Server",
+    "ServerInterceptor",
+    "ServiceRpcHandler",
+    "ServicerContext",
+    "StatusCode",
+    "method_handlers_generic_handler",
+    "server",
+    "stream_stream_rpc_method_handler",
+    "stream_unary_rpc_method_handler",
+    "unary_stream_rpc_method_handler",
+    "unary_unary_rpc_method_handler",
+]

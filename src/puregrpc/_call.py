@@ -1,0 +1,487 @@
+"""One RPC on the server: the bridge between the I/O thread and a handler thread.
+
+A ``ServerCall`` has two sides. Methods named ``on_*`` and ``*_loop`` run on the
+I/O thread only; they own the wire (``done``, the HTTP/2 stream). The others run
+on the handler's thread and talk to the loop through ``IOThread.post``. State
+shared by both (the request queue, ``active``, the write budget) is guarded by
+``cond``. Backpressure both ways: the loop stops acknowledging request data
+(no WINDOW_UPDATE) while too much is queued unread, and a handler writing
+responses blocks while too much is queued unsent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
+
+from ._compression import DecompressionError, MessageTooLarge, compress, decompress, to_encoding
+from ._context import AbortError, RpcError, ServicerContext
+from ._h2.errors import ErrorCode
+from ._handlers import HandlerCallDetails, intercepted_lookup
+from ._protocol import (
+    MessageDecoder,
+    ProtocolViolation,
+    RequestHead,
+    encode_metadata,
+    frame_message,
+    response_headers_block,
+    trailers_block,
+    trailers_only_block,
+)
+from ._status import StatusCode
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+_LOGGER = logging.getLogger("puregrpc")
+
+# Request bytes queued unread before the loop withholds WINDOW_UPDATE.
+REQUEST_QUEUE_LIMIT = 1 << 20
+# Response bytes queued unsent before a writing handler blocks.
+RESPONSE_QUEUE_LIMIT = 1 << 18
+
+_CONTENT_TYPE = "application/grpc"
+
+
+class _Stop(Exception):
+    """Ends a handler run with a status (or silently, if ``code`` is None)."""
+
+    def __init__(self, code: Optional[StatusCode], details: str = "") -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class ServerCall:
+    def __init__(self, conn: Connection, stream_id: int, head: RequestHead, request_ended: bool) -> None:
+        self.conn = conn
+        self.io = conn.io
+        self.stream_id = stream_id
+        self.method = head.method
+        self.metadata = head.metadata
+        self.head = head
+        self.deadline = None if head.timeout is None else time.monotonic() + head.timeout
+        self.timer: Optional[Any] = None
+        self.cond = threading.Condition(threading.Lock())
+        # shared, under cond
+        self.active = True
+        self.requests: Deque[Tuple[bool, bytes]] = collections.deque()
+        self.request_ended = request_ended
+        self.queued_bytes = 0
+        self.deferred_flow = 0
+        self.posted_bytes = 0  # written by the handler, not yet given to HTTP/2
+        self.engine_pending = 0  # given to HTTP/2, waiting for send window
+        self.writer_waiting = False
+        self.callbacks: Optional[List[Callable[[], None]]] = []
+        # loop side
+        self.done = False
+        self.headers_sent = False
+        self.decoder = MessageDecoder(conn.core.max_receive)
+        # handler side
+        self.code: Optional[StatusCode] = None
+        self.details: Optional[str] = None
+        self.trailing_metadata: Tuple[Tuple[str, Any], ...] = ()
+        self.aborted = False
+        self.initial_sent = False
+        self.skip_next_compression = False
+        self.response_encoding: Optional[str] = None
+        self.serializer: Optional[Callable[[Any], bytes]] = None
+        self.deserializer: Optional[Callable[[bytes], Any]] = None
+        self.set_response_encoding(conn.core.default_encoding)
+
+    # ======================================================================
+    # I/O thread side
+    # ======================================================================
+    def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
+        h2 = self.conn.h2
+        if self.done:
+            h2.acknowledge_received_data(self.stream_id, flow_length)
+            return
+        try:
+            messages = self.decoder.feed(data) if data else []
+        except ProtocolViolation as exc:
+            h2.acknowledge_received_data(self.stream_id, flow_length)
+            self.abort_loop(exc.code, exc.message)
+            return
+        with self.cond:
+            for message in messages:
+                self.requests.append(message)
+                self.queued_bytes += len(message[1])
+            if end_stream:
+                self.request_ended = True
+            withhold = self.queued_bytes > REQUEST_QUEUE_LIMIT
+            if withhold:
+                self.deferred_flow += flow_length
+            self.cond.notify_all()
+        if not withhold:
+            h2.acknowledge_received_data(self.stream_id, flow_length)
+        if end_stream and self.decoder.partial:
+            self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
+
+    def on_end(self) -> None:
+        """The client half-closed (END_STREAM without data, or trailers)."""
+        self.on_data(b"", 0, True)
+
+    def on_reset(self) -> None:
+        """The client reset the stream: the RPC is cancelled."""
+        if not self.done:
+            self.done = True
+            self._terminate()
+
+    def expire(self) -> None:
+        self.timer = None
+        self.abort_loop(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def abort_loop(self, code: StatusCode, details: str) -> None:
+        """End the RPC from the server side with a status; the handler goes inactive."""
+        if self.done:
+            return
+        h2 = self.conn.h2
+        if h2.pending_bytes(self.stream_id):
+            # The status would queue behind data the client is not reading.
+            h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
+        elif self.headers_sent:
+            h2.send_headers(self.stream_id, trailers_block(code.value[0], details), end_stream=True)
+        else:
+            block = trailers_only_block(200, _CONTENT_TYPE, code.value[0], details)
+            h2.send_headers(self.stream_id, block, end_stream=True)
+        self._end_loop()
+
+    def send_loop(self, headers: Optional[bytes], message: bytes) -> None:
+        if self.done:
+            return
+        h2 = self.conn.h2
+        if headers is not None:
+            h2.send_headers(self.stream_id, headers)
+            self.headers_sent = True
+        h2.send_data(self.stream_id, message)
+        pending = h2.pending_bytes(self.stream_id)
+        if pending:
+            self.conn.blocked.add(self)
+        with self.cond:
+            self.posted_bytes -= len(message)
+            self.engine_pending = pending
+            if self.writer_waiting:
+                self.cond.notify_all()
+        self.conn.mark_dirty()
+
+    def window_opened_loop(self) -> None:
+        """More send window: recount what is still unsent; wake a blocked writer."""
+        pending = 0 if self.done else self.conn.h2.pending_bytes(self.stream_id)
+        if not pending:
+            self.conn.blocked.discard(self)
+        with self.cond:
+            self.engine_pending = pending
+            if self.writer_waiting:
+                self.cond.notify_all()
+
+    def headers_loop(self, headers: bytes) -> None:
+        if not self.done:
+            self.conn.h2.send_headers(self.stream_id, headers)
+            self.headers_sent = True
+            self.conn.mark_dirty()
+
+    def finish_loop(self, headers: Optional[bytes], message: Optional[bytes], trailers: bytes) -> None:
+        if self.done:
+            return
+        h2 = self.conn.h2
+        sid = self.stream_id
+        if headers is not None:
+            h2.send_headers(sid, headers)
+            self.headers_sent = True
+        if message is not None:
+            h2.send_data(sid, message)
+        h2.send_headers(sid, trailers, end_stream=True)
+        if not self.request_ended and not h2.pending_bytes(sid):
+            # RFC 9113 8.1: a complete response may be followed by RST_STREAM
+            # NO_ERROR so the client stops sending a request we no longer read.
+            h2.reset_stream(sid, ErrorCode.NO_ERROR)
+        self._end_loop()
+
+    def cancel_loop(self) -> None:
+        if not self.done:
+            self.conn.h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
+            self._end_loop()
+
+    def release_flow_loop(self, length: int) -> None:
+        self.conn.h2.acknowledge_received_data(self.stream_id, length)
+        self.conn.mark_dirty()
+
+    def _end_loop(self) -> None:
+        self.done = True
+        self.conn.mark_dirty()
+        self._terminate()
+
+    def _terminate(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        with self.cond:
+            self.active = False
+            callbacks, self.callbacks = self.callbacks, None
+            self.cond.notify_all()
+        self.conn.call_done(self)
+        if callbacks:
+            run_callbacks(callbacks)
+
+    # ======================================================================
+    # handler thread side
+    # ======================================================================
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        with self.cond:
+            if self.callbacks is None:
+                return False
+            self.callbacks.append(callback)
+            return True
+
+    def set_response_encoding(self, encoding: Optional[str]) -> None:
+        if encoding is not None and encoding != "identity" and encoding in self.head.accept_encoding:
+            self.response_encoding = encoding
+        else:
+            self.response_encoding = None
+
+    def cancel_from_handler(self) -> None:
+        with self.cond:
+            was_active, self.active = self.active, False
+            self.cond.notify_all()
+        if was_active:
+            self.io.post(self.cancel_loop)
+
+    def _take_headers(self) -> Optional[bytes]:
+        if self.initial_sent:
+            return None
+        self.initial_sent = True
+        return response_headers_block(_CONTENT_TYPE, self.response_encoding)
+
+    def send_initial_metadata(self, metadata: Sequence[Tuple[str, Any]]) -> None:
+        if self.initial_sent:
+            raise ValueError("initial metadata has already been sent for this RPC")
+        fields = encode_metadata(metadata)
+        self.initial_sent = True
+        block = response_headers_block(_CONTENT_TYPE, self.response_encoding, fields)
+        self.io.post(self.headers_loop, block)
+
+    def _frame(self, response: Any) -> bytes:
+        try:
+            data = self.serializer(response) if self.serializer is not None else response
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"serializer returned {type(data).__name__}, not bytes")
+        except Exception:
+            _LOGGER.exception("Failed to serialize response for %s", self.method)
+            raise _Stop(StatusCode.INTERNAL, "Failed to serialize response!") from None
+        limit = self.conn.core.max_send
+        if len(data) > limit:
+            raise _Stop(StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {limit})")
+        if self.response_encoding is not None and not self.skip_next_compression:
+            return frame_message(compress(bytes(data), self.response_encoding), True)
+        self.skip_next_compression = False
+        return frame_message(bytes(data))
+
+    def write(self, response: Any) -> bool:
+        """Send one response message; blocks while the client is not reading."""
+        framed = self._frame(response)
+        with self.cond:
+            while self.active and (
+                self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.conn.paused
+            ):
+                self.writer_waiting = True
+                self.cond.wait(1.0)
+            self.writer_waiting = False
+            if not self.active:
+                return False
+            self.posted_bytes += len(framed)
+        self.io.post(self.send_loop, self._take_headers(), framed)
+        return True
+
+    def finish(self, framed: Optional[bytes], code: StatusCode, details: Optional[str]) -> None:
+        """Send the status (and a last message): the handler's last word."""
+        try:
+            trailing = encode_metadata(self.trailing_metadata)
+        except ValueError as exc:
+            code, details, trailing = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}", []
+        number = code.value[0]
+        if framed is None and not self.initial_sent:
+            block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing)
+            self.initial_sent = True
+            self.io.post(self.finish_loop, None, None, block)
+            return
+        headers = self._take_headers()
+        self.io.post(self.finish_loop, headers, framed, trailers_block(number, details, trailing))
+
+    def next_request(self) -> Optional[Any]:
+        """The next request message, None at the end; raises RpcError if cancelled."""
+        with self.cond:
+            while not self.requests and not self.request_ended and self.active:
+                self.cond.wait()
+            if not self.requests:
+                if not self.active:
+                    raise RpcError("the RPC was cancelled or has ended")
+                return None
+            compressed, payload = self.requests.popleft()
+            self.queued_bytes -= len(payload)
+            release = 0
+            if self.deferred_flow and self.queued_bytes <= REQUEST_QUEUE_LIMIT // 2:
+                release, self.deferred_flow = self.deferred_flow, 0
+        if release:
+            self.io.post(self.release_flow_loop, release)
+        return self._decode(compressed, payload)
+
+    def _decode(self, compressed: bool, payload: bytes) -> Any:
+        if compressed:
+            encoding = self.head.encoding
+            if encoding is None:
+                raise _Stop(StatusCode.INTERNAL, "compressed message received without grpc-encoding")
+            limit = self.conn.core.max_receive
+            try:
+                payload = decompress(payload, encoding, limit)
+            except MessageTooLarge:
+                raise _Stop(
+                    StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max (more than {limit})"
+                ) from None
+            except DecompressionError as exc:
+                raise _Stop(StatusCode.INTERNAL, str(exc)) from None
+        if self.deserializer is None:
+            return payload
+        try:
+            return self.deserializer(payload)
+        except Exception:
+            _LOGGER.exception("Failed to deserialize request for %s", self.method)
+            raise _Stop(StatusCode.INTERNAL, "Exception deserializing request!") from None
+
+    def run(self) -> None:
+        """The whole RPC on a handler thread: lookup, handler, status."""
+        if not self.active:
+            return  # cancelled while it waited for a thread
+        try:
+            self._run()
+        except _Stop as stop:
+            if stop.code is not None:
+                self.finish(None, stop.code, stop.details)
+        except BaseException:
+            _LOGGER.exception("puregrpc internal error serving %s", self.method)
+            self.finish(None, StatusCode.INTERNAL, "internal server error")
+            raise
+
+    def _run(self) -> None:
+        core = self.conn.core
+        try:
+            handler = intercepted_lookup(
+                core.registry, core.interceptors, HandlerCallDetails(self.method, self.metadata)
+            )
+        except Exception as exc:
+            _LOGGER.exception("Exception servicing handler for %s", self.method)
+            raise _Stop(StatusCode.UNKNOWN, f"Exception servicing handler: {exc}") from None
+        if handler is None:
+            raise _Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
+        self.serializer = handler.response_serializer
+        self.deserializer = handler.request_deserializer
+        context = ServicerContext(self)
+        if handler.request_streaming:
+            request: Any = RequestIterator(self)
+            behavior = handler.stream_stream if handler.response_streaming else handler.stream_unary
+        else:
+            request = self._read_unary()
+            behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+        try:
+            result = behavior(request, context)
+            if handler.response_streaming:
+                self._stream_responses(result)
+                framed = None
+            elif self.code is None or self.code is StatusCode.OK:
+                framed = self._frame(result)
+            else:
+                framed = None
+        except (_Stop, AbortError, RpcError) as exc:
+            if isinstance(exc, _Stop) and exc.code is not None and not self.aborted:
+                raise
+            if not self.active:
+                raise _Stop(None) from None
+            code = self.code if self.code is not None else StatusCode.UNKNOWN
+            raise _Stop(code, self.details or "") from None
+        except Exception as exc:
+            if not self.active:
+                raise _Stop(None) from None
+            _LOGGER.exception("Exception calling application: %s", self.method)
+            code = self.code if self.code is not None and self.code is not StatusCode.OK else StatusCode.UNKNOWN
+            details = self.details if self.details is not None else f"Exception calling application: {exc}"
+            raise _Stop(code, details) from None
+        if self.active:
+            self.finish(framed, self.code or StatusCode.OK, self.details)
+
+    def _read_unary(self) -> Any:
+        with self.cond:
+            while not self.requests and not self.request_ended and self.active:
+                self.cond.wait()
+            if not self.active:
+                raise _Stop(None)
+            if not self.requests:
+                raise _Stop(StatusCode.INTERNAL, "unary request ended without a message")
+            compressed, payload = self.requests.popleft()
+            self.queued_bytes -= len(payload)
+        return self._decode(compressed, payload)
+
+    def _stream_responses(self, responses: Any) -> None:
+        iterator: Iterator[Any] = iter(responses)
+        try:
+            for response in iterator:
+                if not self.write(response):
+                    break
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None and not self.active:
+                close()
+
+
+class RequestIterator:
+    """The request stream of a client-streaming RPC, as a blocking iterator."""
+
+    def __init__(self, call: ServerCall) -> None:
+        self._call = call
+
+    def __iter__(self) -> RequestIterator:
+        return self
+
+    def __next__(self) -> Any:
+        message = self._call.next_request()
+        if message is None:
+            raise StopIteration
+        return message
+
+    def next(self) -> Any:
+        return self.__next__()
+
+
+# --- callbacks --------------------------------------------------------------
+# add_callback callbacks are user code: they never run on the I/O thread, and
+# not in the user's pool either (a full pool must not delay a cancellation).
+
+_callback_queue: "queue.SimpleQueue[List[Callable[[], None]]]" = queue.SimpleQueue()
+_callback_thread: Optional[threading.Thread] = None
+_callback_lock = threading.Lock()
+
+
+def _callback_worker() -> None:
+    while True:
+        for callback in _callback_queue.get():
+            try:
+                callback()
+            except Exception:
+                _LOGGER.exception("RPC termination callback %r raised", callback)
+
+
+def run_callbacks(callbacks: List[Callable[[], None]]) -> None:
+    global _callback_thread
+    if _callback_thread is None:
+        with _callback_lock:
+            if _callback_thread is None:
+                thread = threading.Thread(target=_callback_worker, name="puregrpc-callbacks", daemon=True)
+                thread.start()
+                _callback_thread = thread
+    _callback_queue.put(callbacks)
+
+
+__all__ = ["RequestIterator", "ServerCall", "to_encoding"]

@@ -1,0 +1,259 @@
+"""One client connection on the I/O thread: socket <-> HTTP/2 engine <-> calls.
+
+Runs on the I/O thread only. Requests become ``ServerCall`` objects handed to
+the user's thread pool; everything a call writes comes back through the
+engine and leaves in one ``transport.write`` per loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
+
+from ._call import ServerCall
+from ._h2 import events as ev
+from ._h2.connection import H2Connection
+from ._h2.errors import ErrorCode
+from ._protocol import RequestRejected, parse_request, trailers_only_block
+from ._status import StatusCode
+
+if TYPE_CHECKING:
+    from ._server import ServerCore
+
+_LOGGER = logging.getLogger("puregrpc")
+
+_MAX_STREAM_ID = 2**31 - 1
+_SHUTDOWN_PING = b"puregrpc"
+# How long the first GOAWAY waits for the PING ack before the final GOAWAY.
+_GOAWAY_PING_TIMEOUT = 1.0
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    sock = transport.get_extra_info("socket")
+    peer = transport.get_extra_info("peername")
+    family = getattr(sock, "family", None)
+    if family == socket.AF_INET and peer:
+        return f"ipv4:{peer[0]}:{peer[1]}"
+    if family == socket.AF_INET6 and peer:
+        return f"ipv6:[{peer[0]}]:{peer[1]}"
+    if family == socket.AF_UNIX:
+        name = transport.get_extra_info("sockname") or ""
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if name.startswith("\0"):
+            return "unix-abstract:" + name[1:]
+        return "unix:" + name
+    return "unknown"
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+        self.io = core.io
+        self.h2 = H2Connection(core.h2_config)
+        self.transport: Optional[asyncio.Transport] = None
+        self.peer = "unknown"
+        self.calls: Dict[int, ServerCall] = {}
+        self.blocked: Set[ServerCall] = set()
+        self.paused = False
+        self.closed = False
+        self.shutting_down = False
+        self._final_goaway_sent = False
+        self._ping_timer: Optional[asyncio.TimerHandle] = None
+
+    # -- asyncio.Protocol ------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.peer = _peer_name(transport)
+        self.core.connection_opened(self)
+        self.h2.initiate_connection()
+        if self.core.draining:
+            self.begin_shutdown()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        new_calls: List[ServerCall] = []
+        events = self.h2.receive_data(data, self.io.loop.time())
+        calls = self.calls
+        for event in events:
+            kind = type(event)
+            if kind is ev.DataReceived:
+                call = calls.get(event.stream_id)  # type: ignore[attr-defined]
+                if call is not None:
+                    call.on_data(event.data, event.flow_length, event.end_stream)  # type: ignore[attr-defined]
+                else:
+                    self.h2.acknowledge_received_data(event.stream_id, event.flow_length)  # type: ignore[attr-defined]
+            elif kind is ev.RequestReceived:
+                call = self._open_call(event)  # type: ignore[arg-type]
+                if call is not None:
+                    new_calls.append(call)
+            elif kind is ev.TrailersReceived:
+                call = calls.get(event.stream_id)  # type: ignore[attr-defined]
+                if call is not None:
+                    call.on_end()
+            elif kind is ev.StreamReset:
+                call = calls.get(event.stream_id)  # type: ignore[attr-defined]
+                if call is not None:
+                    call.on_reset()
+            elif kind is ev.WindowUpdated:
+                self._window_opened()
+            elif kind is ev.PingAcked:
+                if event.data == _SHUTDOWN_PING:  # type: ignore[attr-defined]
+                    self._send_final_goaway()
+            elif kind is ev.ConnectionTerminated:
+                _LOGGER.info("closing connection from %s: %s", self.peer, event.message)  # type: ignore[attr-defined]
+                self.flush()
+                self._close()
+                return
+        self.flush()
+        for call in new_calls:
+            if not call.done:
+                self.core.submit(call)
+
+    def eof_received(self) -> Optional[bool]:
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.closed = True
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        for call in list(self.calls.values()):
+            call.on_reset()
+        self.core.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for call in list(self.calls.values()):
+            call.window_opened_loop()
+
+    # -- streams ---------------------------------------------------------------
+    def _open_call(self, event: ev.RequestReceived) -> Optional[ServerCall]:
+        sid = event.stream_id
+        if self.shutting_down:
+            # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
+            # REFUSED_STREAM tells the client it may retry elsewhere.
+            self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
+            return None
+        try:
+            head = parse_request(event.headers)
+        except RequestRejected as exc:
+            block = trailers_only_block(exc.http_status, "application/grpc", exc.code.value[0], exc.message)
+            self.h2.send_headers(sid, block, end_stream=True)
+            if not event.end_stream:
+                self.h2.reset_stream(sid, ErrorCode.NO_ERROR)
+            return None
+        core = self.core
+        if core.max_concurrent_rpcs is not None and core.active_rpcs >= core.max_concurrent_rpcs:
+            block = trailers_only_block(
+                200, "application/grpc", StatusCode.RESOURCE_EXHAUSTED.value[0], "Concurrent RPC limit exceeded!"
+            )
+            self.h2.send_headers(sid, block, end_stream=True)
+            if not event.end_stream:
+                self.h2.reset_stream(sid, ErrorCode.NO_ERROR)
+            return None
+        call = ServerCall(self, sid, head, event.end_stream)
+        self.calls[sid] = call
+        core.active_rpcs += 1
+        if head.timeout is not None:
+            call.timer = self.io.loop.call_later(head.timeout, call.expire)
+        return call
+
+    def call_done(self, call: ServerCall) -> None:
+        if self.calls.pop(call.stream_id, None) is not None:
+            self.blocked.discard(call)
+            self.core.call_finished()
+            if self.shutting_down and not self.calls and self._final_goaway_sent:
+                self.mark_dirty()
+                self.io.loop.call_soon(self._close_if_idle)
+
+    def _window_opened(self) -> None:
+        for call in list(self.blocked):
+            call.window_opened_loop()
+
+    # -- output ----------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self.io.mark_dirty(self)
+
+    def flush(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # -- graceful shutdown (RFC 9113 6.8) --------------------------------------
+    def begin_shutdown(self) -> None:
+        """First GOAWAY (last-stream-id 2^31-1) and a PING; the final GOAWAY follows
+        on the PING's ack (or after a timeout), naming the last stream accepted."""
+        if self.shutting_down or self.closed:
+            return
+        self.shutting_down = True
+        self.h2.goaway(_MAX_STREAM_ID, ErrorCode.NO_ERROR)
+        self.h2.ping(_SHUTDOWN_PING)
+        if not self.calls:
+            # Idle: nothing to wait for, so the final GOAWAY goes out at once.
+            self._send_final_goaway()
+        else:
+            self._ping_timer = self.io.loop.call_later(_GOAWAY_PING_TIMEOUT, self._send_final_goaway)
+        self.mark_dirty()
+
+    def _send_final_goaway(self) -> None:
+        if self._final_goaway_sent or self.closed:
+            return
+        self._final_goaway_sent = True
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        self.h2.goaway(self.h2.last_stream_id, ErrorCode.NO_ERROR)
+        self.mark_dirty()
+        if not self.calls:
+            self.io.loop.call_soon(self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if not self.calls:
+            self.flush()
+            self._close()
+
+    def finish_shutdown(self) -> None:
+        """The server terminated: final GOAWAY now, close once idle."""
+        self._send_final_goaway()
+        self._close_if_idle()
+
+    def abort_all(self, code: StatusCode, details: str) -> None:
+        for call in list(self.calls.values()):
+            call.abort_loop(code, details)
+
+    # -- security (filled in by TLS connections) --------------------------------
+    def peer_identities(self) -> Optional[List[bytes]]:
+        return None
+
+    def peer_identity_key(self) -> Optional[str]:
+        return None
+
+    def auth_context(self) -> Dict[str, List[bytes]]:
+        return {}
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: Any) -> bool:
+        return self is other

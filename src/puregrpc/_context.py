@@ -1,0 +1,110 @@
+"""``ServicerContext``: what a handler sees of its RPC (grpcio's interface)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ._compression import to_encoding
+from ._status import StatusCode, to_status_code
+
+if TYPE_CHECKING:
+    from ._call import ServerCall
+
+
+class RpcError(Exception):
+    """Raised into a handler reading requests from a call that has been cancelled."""
+
+
+class AbortError(Exception):
+    """Raised by ``context.abort()``; the server ends the RPC with the given status."""
+
+
+class ServicerContext:
+    """Per-RPC context handed to handlers; the same methods as ``grpc.ServicerContext``."""
+
+    def __init__(self, call: ServerCall) -> None:
+        self._call = call
+
+    # -- the RPC ---------------------------------------------------------------
+    def invocation_metadata(self) -> Tuple[Tuple[str, Any], ...]:
+        """Request metadata as (key, value) pairs; ``-bin`` values are bytes."""
+        return self._call.metadata
+
+    def peer(self) -> str:
+        """The client's address, e.g. ``ipv4:127.0.0.1:50000``."""
+        return self._call.conn.peer
+
+    def peer_identities(self) -> Optional[List[bytes]]:
+        return self._call.conn.peer_identities()
+
+    def peer_identity_key(self) -> Optional[str]:
+        return self._call.conn.peer_identity_key()
+
+    def auth_context(self) -> Dict[str, List[bytes]]:
+        return self._call.conn.auth_context()
+
+    def is_active(self) -> bool:
+        """False once the RPC is cancelled, timed out, or finished."""
+        return self._call.active
+
+    def time_remaining(self) -> Optional[float]:
+        """Seconds until the deadline (never negative), or None without one."""
+        deadline = self._call.deadline
+        if deadline is None:
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+    def cancel(self) -> None:
+        """Cancel the RPC from the server side (the client sees CANCELLED)."""
+        self._call.cancel_from_handler()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` when the RPC terminates; False if it already has."""
+        return self._call.add_callback(callback)
+
+    # -- metadata --------------------------------------------------------------
+    def send_initial_metadata(self, initial_metadata: Sequence[Tuple[str, Any]]) -> None:
+        self._call.send_initial_metadata(initial_metadata)
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[Tuple[str, Any]]) -> None:
+        self._call.trailing_metadata = tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> Tuple[Tuple[str, Any], ...]:
+        return self._call.trailing_metadata
+
+    # -- status ----------------------------------------------------------------
+    def set_code(self, code: Any) -> None:
+        self._call.code = to_status_code(code)
+
+    def set_details(self, details: str) -> None:
+        self._call.details = details
+
+    def code(self) -> Optional[StatusCode]:
+        return self._call.code
+
+    def details(self) -> Optional[str]:
+        return self._call.details
+
+    def abort(self, code: Any, details: str = "") -> None:
+        """End the RPC now with ``code`` and ``details``; raises, never returns.
+        OK is not an error status, so an abort with OK ends with UNKNOWN."""
+        status = to_status_code(code)
+        self._call.code = StatusCode.UNKNOWN if status is StatusCode.OK else status
+        self._call.details = details
+        self._call.aborted = True
+        raise AbortError(details)
+
+    def abort_with_status(self, status: Any) -> None:
+        """Abort with a ``grpc.Status``-like object (code, details, trailing_metadata)."""
+        trailing = getattr(status, "trailing_metadata", None)
+        if trailing:
+            self._call.trailing_metadata = tuple(trailing)
+        self.abort(status.code, getattr(status, "details", "") or "")
+
+    # -- compression -----------------------------------------------------------
+    def set_compression(self, compression: Any) -> None:
+        self._call.set_response_encoding(to_encoding(compression))
+
+    def disable_next_message_compression(self) -> None:
+        self._call.skip_next_compression = True

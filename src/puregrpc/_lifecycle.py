@@ -1,0 +1,126 @@
+"""The server lifecycle as a state table (gRFC L54; docs/lifecycle.md).
+
+Theory of operation: a server is in one of four states. Four inputs move it:
+``ADD_PORT``, ``START`` and ``STOP`` come from the public API, ``DRAINED`` from
+the I/O layer when the last RPC of a stopping server has ended. ``TABLE`` maps
+each (state, input) pair to the next state and, for a misuse, the exception the
+caller gets. Nothing here does I/O: ``Lifecycle`` only records the state, the
+stop deadline, and the termination event that ``wait_for_termination`` blocks on.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+from typing import Dict, List, Optional, Tuple, Type
+
+
+class State(enum.Enum):
+    NEW = "new"
+    SERVING = "serving"
+    DRAINING = "draining"
+    TERMINATED = "terminated"
+
+
+class Input(enum.Enum):
+    ADD_PORT = "add_port"
+    START = "start"
+    STOP = "stop"
+    DRAINED = "drained"
+
+
+Misuse = Optional[Tuple[Type[Exception], str]]
+
+_NO_PORT_AFTER_START = (RuntimeError, "cannot add a port once the server has started")
+_STARTED = (ValueError, "the server has already been started")
+_NO_RESTART = (ValueError, "a stopped server cannot be started again")
+
+TABLE: Dict[Tuple[State, Input], Tuple[State, Misuse]] = {
+    (State.NEW, Input.ADD_PORT): (State.NEW, None),
+    (State.NEW, Input.START): (State.SERVING, None),
+    (State.NEW, Input.STOP): (State.NEW, None),  # grpcio-compatible no-op
+    (State.NEW, Input.DRAINED): (State.NEW, None),
+    (State.SERVING, Input.ADD_PORT): (State.SERVING, _NO_PORT_AFTER_START),
+    (State.SERVING, Input.START): (State.SERVING, _STARTED),
+    (State.SERVING, Input.STOP): (State.DRAINING, None),
+    (State.SERVING, Input.DRAINED): (State.SERVING, None),
+    (State.DRAINING, Input.ADD_PORT): (State.DRAINING, _NO_PORT_AFTER_START),
+    (State.DRAINING, Input.START): (State.DRAINING, _NO_RESTART),
+    (State.DRAINING, Input.STOP): (State.DRAINING, None),  # may bring the deadline forward
+    (State.DRAINING, Input.DRAINED): (State.TERMINATED, None),
+    (State.TERMINATED, Input.ADD_PORT): (State.TERMINATED, _NO_PORT_AFTER_START),
+    (State.TERMINATED, Input.START): (State.TERMINATED, _NO_RESTART),
+    (State.TERMINATED, Input.STOP): (State.TERMINATED, None),
+    (State.TERMINATED, Input.DRAINED): (State.TERMINATED, None),
+}
+
+
+class StopDecision(enum.Enum):
+    """What a ``stop()`` asks of the I/O layer."""
+
+    NOTHING = "nothing"  # not started, already terminated, or a later deadline
+    BEGIN = "begin"  # first stop: close listeners, GOAWAY, arm the deadline
+    EARLIER = "earlier"  # already draining: move the deadline forward
+
+
+class Lifecycle:
+    """Thread-safe holder of the state, the stop deadline and the termination event."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = State.NEW
+        self._terminated = threading.Event()
+        self._stop_events: List[threading.Event] = []
+        self.deadline: Optional[float] = None  # monotonic; -inf means "cancel now"
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def apply(self, event: Input) -> Tuple[State, State]:
+        """Apply an input; return (before, after). Raise the table's exception on misuse."""
+        with self._lock:
+            return self._apply_locked(event)
+
+    def _apply_locked(self, event: Input) -> Tuple[State, State]:
+        before = self._state
+        after, misuse = TABLE[(before, event)]
+        if misuse is not None:
+            exc_type, message = misuse
+            raise exc_type(message)
+        self._state = after
+        if after is State.TERMINATED and before is not State.TERMINATED:
+            for stop_event in self._stop_events:
+                stop_event.set()
+            self._stop_events.clear()
+            self._terminated.set()
+        return before, after
+
+    def stop(self, grace: Optional[float], now: float) -> Tuple[threading.Event, StopDecision]:
+        """Record a ``stop(grace)``; the earliest deadline wins, ``None`` wins over all."""
+        deadline = -math.inf if grace is None else now + max(0.0, float(grace))
+        done = threading.Event()
+        with self._lock:
+            before, after = self._apply_locked(Input.STOP)
+            if after is not State.DRAINING:
+                done.set()
+                return done, StopDecision.NOTHING
+            self._stop_events.append(done)
+            if before is State.SERVING:
+                self.deadline = deadline
+                return done, StopDecision.BEGIN
+            if self.deadline is None or deadline < self.deadline:
+                self.deadline = deadline
+                return done, StopDecision.EARLIER
+            return done, StopDecision.NOTHING
+
+    def wait(self, timeout: Optional[float]) -> bool:
+        """Block until terminated or timeout; True if it timed out (grpcio's contract)."""
+        if timeout is not None and timeout <= 0:
+            return not self._terminated.is_set()
+        return not self._terminated.wait(timeout)
+
+    @property
+    def terminated(self) -> bool:
+        return self._terminated.is_set()

@@ -1,0 +1,119 @@
+"""The I/O thread: one asyncio loop for every socket of every server in the process.
+
+It never blocks and never runs user code. Other threads hand it work with
+``post()``: calls queue in a deque and one wake-up of the loop runs them all,
+so a burst of completions from handler threads costs one wake-up, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from typing import Any, Callable, Deque, Optional, Set, Tuple, TypeVar
+
+T = TypeVar("T")
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class Flushable:
+    """Something with output to write once the current batch of work is done."""
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+
+class IOThread:
+    def __init__(self) -> None:
+        self.loop = _new_event_loop()
+        self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._dirty: Set[Flushable] = set()
+        self._flush_scheduled = False
+        self.thread = threading.Thread(target=self._run, name="puregrpc-io", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop soon. Safe from any thread."""
+        self._queue.append((fn, args))
+        with self._lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        queue = self._queue
+        while queue:
+            fn, args = queue.popleft()
+            fn(*args)
+        self.flush_dirty()
+
+    def mark_dirty(self, item: Flushable) -> None:
+        """Loop thread only: ``item.flush()`` runs at the end of this iteration."""
+        self._dirty.add(item)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush_dirty)
+
+    def flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        while dirty:
+            dirty.pop().flush()
+
+    def call(self, fn: Callable[[], T], timeout: Optional[float] = None) -> T:
+        """Run ``fn`` on the loop and return its result (directly if already there)."""
+        if self.in_loop_thread():
+            return fn()
+        done = threading.Event()
+        box: list[Any] = []
+
+        def run() -> None:
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        self.post(run)
+        if not done.wait(timeout):
+            raise TimeoutError("the puregrpc I/O thread did not answer")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+
+_io: Optional[IOThread] = None
+_io_lock = threading.Lock()
+
+
+def io_thread() -> IOThread:
+    """The process's I/O thread, started on first use."""
+    global _io
+    if _io is None:
+        with _io_lock:
+            if _io is None:
+                _io = IOThread()
+    return _io

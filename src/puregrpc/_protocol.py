@@ -1,0 +1,339 @@
+"""gRPC over HTTP/2, server side, sans-I/O (grpc/grpc doc/PROTOCOL-HTTP2.md).
+
+Pure functions and one small decoder: request-header validation, ``grpc-timeout``,
+metadata conversion, message framing, and the response header blocks. Nothing
+here touches sockets, threads or the clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import quote, unquote
+
+from ._compression import ACCEPT_ENCODING, SUPPORTED
+from ._h2.hpack_encoder import encode_headers
+from ._status import StatusCode
+
+Metadata = Tuple[Tuple[str, "str | bytes"], ...]
+
+DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024
+
+# Headers that carry the protocol itself; never shown to handlers as metadata.
+_RESERVED = frozenset(
+    (
+        "te",
+        "content-type",
+        "grpc-timeout",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "grpc-message-type",
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "connection",
+        "host",
+        "content-length",
+        "accept-encoding",
+    )
+)
+_LEGAL_KEY = re.compile(r"^[0-9a-z_.\-]+$")
+
+_TIMEOUT_UNITS = {
+    "H": 3600.0,
+    "M": 60.0,
+    "S": 1.0,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+}
+
+
+class RequestRejected(Exception):
+    """A request the server answers without running a handler."""
+
+    def __init__(self, http_status: int, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
+        self.message = message
+
+
+class ProtocolViolation(Exception):
+    """A gRPC framing error inside a stream; the RPC ends with ``code``."""
+
+    def __init__(self, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_timeout(value: str) -> float:
+    """``grpc-timeout`` -> seconds. At most 8 digits and one unit letter."""
+    digits, unit = value[:-1], value[-1:]
+    if not (1 <= len(digits) <= 8 and digits.isdigit() and digits.isascii()) or unit not in _TIMEOUT_UNITS:
+        raise ValueError(f"malformed grpc-timeout {value!r}")
+    return int(digits) * _TIMEOUT_UNITS[unit]
+
+
+def decode_bin_value(value: str) -> bytes:
+    """Base64 of a ``-bin`` header, padded or not (the spec allows both)."""
+    value = value.strip()
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"invalid base64 in binary header value {value!r}") from None
+
+
+class RequestHead:
+    """What the server needs from a validated request header list."""
+
+    __slots__ = ("accept_encoding", "content_type", "encoding", "metadata", "method", "timeout")
+
+    def __init__(
+        self,
+        method: str,
+        content_type: str,
+        timeout: Optional[float],
+        encoding: Optional[str],
+        accept_encoding: Tuple[str, ...],
+        metadata: Metadata,
+    ) -> None:
+        self.method = method
+        self.content_type = content_type
+        self.timeout = timeout
+        self.encoding = encoding
+        self.accept_encoding = accept_encoding
+        self.metadata = metadata
+
+
+def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
+    """Validate a request header list; raise RequestRejected with the HTTP status
+    and gRPC status to answer with when it is not an acceptable gRPC request."""
+    method = path = content_type = None
+    te = None
+    timeout: Optional[float] = None
+    encoding: Optional[str] = None
+    accept: Tuple[str, ...] = ()
+    metadata: List[Tuple[str, "str | bytes"]] = []
+    for name, value in headers:
+        if name[0] == ":":
+            if name == ":method":
+                method = value
+            elif name == ":path":
+                path = value
+            continue
+        if name in _RESERVED:
+            if name == "content-type":
+                content_type = value
+            elif name == "te":
+                te = value
+            elif name == "grpc-timeout":
+                try:
+                    timeout = parse_timeout(value)
+                except ValueError as exc:
+                    raise RequestRejected(400, StatusCode.INTERNAL, str(exc)) from None
+            elif name == "grpc-encoding":
+                encoding = value
+            elif name == "grpc-accept-encoding":
+                accept = tuple(item.strip() for item in value.split(","))
+            continue
+        if name.endswith("-bin"):
+            try:
+                metadata.append((name, decode_bin_value(value)))
+            except ValueError as exc:
+                raise RequestRejected(400, StatusCode.INTERNAL, str(exc)) from None
+        else:
+            metadata.append((name, value))
+    if method != "POST":
+        raise RequestRejected(405, StatusCode.INTERNAL, f"method {method!r} not allowed, gRPC uses POST")
+    if content_type is None or not content_type.startswith("application/grpc"):
+        raise RequestRejected(
+            415, StatusCode.INTERNAL, f"content-type {content_type!r} is not application/grpc"
+        )
+    if te != "trailers":
+        raise RequestRejected(400, StatusCode.INTERNAL, 'missing "te: trailers" header')
+    if not path or path[0] != "/" or path.count("/") != 2 or path.endswith("/"):
+        raise RequestRejected(200, StatusCode.UNIMPLEMENTED, f"malformed method path {path!r}")
+    if encoding == "identity":
+        encoding = None
+    elif encoding is not None and encoding not in SUPPORTED:
+        raise RequestRejected(
+            200,
+            StatusCode.UNIMPLEMENTED,
+            f"grpc-encoding {encoding!r} is not supported (supported: {ACCEPT_ENCODING})",
+        )
+    return RequestHead(path, content_type, timeout, encoding, accept, tuple(metadata))
+
+
+def encode_metadata(metadata: Optional[Sequence[Tuple[str, "str | bytes"]]]) -> List[Tuple[bytes, bytes]]:
+    """User metadata -> header fields. Keys are validated; ``-bin`` values are base64
+    without padding (the form gRPC implementations send)."""
+    out: List[Tuple[bytes, bytes]] = []
+    if not metadata:
+        return out
+    for item in metadata:
+        key, value = item[0], item[1]
+        if not isinstance(key, str) or not _LEGAL_KEY.match(key) or key.startswith("grpc-"):
+            raise ValueError(f"metadata key {key!r} is invalid")
+        if key.endswith("-bin"):
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            out.append((key.encode(), base64.b64encode(raw).rstrip(b"=")))
+        else:
+            if isinstance(value, bytes):
+                text = value
+            elif isinstance(value, str):
+                text = value.encode("ascii", "strict") if value.isascii() else b""
+                if not value.isascii():
+                    raise ValueError(f"metadata value for {key!r} must be ASCII: {value!r}")
+            else:
+                raise ValueError(f"metadata value for {key!r} must be str: {value!r}")
+            if any(c < 0x20 or c > 0x7E for c in text):
+                raise ValueError(f"metadata value for {key!r} has characters outside 0x20-0x7E")
+            out.append((key.encode(), text))
+    return out
+
+
+# grpc-message is percent-encoded UTF-8: everything outside 0x20-0x7E, and '%'.
+_SAFE_MESSAGE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def encode_message_header(details: str) -> bytes:
+    return quote(details, safe=_SAFE_MESSAGE, encoding="utf-8", errors="replace").encode("ascii")
+
+
+def decode_message_header(value: str) -> str:
+    return unquote(value, encoding="utf-8", errors="replace")
+
+
+# --- response header blocks ---------------------------------------------------
+
+_block_cache: Dict[Tuple[str, Optional[str]], bytes] = {}
+
+
+def response_headers_block(
+    content_type: str, encoding: Optional[str], metadata: Sequence[Tuple[bytes, bytes]] = ()
+) -> bytes:
+    """HEADERS of a response. Without metadata the block is cached."""
+    if not metadata:
+        key = (content_type, encoding)
+        block = _block_cache.get(key)
+        if block is None:
+            if len(_block_cache) > 64:
+                _block_cache.clear()
+            block = encode_headers(_response_fields(content_type, encoding))
+            _block_cache[key] = block
+        return block
+    return encode_headers(_response_fields(content_type, encoding) + list(metadata))
+
+
+def _response_fields(content_type: str, encoding: Optional[str]) -> List[Tuple[bytes, bytes]]:
+    fields = [(b":status", b"200"), (b"content-type", content_type.encode("latin-1"))]
+    if encoding is not None:
+        fields.append((b"grpc-encoding", encoding.encode()))
+    fields.append((b"grpc-accept-encoding", ACCEPT_ENCODING.encode()))
+    return fields
+
+
+_OK_TRAILERS = encode_headers([(b"grpc-status", b"0")])
+
+
+def trailers_block(
+    code: int,
+    details: Optional[str],
+    metadata: Sequence[Tuple[bytes, bytes]] = (),
+    status_details: Optional[bytes] = None,
+) -> bytes:
+    """Trailers of a response that already sent its HEADERS."""
+    if code == 0 and not details and not metadata and status_details is None:
+        return _OK_TRAILERS
+    return encode_headers(_status_fields(code, details, metadata, status_details))
+
+
+def trailers_only_block(
+    http_status: int,
+    content_type: str,
+    code: int,
+    details: Optional[str],
+    metadata: Sequence[Tuple[bytes, bytes]] = (),
+    status_details: Optional[bytes] = None,
+) -> bytes:
+    """A Trailers-Only response: one HEADERS frame that ends the stream."""
+    fields = [
+        (b":status", str(http_status).encode()),
+        (b"content-type", content_type.encode("latin-1")),
+        (b"grpc-accept-encoding", ACCEPT_ENCODING.encode()),
+    ]
+    return encode_headers(fields + _status_fields(code, details, metadata, status_details))
+
+
+def _status_fields(
+    code: int,
+    details: Optional[str],
+    metadata: Sequence[Tuple[bytes, bytes]],
+    status_details: Optional[bytes],
+) -> List[Tuple[bytes, bytes]]:
+    fields = [(b"grpc-status", str(code).encode())]
+    if details:
+        fields.append((b"grpc-message", encode_message_header(details)))
+    if status_details is not None:
+        fields.append((b"grpc-status-details-bin", base64.b64encode(status_details).rstrip(b"=")))
+    fields.extend(metadata)
+    return fields
+
+
+# --- message framing (5-byte prefix: flag, big-endian length) ------------------
+
+_PREFIX = struct.Struct(">BI")
+
+
+def frame_message(payload: bytes, compressed: bool = False) -> bytes:
+    return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+
+
+class MessageDecoder:
+    """Splits a request body into length-prefixed messages, across and within
+    DATA frames. Yields ``(compressed, payload)``; enforces the size limit on the
+    declared length, before buffering the message."""
+
+    __slots__ = ("_buffer", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._buffer = bytearray()
+        self._limit = limit
+
+    def feed(self, data: bytes) -> List[Tuple[bool, bytes]]:
+        buf = self._buffer
+        if not buf and len(data) >= 5:
+            # Fast path: one whole message in one DATA frame.
+            flag, length = _PREFIX.unpack_from(data)
+            if length + 5 == len(data) and flag <= 1 and length <= self._limit:
+                return [(flag == 1, data[5:])]
+        buf += data
+        out: List[Tuple[bool, bytes]] = []
+        offset = 0
+        while len(buf) - offset >= 5:
+            flag, length = _PREFIX.unpack_from(buf, offset)
+            if flag > 1:
+                raise ProtocolViolation(StatusCode.INTERNAL, f"invalid message compressed-flag {flag}")
+            if length > self._limit:
+                raise ProtocolViolation(
+                    StatusCode.RESOURCE_EXHAUSTED,
+                    f"Received message larger than max ({length} vs. {self._limit})",
+                )
+            end = offset + 5 + length
+            if end > len(buf):
+                break
+            out.append((flag == 1, bytes(buf[offset + 5 : end])))
+            offset = end
+        if offset:
+            del buf[:offset]
+        return out
+
+    @property
+    def partial(self) -> bool:
+        """True when a message has begun but not ended (a truncated body at EOS)."""
+        return bool(self._buffer)

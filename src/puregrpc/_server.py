@@ -1,0 +1,287 @@
+"""The server: the public ``Server`` and the ``ServerCore`` the I/O thread drives.
+
+``Server`` is what user code holds; ``ServerCore`` is everything the I/O thread
+needs. The core never refers back to the ``Server``, so dropping the last user
+reference lets the ``Server`` be collected, and its ``__del__`` starts a
+graceful shutdown (lifecycle.md 19) without any polling thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures  # noqa: F401  (imported first: see _register_exit_hook)
+import logging
+import math
+import socket
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from ._addresses import bind
+from ._call import ServerCall
+from ._compression import to_encoding
+from ._connection import Connection
+from ._h2.connection import H2Config
+from ._handlers import Registry
+from ._lifecycle import Input, Lifecycle, State, StopDecision
+from ._loop import io_thread
+from ._protocol import DEFAULT_MAX_RECEIVE
+from ._status import StatusCode
+
+_LOGGER = logging.getLogger("puregrpc")
+_UNLIMITED = 2**31 - 1
+
+
+def _int_option(options: Dict[str, Any], name: str, default: int) -> int:
+    value = options.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"option {name!r} must be an int, got {value!r}")
+    return value
+
+
+class ServerCore:
+    """Shared state of one server; its ``*_loop`` methods run on the I/O thread."""
+
+    def __init__(
+        self,
+        thread_pool: Any,
+        interceptors: Sequence[Any],
+        options: Sequence[Tuple[str, Any]],
+        maximum_concurrent_rpcs: Optional[int],
+        compression: Any,
+    ) -> None:
+        if thread_pool is None or not callable(getattr(thread_pool, "submit", None)):
+            raise TypeError(f"thread_pool must be an executor with submit(), got {thread_pool!r}")
+        if maximum_concurrent_rpcs is not None and maximum_concurrent_rpcs < 1:
+            raise ValueError("maximum_concurrent_rpcs must be None or a positive int")
+        opts = dict(options)
+        self.io = io_thread()
+        self.pool = thread_pool
+        self.lifecycle = Lifecycle()
+        self.registry = Registry()
+        self.interceptors = tuple(interceptors)
+        for interceptor in self.interceptors:
+            if not callable(getattr(interceptor, "intercept_service", None)):
+                raise TypeError(f"interceptor has no intercept_service(): {interceptor!r}")
+        receive = _int_option(opts, "grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
+        send = _int_option(opts, "grpc.max_send_message_length", -1)
+        self.max_receive = _UNLIMITED if receive < 0 else receive
+        self.max_send = _UNLIMITED if send < 0 else send
+        self.reuse_port = bool(opts.get("grpc.so_reuseport", 0))
+        config = H2Config()
+        config.max_concurrent_streams = _int_option(
+            opts, "grpc.max_concurrent_streams", config.max_concurrent_streams
+        )
+        config.max_header_list_size = _int_option(opts, "grpc.max_metadata_size", config.max_header_list_size)
+        self.h2_config = config
+        self.default_encoding = to_encoding(compression)
+        self.max_concurrent_rpcs = maximum_concurrent_rpcs
+        # I/O thread state
+        self.active_rpcs = 0
+        self.connections: Set[Connection] = set()
+        self.sockets: List[socket.socket] = []
+        self.listeners: List[asyncio.AbstractServer] = []
+        self.draining = False
+        self._grace_timer: Optional[asyncio.TimerHandle] = None
+        self.stats = {"finished": 0, "cancelled": 0}
+
+    # -- called by Server (any thread) ------------------------------------------
+    def add_port(self, address: str) -> int:
+        if self.lifecycle.state is not State.NEW:
+            self.lifecycle.apply(Input.ADD_PORT)  # raises the table's error
+        socks, port = bind(address, self.reuse_port)
+        self.sockets.extend(socks)
+        return port
+
+    def start(self) -> None:
+        self.lifecycle.apply(Input.START)
+        _live_cores.add(self)
+        future = asyncio.run_coroutine_threadsafe(self._start_listeners(), self.io.loop)
+        future.result()
+
+    async def _start_listeners(self) -> None:
+        loop = self.io.loop
+        for sock in self.sockets:
+            listener = await loop.create_server(lambda: Connection(self), sock=sock, backlog=1024)
+            self.listeners.append(listener)
+
+    def stop(self, grace: Optional[float]) -> threading.Event:
+        done, decision = self.lifecycle.stop(grace, time.monotonic())
+        if decision is StopDecision.BEGIN:
+            self.io.call(self._begin_drain_loop)
+        elif decision is StopDecision.EARLIER:
+            self.io.call(self._arm_deadline_loop)
+        if grace is None and not self.io.in_loop_thread():
+            done.wait()
+        return done
+
+    def close_unstarted(self) -> None:
+        if self.lifecycle.state is State.NEW:
+            for sock in self.sockets:
+                sock.close()
+            self.sockets.clear()
+
+    # -- I/O thread ---------------------------------------------------------------
+    def submit(self, call: ServerCall) -> None:
+        try:
+            self.pool.submit(call.run)
+        except RuntimeError as exc:  # the user's pool was shut down
+            call.abort_loop(StatusCode.UNAVAILABLE, f"server thread pool unavailable: {exc}")
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    def call_finished(self) -> None:
+        self.active_rpcs -= 1
+        if self.draining and self.active_rpcs == 0:
+            self._terminate_loop()
+
+    def _begin_drain_loop(self) -> None:
+        self.draining = True
+        for listener in self.listeners:
+            listener.close()
+        for sock in self.sockets:
+            sock.close()  # refuse new TCP connections before stop() returns
+        for conn in list(self.connections):
+            conn.begin_shutdown()
+        self.io.flush_dirty()
+        if self.active_rpcs == 0:
+            self._terminate_loop()
+        else:
+            self._arm_deadline_loop()
+
+    def _arm_deadline_loop(self) -> None:
+        if self.lifecycle.terminated:
+            return
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        deadline = self.lifecycle.deadline
+        if deadline is None or deadline == math.inf:
+            return
+        delay = deadline - time.monotonic()
+        if delay <= 0:
+            self._grace_expired_loop()
+        else:
+            self._grace_timer = self.io.loop.call_later(delay, self._grace_expired_loop)
+
+    def _grace_expired_loop(self) -> None:
+        self._grace_timer = None
+        for conn in list(self.connections):
+            conn.abort_all(StatusCode.UNAVAILABLE, "the server is shutting down")
+        self.io.flush_dirty()
+
+    def _terminate_loop(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        for conn in list(self.connections):
+            conn.begin_shutdown()
+            conn.finish_shutdown()
+        self.io.flush_dirty()
+        _live_cores.discard(self)
+        self.lifecycle.apply(Input.DRAINED)
+
+
+_live_cores: Set[ServerCore] = set()
+
+
+class Server:
+    """A gRPC server; the same methods as ``grpc.Server``. Make one with ``puregrpc.server()``."""
+
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[Any]) -> None:
+        """Add generic handlers; allowed before and after ``start()``."""
+        self._core.registry.add_generic(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Dict[str, Any]) -> None:
+        """Register handlers by method name; they win over generic handlers.
+        Ignored, with a warning, once the server has started (as grpcio)."""
+        if self._core.lifecycle.state is not State.NEW:
+            _LOGGER.warning(
+                "method handlers for %s were not registered: method handlers cannot be "
+                "registered once the server has started",
+                service_name,
+            )
+            return
+        self._core.registry.add_methods(service_name, method_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        """Bind ``address`` now and return its port (0 picks a free one).
+        Raises RuntimeError if it cannot be bound, or once the server has started."""
+        return self._core.add_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: Any) -> int:
+        raise NotImplementedError("TLS is not available yet in puregrpc")
+
+    def start(self) -> None:
+        """Start serving; does not block. ValueError if already started or stopped."""
+        self._core.start()
+
+    def stop(self, grace: Optional[float]) -> threading.Event:
+        """Stop: refuse new RPCs now, cancel those still running after ``grace`` seconds
+        (``None``: at once). Returns an Event set when the server has terminated."""
+        return self._core.stop(grace)
+
+    def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
+        """Block until the server terminates or ``timeout`` seconds pass.
+
+        Returns True if the timeout passed, False if the server terminated
+        (grpcio's contract: the opposite of ``threading.Event.wait``).
+        """
+        return self._core.lifecycle.wait(timeout)
+
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is None:
+            return
+        if core.lifecycle.state is State.SERVING:
+            core.stop(math.inf)
+        else:
+            core.close_unstarted()
+
+
+def server(
+    thread_pool: Any,
+    handlers: Optional[Sequence[Any]] = None,
+    interceptors: Optional[Sequence[Any]] = None,
+    options: Optional[Sequence[Tuple[str, Any]]] = None,
+    maximum_concurrent_rpcs: Optional[int] = None,
+    compression: Any = None,
+) -> Server:
+    """Create a server, as ``grpc.server(...)``; handlers run in ``thread_pool``."""
+    core = ServerCore(thread_pool, interceptors or (), options or (), maximum_concurrent_rpcs, compression)
+    srv = Server(core)
+    if handlers:
+        srv.add_generic_rpc_handlers(handlers)
+    return srv
+
+
+def _stop_all_at_exit() -> None:
+    """Interpreter exit (lifecycle.md 20): cancel every RPC before thread pools join."""
+    for core in list(_live_cores):
+        try:
+            core.stop(0)
+        except Exception:
+            _LOGGER.exception("error stopping a server at interpreter exit")
+
+
+def _register_exit_hook() -> None:
+    # threading's exit hooks run in reverse order of registration, before
+    # non-daemon threads are joined; concurrent.futures was imported above, so
+    # ours runs before its pools wait for their workers.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_stop_all_at_exit)
+    else:  # pragma: no cover - not CPython/PyPy
+        import atexit
+
+        atexit.register(_stop_all_at_exit)
+
+
+_register_exit_hook()
