@@ -1,0 +1,80 @@
+"""Generate and import the Python code for bench/echo.proto.
+
+The code is generated at run time with grpcio-tools into bench/_gen/ (gitignored) and is
+never committed.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from types import ModuleType
+from typing import Tuple
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+PROTO_FILE = os.path.join(BENCH_DIR, "echo.proto")
+GEN_DIR = os.path.join(BENCH_DIR, "_gen")
+SERVICE_NAME = "bench.Echo"
+METHOD_PATH = "/bench.Echo/Unary"
+PAYLOAD_SIZE = 100
+
+
+def generate(out_dir: str = GEN_DIR) -> None:
+    """Run `python -m grpc_tools.protoc` on echo.proto, writing into out_dir.
+
+    Files are generated into a temporary folder first and then moved into place, so a
+    process reading out_dir never sees half-written modules.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-") as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{BENCH_DIR}",
+            f"--python_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            PROTO_FILE,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"protoc failed ({proc.returncode}): {proc.stderr.strip()}")
+        for name in ("echo_pb2.py", "echo_pb2_grpc.py"):
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+
+
+def load_pb2(gen_dir: str = GEN_DIR) -> ModuleType:
+    """Import echo_pb2 (messages only; does not import grpc)."""
+    if not os.path.exists(os.path.join(gen_dir, "echo_pb2.py")):
+        generate(gen_dir)
+    if gen_dir not in sys.path:
+        sys.path.insert(0, gen_dir)
+    import echo_pb2
+
+    return echo_pb2
+
+
+def load(gen_dir: str = GEN_DIR) -> Tuple[ModuleType, ModuleType]:
+    """Import (echo_pb2, echo_pb2_grpc). The second one imports grpc."""
+    pb2 = load_pb2(gen_dir)
+    if not os.path.exists(os.path.join(gen_dir, "echo_pb2_grpc.py")):
+        generate(gen_dir)
+    import echo_pb2_grpc
+
+    return pb2, echo_pb2_grpc
+
+
+def grpc_frame(message: bytes, compressed: bool = False) -> bytes:
+    """Wrap a serialized message in gRPC's 5-byte length prefix."""
+    return struct.pack(">BI", 1 if compressed else 0, len(message)) + message
+
+
+def request_body(payload_size: int = PAYLOAD_SIZE, pb2: ModuleType | None = None) -> bytes:
+    """The length-prefixed EchoMsg that every benchmark request sends."""
+    if pb2 is None:
+        pb2 = load_pb2()
+    msg = pb2.EchoMsg(payload=b"x" * payload_size)
+    return grpc_frame(msg.SerializeToString())
