@@ -12,7 +12,7 @@ Headers = List[Tuple[str, str]]
 
 
 class Event:
-    __slots__ = ()
+    __slots__: Tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -27,7 +27,7 @@ class Event:
 class RequestReceived(Event):
     """A new stream opened by the peer, with its decoded request header list."""
 
-    __slots__ = ("stream_id", "headers", "end_stream")
+    __slots__ = ("stream_id", "headers", "end_stream")  # noqa: RUF023 (constructor order)
 
     def __init__(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
         self.stream_id = stream_id
@@ -39,7 +39,7 @@ class DataReceived(Event):
     """DATA on an open stream. ``flow_length`` counts padding too: pass it to
     ``H2Connection.acknowledge_received_data`` once the data is consumed."""
 
-    __slots__ = ("stream_id", "data", "flow_length", "end_stream")
+    __slots__ = ("stream_id", "data", "flow_length", "end_stream")  # noqa: RUF023 (constructor order)
 
     def __init__(self, stream_id: int, data: bytes, flow_length: int, end_stream: bool) -> None:
         self.stream_id = stream_id
@@ -51,7 +51,7 @@ class DataReceived(Event):
 class TrailersReceived(Event):
     """A trailing header block from the peer; it always ends the stream."""
 
-    __slots__ = ("stream_id", "headers")
+    __slots__ = ("stream_id", "headers")  # noqa: RUF023 (constructor order)
 
     def __init__(self, stream_id: int, headers: Headers) -> None:
         self.stream_id = stream_id
@@ -63,7 +63,7 @@ class StreamReset(Event):
     RST_STREAM, False when the engine reset it for a stream error (the
     RST_STREAM is already queued)."""
 
-    __slots__ = ("stream_id", "error_code", "remote")
+    __slots__ = ("stream_id", "error_code", "remote")  # noqa: RUF023 (constructor order)
 
     def __init__(self, stream_id: int, error_code: int, remote: bool) -> None:
         self.stream_id = stream_id
@@ -90,7 +90,7 @@ class PingAcked(Event):
 
 
 class GoAwayReceived(Event):
-    __slots__ = ("error_code", "last_stream_id", "debug_data")
+    __slots__ = ("error_code", "last_stream_id", "debug_data")  # noqa: RUF023 (constructor order)
 
     def __init__(self, error_code: int, last_stream_id: int, debug_data: bytes) -> None:
         self.error_code = error_code
