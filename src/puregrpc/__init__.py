@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._compression import Compression
 from ._context import AbortError, RpcError, ServicerContext
+from ._descriptors import add_servicer, service_handler
 from ._handlers import (
     GenericRpcHandler,
     HandlerCallDetails,
@@ -38,7 +39,9 @@ __all__ = [
     "ServicerContext",
     "StatusCode",
     "method_handlers_generic_handler",
+    "add_servicer",
     "server",
+    "service_handler",
     "stream_stream_rpc_method_handler",
     "stream_unary_rpc_method_handler",
     "unary_stream_rpc_method_handler",

@@ -1,0 +1,47 @@
+"""Shared fixtures: protobuf code generated at test time, and a running server."""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+_GENERATED = pathlib.Path(tempfile.mkdtemp(prefix="puregrpc-gen-"))
+
+
+def generate(proto: pathlib.Path, include: pathlib.Path) -> None:
+    """Run grpcio-tools' protoc on ``proto`` into the shared generated folder."""
+    from grpc_tools import protoc
+
+    args = [
+        "protoc",
+        f"-I{include}",
+        f"-I{pathlib.Path(protoc.__file__).parent / '_proto'}",
+        f"--python_out={_GENERATED}",
+        f"--grpc_python_out={_GENERATED}",
+        str(proto),
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError(f"protoc failed on {proto}")
+    if str(_GENERATED) not in sys.path:
+        sys.path.insert(0, str(_GENERATED))
+
+
+@pytest.fixture(scope="session")
+def echo_pb() -> Iterator[Any]:
+    pytest.importorskip("grpc_tools")
+    generate(HERE / "protos" / "echo_test.proto", HERE / "protos")
+    yield importlib.import_module("echo_test_pb2"), importlib.import_module("echo_test_pb2_grpc")
+
+
+@pytest.fixture()
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=16)
+    yield executor
+    executor.shutdown(wait=False)

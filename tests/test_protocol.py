@@ -1,0 +1,184 @@
+"""The gRPC-over-HTTP/2 layer without I/O: validation, timeouts, metadata, framing."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import hpack
+import pytest
+
+from puregrpc._compression import DecompressionError, MessageTooLarge, compress, decompress
+from puregrpc._protocol import (
+    MessageDecoder,
+    ProtocolViolation,
+    RequestRejected,
+    decode_bin_value,
+    decode_message_header,
+    encode_message_header,
+    encode_metadata,
+    frame_message,
+    parse_request,
+    parse_timeout,
+    trailers_block,
+    trailers_only_block,
+)
+from puregrpc._status import StatusCode
+
+GOOD = [
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", "/pkg.Svc/Method"),
+    (":authority", "localhost"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1H", 3600), ("2M", 120), ("3S", 3), ("250m", 0.25), ("7u", 7e-6), ("9n", 9e-9), ("99999999S", 99999999)],
+)
+def test_timeout_units(value: str, seconds: float) -> None:
+    assert parse_timeout(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "S", "1", "123456789S", "1x", "-1S", "1.5S", "١S"])
+def test_malformed_timeout(value: str) -> None:
+    with pytest.raises(ValueError, match="grpc-timeout"):
+        parse_timeout(value)
+
+
+def test_valid_request() -> None:
+    head = parse_request([*GOOD, ("grpc-timeout", "10S"), ("x-user", "a"), ("x-user", "b")])
+    assert head.method == "/pkg.Svc/Method"
+    assert head.timeout == 10
+    assert head.metadata == (("x-user", "a"), ("x-user", "b"))  # duplicates kept in order
+
+
+@pytest.mark.parametrize("content_type", ["application/grpc+proto", "application/grpc+json", "application/grpc;x=1"])
+def test_content_type_variants(content_type: str) -> None:
+    headers = [(k, content_type if k == "content-type" else v) for k, v in GOOD]
+    assert parse_request(headers).content_type == content_type
+
+
+@pytest.mark.parametrize(
+    ("change", "http_status", "code"),
+    [
+        ((":method", "GET"), 405, StatusCode.INTERNAL),
+        (("content-type", "text/html"), 415, StatusCode.INTERNAL),
+        (("te", "gzip"), 400, StatusCode.INTERNAL),
+        ((":path", "/no-method"), 200, StatusCode.UNIMPLEMENTED),
+        ((":path", "pkg.Svc/Method"), 200, StatusCode.UNIMPLEMENTED),
+        (("grpc-timeout", "soon"), 400, StatusCode.INTERNAL),
+        (("grpc-encoding", "snappy"), 200, StatusCode.UNIMPLEMENTED),
+    ],
+)
+def test_rejected_requests(change: tuple, http_status: int, code: StatusCode) -> None:
+    headers = [(k, v) for k, v in GOOD if k != change[0]] + [change]
+    with pytest.raises(RequestRejected) as info:
+        parse_request(headers)
+    assert (info.value.http_status, info.value.code) == (http_status, code)
+
+
+def test_missing_content_type_is_415() -> None:
+    with pytest.raises(RequestRejected) as info:
+        parse_request([h for h in GOOD if h[0] != "content-type"])
+    assert info.value.http_status == 415
+
+
+def test_reserved_headers_are_not_metadata() -> None:
+    head = parse_request([*GOOD, ("grpc-accept-encoding", "gzip"), ("user-agent", "ua"), ("grpc-encoding", "gzip")])
+    assert head.metadata == (("user-agent", "ua"),)
+    assert head.encoding == "gzip"
+    assert head.accept_encoding == ("gzip",)
+
+
+@pytest.mark.parametrize("encoded", ["AAEC/w==", "AAEC/w"])
+def test_binary_metadata_with_and_without_padding(encoded: str) -> None:
+    assert decode_bin_value(encoded) == b"\x00\x01\x02\xff"
+    head = parse_request([*GOOD, ("x-data-bin", encoded)])
+    assert head.metadata == (("x-data-bin", b"\x00\x01\x02\xff"),)
+
+
+def test_bad_binary_metadata_rejected() -> None:
+    with pytest.raises(RequestRejected, match="base64"):
+        parse_request([*GOOD, ("x-data-bin", "!!!")])
+
+
+def test_encode_metadata() -> None:
+    assert encode_metadata([("k", "v"), ("k-bin", b"\xff\x00")]) == [(b"k", b"v"), (b"k-bin", b"/wA")]
+    for bad in [("Upper", "v"), ("grpc-status", "1"), ("k", "é"), ("k", "a\nb"), ("sp ace", "v")]:
+        with pytest.raises(ValueError):
+            encode_metadata([bad])
+
+
+@pytest.mark.parametrize("text", ["plain", "100%", "línea\nnueva", "🙂 emoji", "\t tab"])
+def test_grpc_message_round_trip(text: str) -> None:
+    encoded = encode_message_header(text)
+    assert all(0x20 <= byte <= 0x7E for byte in encoded)
+    assert decode_message_header(encoded.decode()) == text
+
+
+def test_trailers_blocks_decode() -> None:
+    trailers = hpack.Decoder().decode(trailers_block(3, "bad ✗", [(b"x-t", b"1")], b"\x08\x03"))
+    assert trailers == [
+        ("grpc-status", "3"),
+        ("grpc-message", "bad %E2%9C%97"),
+        ("grpc-status-details-bin", "CAM"),
+        ("x-t", "1"),
+    ]
+    only = dict(hpack.Decoder().decode(trailers_only_block(200, "application/grpc", 12, "nope")))
+    assert only[":status"] == "200" and only["grpc-status"] == "12" and only["grpc-message"] == "nope"
+
+
+def test_decoder_splits_and_packs_messages() -> None:
+    stream = frame_message(b"a" * 10) + frame_message(b"") + frame_message(b"bc", compressed=True)
+    for chunk in (1, 3, 7, len(stream)):
+        decoder = MessageDecoder(100)
+        got = []
+        for start in range(0, len(stream), chunk):
+            got += decoder.feed(stream[start : start + chunk])
+        assert got == [(False, b"a" * 10), (False, b""), (True, b"bc")]
+        assert not decoder.partial
+
+
+def test_decoder_limits_declared_length_before_buffering() -> None:
+    decoder = MessageDecoder(10)
+    with pytest.raises(ProtocolViolation) as info:
+        decoder.feed(frame_message(b"x" * 11)[:6])
+    assert info.value.code is StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_decoder_rejects_bad_flag() -> None:
+    with pytest.raises(ProtocolViolation) as info:
+        MessageDecoder(10).feed(b"\x02\x00\x00\x00\x00")
+    assert info.value.code is StatusCode.INTERNAL
+
+
+def test_decoder_reports_partial_message() -> None:
+    decoder = MessageDecoder(10)
+    decoder.feed(frame_message(b"abc")[:4])
+    assert decoder.partial
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compression_round_trip(encoding: str) -> None:
+    data = b"hello " * 100
+    assert decompress(compress(data, encoding), encoding, 10_000) == data
+
+
+def test_gzip_matches_standard_library() -> None:
+    assert decompress(gzip.compress(b"abc"), "gzip", 10) == b"abc"
+    assert decompress(zlib.compress(b"abc"), "deflate", 10) == b"abc"
+
+
+def test_decompression_bomb_is_bounded() -> None:
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))
+    with pytest.raises(MessageTooLarge):
+        decompress(bomb, "gzip", 4 * 1024 * 1024)
+
+
+def test_corrupt_compressed_data() -> None:
+    with pytest.raises(DecompressionError):
+        decompress(b"not gzip at all", "gzip", 100)
