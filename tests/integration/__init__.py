@@ -1,0 +1,1 @@
+"""Integration tests: puregrpc over real sockets, grpcio's client as the reference."""
