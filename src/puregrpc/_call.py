@@ -89,6 +89,7 @@ class ServerCall:
         self.initial_sent = False
         self.skip_next_compression = False
         self.response_encoding: Optional[str] = None
+        self.request_compressed = False  # the last request message read arrived compressed
         self.serializer: Optional[Callable[[Any], bytes]] = None
         self.deserializer: Optional[Callable[[bytes], Any]] = None
         self.set_response_encoding(conn.core.default_encoding)
@@ -331,6 +332,7 @@ class ServerCall:
         return self._decode(compressed, payload)
 
     def _decode(self, compressed: bool, payload: bytes) -> Any:
+        self.request_compressed = compressed
         if compressed:
             encoding = self.head.encoding
             if encoding is None:
@@ -373,8 +375,8 @@ class ServerCall:
                 core.registry, core.interceptors, HandlerCallDetails(self.method, self.metadata)
             )
         except Exception as exc:
-            _LOGGER.exception("Exception servicing handler for %s", self.method)
-            raise _Stop(StatusCode.UNKNOWN, f"Exception servicing handler: {exc}") from None
+            _LOGGER.exception("Exception servicing handler for %s: %s", self.method, exc)
+            raise _Stop(StatusCode.UNKNOWN, "Error in service handler!") from None
         if handler is None:
             raise _Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
         self.serializer = handler.response_serializer

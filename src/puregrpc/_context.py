@@ -108,3 +108,8 @@ class ServicerContext:
 
     def disable_next_message_compression(self) -> None:
         self._call.skip_next_compression = True
+
+    def request_compressed(self) -> bool:
+        """puregrpc extension (not in grpcio): whether the request message read last
+        arrived compressed (its compressed flag set), e.g. for interop's expect_compressed."""
+        return self._call.request_compressed

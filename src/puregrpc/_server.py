@@ -15,10 +15,10 @@ import math
 import socket
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._addresses import bind
-from ._call import ServerCall
+from ._call import ServerCall, run_callbacks
 from ._compression import to_encoding
 from ._connection import Connection
 from ._h2.connection import H2Config
@@ -84,6 +84,10 @@ class ServerCore:
         self.draining = False
         self._grace_timer: Optional[asyncio.TimerHandle] = None
         self.stats = {"finished": 0, "cancelled": 0}
+        # Called once when a drain begins (e.g. health: every service NOT_SERVING).
+        self._drain_listeners: List[Callable[[], None]] = []
+        self._drain_lock = threading.Lock()
+        self._drain_notified = False
 
     # -- called by Server (any thread) ------------------------------------------
     def add_port(self, address: str) -> int:
@@ -105,9 +109,28 @@ class ServerCore:
             listener = await loop.create_server(lambda: Connection(self), sock=sock, backlog=1024)
             self.listeners.append(listener)
 
+    def add_drain_listener(self, listener: Callable[[], None]) -> None:
+        with self._drain_lock:
+            if not self._drain_notified:
+                self._drain_listeners.append(listener)
+                return
+        run_callbacks([listener])  # the drain has already begun
+
+    def notify_drain(self) -> None:
+        """A drain begins: run the drain listeners once, on the callback thread
+        (never on the I/O thread, never blocking the caller)."""
+        with self._drain_lock:
+            if self._drain_notified:
+                return
+            self._drain_notified = True
+            listeners, self._drain_listeners = self._drain_listeners, []
+        if listeners:
+            run_callbacks(listeners)
+
     def stop(self, grace: Optional[float]) -> threading.Event:
         done, decision = self.lifecycle.stop(grace, time.monotonic())
         if decision is StopDecision.BEGIN:
+            self.notify_drain()
             self.io.call(self._begin_drain_loop)
         elif decision is StopDecision.EARLIER:
             self.io.call(self._arm_deadline_loop)
@@ -218,6 +241,12 @@ class Server:
 
     def add_secure_port(self, address: str, server_credentials: Any) -> int:
         raise NotImplementedError("TLS is not available yet in puregrpc")
+
+    def add_drain_listener(self, listener: Callable[[], None]) -> None:
+        """puregrpc extension: call ``listener()`` once when a drain begins (``stop()``,
+        or the first signal of ``puregrpc.run``), on a helper thread; at once if it has
+        begun already. The health service uses it to turn every service NOT_SERVING."""
+        self._core.add_drain_listener(listener)
 
     def start(self) -> None:
         """Start serving; does not block. ValueError if already started or stopped."""
