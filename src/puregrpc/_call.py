@@ -300,18 +300,30 @@ class ServerCall:
 
     def finish(self, framed: Optional[bytes], code: StatusCode, details: Optional[str]) -> None:
         """Send the status (and a last message): the handler's last word."""
+        # grpc-status-details-bin (google.rpc.Status) is set as trailing metadata,
+        # e.g. by grpcio-status: it goes out as the status field, not as metadata.
+        status_details: Optional[bytes] = None
+        user_trailing: List[Tuple[str, Any]] = []
+        for item in self.trailing_metadata:
+            if item[0] == "grpc-status-details-bin":
+                value = item[1]
+                status_details = value.encode() if isinstance(value, str) else bytes(value)
+            else:
+                user_trailing.append(item)
         try:
-            trailing = encode_metadata(self.trailing_metadata)
+            trailing = encode_metadata(user_trailing)
         except ValueError as exc:
             code, details, trailing = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}", []
+            status_details = None
         number = code.value[0]
         if framed is None and not self.initial_sent:
-            block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing)
+            block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing, status_details)
             self.initial_sent = True
             self.io.post(self.finish_loop, None, None, block)
             return
         headers = self._take_headers()
-        self.io.post(self.finish_loop, headers, framed, trailers_block(number, details, trailing))
+        block = trailers_block(number, details, trailing, status_details)
+        self.io.post(self.finish_loop, headers, framed, block)
 
     def next_request(self) -> Optional[Any]:
         """The next request message, None at the end; raises RpcError if cancelled."""

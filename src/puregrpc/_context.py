@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -10,6 +11,8 @@ from ._status import StatusCode, to_status_code
 
 if TYPE_CHECKING:
     from ._call import ServerCall
+
+_LOGGER = logging.getLogger("puregrpc")
 
 
 class RpcError(Exception):
@@ -90,7 +93,11 @@ class ServicerContext:
         """End the RPC now with ``code`` and ``details``; raises, never returns.
         OK is not an error status, so an abort with OK ends with UNKNOWN."""
         status = to_status_code(code)
-        self._call.code = StatusCode.UNKNOWN if status is StatusCode.OK else status
+        if status is StatusCode.OK:
+            # as grpcio: UNKNOWN, and the details are dropped
+            _LOGGER.error("abort() called with StatusCode.OK; returning UNKNOWN")
+            status, details = StatusCode.UNKNOWN, ""
+        self._call.code = status
         self._call.details = details
         self._call.aborted = True
         raise AbortError(details)
