@@ -21,6 +21,7 @@ from ._handlers import (
     unary_stream_rpc_method_handler,
     unary_unary_rpc_method_handler,
 )
+from ._run import run
 from ._server import Server, server
 from ._status import StatusCode
 
@@ -40,6 +41,7 @@ __all__ = [
     "StatusCode",
     "method_handlers_generic_handler",
     "add_servicer",
+    "run",
     "server",
     "service_handler",
     "stream_stream_rpc_method_handler",

@@ -79,6 +79,7 @@ class ServerCall:
         self.callbacks: Optional[List[Callable[[], None]]] = []
         # loop side
         self.done = False
+        self.completed = False  # ended with the handler's own status
         self.headers_sent = False
         self.decoder = MessageDecoder(conn.core.max_receive)
         # handler side
@@ -201,6 +202,7 @@ class ServerCall:
             # RFC 9113 8.1: a complete response may be followed by RST_STREAM
             # NO_ERROR so the client stops sending a request we no longer read.
             h2.reset_stream(sid, ErrorCode.NO_ERROR)
+        self.completed = True
         self._end_loop()
 
     def cancel_loop(self) -> None:

@@ -175,7 +175,7 @@ class Connection(asyncio.Protocol):
     def call_done(self, call: ServerCall) -> None:
         if self.calls.pop(call.stream_id, None) is not None:
             self.blocked.discard(call)
-            self.core.call_finished()
+            self.core.call_finished(call.completed)
             if self.shutting_down and not self.calls and self._final_goaway_sent:
                 self.mark_dirty()
                 self.io.loop.call_soon(self._close_if_idle)

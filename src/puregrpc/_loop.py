@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from typing import Any, Callable, Deque, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Deque, Optional, Protocol, Set, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -24,11 +24,10 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-class Flushable:
+class Flushable(Protocol):
     """Something with output to write once the current batch of work is done."""
 
-    def flush(self) -> None:
-        raise NotImplementedError
+    def flush(self) -> None: ...
 
 
 class IOThread:

@@ -157,8 +157,9 @@ class ServerCore:
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
 
-    def call_finished(self) -> None:
+    def call_finished(self, completed: bool) -> None:
         self.active_rpcs -= 1
+        self.stats["finished" if completed else "cancelled"] += 1
         if self.draining and self.active_rpcs == 0:
             self._terminate_loop()
 
