@@ -58,8 +58,13 @@ async def main(host: str, port: int) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        print(f"stopping on {sig.name}", file=sys.stderr, flush=True)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
 
     print(sock.getsockname()[1], flush=True)
     await stop.wait()

@@ -1,4 +1,4 @@
-"""Benchmark server (c): puregrpc, the same code as server_grpcio.py on puregrpc.server."""
+"""Benchmark server (c): puregrpc, the same code as grpcio_server.py on puregrpc.server."""
 
 from __future__ import annotations
 

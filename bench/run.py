@@ -35,9 +35,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
 
 SERVER_SCRIPTS: Dict[str, str] = {
-    "grpcio": "server_grpcio.py",
-    "grpclib": "server_grpclib.py",
-    "puregrpc": "server_puregrpc.py",
+    "grpcio": "grpcio_server.py",
+    "grpclib": "grpclib_server.py",
+    "puregrpc": "puregrpc_server.py",
 }
 DEFAULT_SCENARIOS = "1x1,1x32,8x8"
 START_TIMEOUT = 20.0
@@ -543,6 +543,11 @@ def measure_one(
         problems += res.problems
         if not server.alive():
             problems.append(f"server exited during the run (status {server.proc.returncode})")
+            if "stopping on SIG" in server.stderr_tail():
+                problems.append(
+                    "it was sent a stop signal by another process on this machine"
+                    " (the harness sends its SIGTERM only after h2load ends)"
+                )
         rate = res.req_per_s if res.total else None
     finally:
         stop_note = server.stop()

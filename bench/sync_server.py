@@ -42,6 +42,7 @@ def serve(server_factory: Callable[[ThreadPoolExecutor], Any], argv: list | None
     server.start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        print(f"stopping on {signal.Signals(signum).name}", file=sys.stderr, flush=True)
         # Stop from another thread: stop() may block, and a signal handler should not.
         threading.Thread(target=server.stop, args=(0,), daemon=True).start()
 
@@ -50,4 +51,5 @@ def serve(server_factory: Callable[[ThreadPoolExecutor], Any], argv: list | None
 
     print(port, flush=True)
     server.wait_for_termination()
+    print("terminated", file=sys.stderr, flush=True)
     return 0
