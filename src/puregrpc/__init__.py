@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._compression import Compression
 from ._context import AbortError, RpcError, ServicerContext
+from ._credentials import ServerCredentials, ssl_server_credentials
 from ._descriptors import add_servicer, service_handler
 from ._handlers import (
     GenericRpcHandler,
@@ -35,15 +36,17 @@ __all__ = [
     "RpcError",
     "RpcMethodHandler",
     "Server",
+    "ServerCredentials",
     "ServerInterceptor",
     "ServiceRpcHandler",
     "ServicerContext",
     "StatusCode",
-    "method_handlers_generic_handler",
     "add_servicer",
+    "method_handlers_generic_handler",
     "run",
     "server",
     "service_handler",
+    "ssl_server_credentials",
     "stream_stream_rpc_method_handler",
     "stream_unary_rpc_method_handler",
     "unary_stream_rpc_method_handler",

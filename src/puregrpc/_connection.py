@@ -13,6 +13,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 from ._call import ServerCall
+from ._credentials import ALPN_H2, auth_properties
 from ._h2 import events as ev
 from ._h2.connection import H2Connection
 from ._h2.errors import ErrorCode
@@ -62,6 +63,8 @@ class Connection(asyncio.Protocol):
         self.shutting_down = False
         self._final_goaway_sent = False
         self._ping_timer: Optional[asyncio.TimerHandle] = None
+        self._auth: Optional[Dict[str, List[bytes]]] = None  # TLS only
+        self._identity_key: Optional[str] = None
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,6 +77,15 @@ class Connection(asyncio.Protocol):
             except OSError:
                 pass
         self.peer = _peer_name(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            if ssl_object.selected_alpn_protocol() != ALPN_H2:
+                # gRPC needs HTTP/2 negotiated by ALPN (client without it, or HTTP/1.1 only)
+                _LOGGER.info("closing TLS connection from %s: ALPN h2 was not negotiated", self.peer)
+                self.closed = True
+                transport.abort()
+                return
+            self._auth, self._identity_key = auth_properties(ssl_object)
         self.core.connection_opened(self)
         self.h2.initiate_connection()
         if self.core.draining:
@@ -244,14 +256,18 @@ class Connection(asyncio.Protocol):
 
     # -- security (filled in by TLS connections) --------------------------------
     def peer_identities(self) -> Optional[List[bytes]]:
-        return None
+        if self._identity_key is None or self._auth is None:
+            return None
+        return list(self._auth[self._identity_key])
 
     def peer_identity_key(self) -> Optional[str]:
-        return None
+        return self._identity_key
 
     def auth_context(self) -> Dict[str, List[bytes]]:
-        # What grpcio's server reports on an insecure port.
-        return {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
+        if self._auth is None:
+            # What grpcio's server reports on an insecure port.
+            return {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
+        return {key: list(values) for key, values in self._auth.items()}
 
     def __hash__(self) -> int:
         return id(self)

@@ -13,6 +13,7 @@ import concurrent.futures  # noqa: F401  (imported first: see _register_exit_hoo
 import logging
 import math
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -21,6 +22,7 @@ from ._addresses import bind
 from ._call import ServerCall, run_callbacks
 from ._compression import to_encoding
 from ._connection import Connection
+from ._credentials import to_ssl_context
 from ._h2.connection import H2Config
 from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
@@ -30,6 +32,7 @@ from ._status import StatusCode
 
 _LOGGER = logging.getLogger("puregrpc")
 _UNLIMITED = 2**31 - 1
+_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def _int_option(options: Dict[str, Any], name: str, default: int) -> int:
@@ -80,6 +83,7 @@ class ServerCore:
         self.active_rpcs = 0
         self.connections: Set[Connection] = set()
         self.sockets: List[socket.socket] = []
+        self.ssl_contexts: Dict[socket.socket, ssl.SSLContext] = {}  # TLS sockets
         self.listeners: List[asyncio.AbstractServer] = []
         self.draining = False
         self._grace_timer: Optional[asyncio.TimerHandle] = None
@@ -90,11 +94,14 @@ class ServerCore:
         self._drain_notified = False
 
     # -- called by Server (any thread) ------------------------------------------
-    def add_port(self, address: str) -> int:
+    def add_port(self, address: str, ssl_context: Optional[ssl.SSLContext] = None) -> int:
         if self.lifecycle.state is not State.NEW:
             self.lifecycle.apply(Input.ADD_PORT)  # raises the table's error
         socks, port = bind(address, self.reuse_port)
         self.sockets.extend(socks)
+        if ssl_context is not None:
+            for sock in socks:
+                self.ssl_contexts[sock] = ssl_context
         return port
 
     def start(self) -> None:
@@ -106,7 +113,14 @@ class ServerCore:
     async def _start_listeners(self) -> None:
         loop = self.io.loop
         for sock in self.sockets:
-            listener = await loop.create_server(lambda: Connection(self), sock=sock, backlog=1024)
+            context = self.ssl_contexts.get(sock)
+            listener = await loop.create_server(
+                lambda: Connection(self),
+                sock=sock,
+                backlog=1024,
+                ssl=context,
+                ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT if context is not None else None,
+            )
             self.listeners.append(listener)
 
     def add_drain_listener(self, listener: Callable[[], None]) -> None:
@@ -241,7 +255,13 @@ class Server:
         return self._core.add_port(address)
 
     def add_secure_port(self, address: str, server_credentials: Any) -> int:
-        raise NotImplementedError("TLS is not available yet in puregrpc")
+        """Bind ``address`` for TLS (ALPN h2) with ``puregrpc.ssl_server_credentials(...)``
+        (or an ``ssl.SSLContext``) and return its port, as ``add_insecure_port``."""
+        if self._core.lifecycle.state is State.NEW:
+            context = to_ssl_context(server_credentials)  # bad credentials: raise before binding
+        else:
+            context = None  # add_port raises the lifecycle's error
+        return self._core.add_port(address, context)
 
     def add_drain_listener(self, listener: Callable[[], None]) -> None:
         """puregrpc extension: call ``listener()`` once when a drain begins (``stop()``,

@@ -52,3 +52,20 @@ def test_sigterm_exits_cleanly(cli_server: Any) -> None:
     proc, _ = cli_server
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+def test_use_tls_with_generated_certificate(interop_protos: Any, tmp_path: Any) -> None:
+    pytest.importorskip("cryptography")
+    cert = tmp_path / "ca.pem"
+    proc, port, _ = start(["--port", "0", "--use_tls", "true", "--cert_out", str(cert)])
+    try:
+        credentials = grpc.ssl_channel_credentials(cert.read_bytes())
+        with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
+            stubs = grpcio_cases.Stubs(channel, interop_protos)
+            grpcio_cases.large_unary(stubs)
+        options = (("grpc.ssl_target_name_override", "foo.test.google.fr"),)
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+            grpcio_cases.empty_unary(grpcio_cases.Stubs(channel, interop_protos))
+    finally:
+        proc.kill()
+        proc.wait()
