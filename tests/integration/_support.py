@@ -233,3 +233,26 @@ class RawClient:
                     response.reset = event.error_code
             self.sock.sendall(self.conn.data_to_send())
         return response
+
+
+def grpc_frame(payload: bytes, compressed: bool = False) -> bytes:
+    """One length-prefixed gRPC message."""
+    return bytes([1 if compressed else 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def grpc_messages(data: bytes) -> List[Tuple[bool, bytes]]:
+    """Split a response body into (compressed flag, payload) messages."""
+    out: List[Tuple[bool, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        flag = data[pos]
+        length = int.from_bytes(data[pos + 1 : pos + 5], "big")
+        out.append((flag == 1, data[pos + 5 : pos + 5 + length]))
+        pos += 5 + length
+    assert pos == len(data), "truncated gRPC message"
+    return out
+
+
+def grpc_request(path: str, *extra: Tuple[str, str]) -> List[Tuple[str, str]]:
+    headers = [(k, path if k == ":path" else v) for k, v in GRPC_REQUEST]
+    return headers + list(extra)
