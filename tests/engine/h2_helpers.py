@@ -8,7 +8,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 import h2.config
 import h2.connection
 import h2.events
-import h2.settings  # noqa: F401 (used by tests through this module)
+import h2.settings
 
 from puregrpc._h2.connection import PREFACE, H2Config, H2Connection
 from puregrpc._h2.events import Event
