@@ -124,3 +124,28 @@ class Lifecycle:
     @property
     def terminated(self) -> bool:
         return self._terminated.is_set()
+
+
+def mermaid_diagram() -> str:
+    """The state diagram of ``TABLE`` in Mermaid syntax (docs/lifecycle.md embeds it)."""
+    lines = ["stateDiagram-v2", "    [*] --> NEW"]
+    for (state, event), (after, misuse) in TABLE.items():
+        if misuse is None and after is not state:
+            lines.append(f"    {state.name} --> {after.name}: {event.value}")
+    lines.append("    TERMINATED --> [*]")
+    return "\n".join(lines)
+
+
+def misuse_table() -> str:
+    """The calls that raise, as a Markdown table (docs/lifecycle.md embeds it)."""
+    rows = ["| state | call | raises |", "|---|---|---|"]
+    for (state, event), (_, misuse) in TABLE.items():
+        if misuse is not None:
+            rows.append(f"| {state.name} | {event.value} | `{misuse[0].__name__}`: {misuse[1]} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(mermaid_diagram())
+    print()
+    print(misuse_table())
