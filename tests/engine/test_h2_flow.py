@@ -1,0 +1,277 @@
+"""Flow control in both directions (RFC 9113 sections 5.2 and 6.9)."""
+
+from __future__ import annotations
+
+import struct
+
+import h2.events
+import h2.settings
+from h2_helpers import (
+    RESPONSE_BLOCK,
+    TRAILERS_BLOCK,
+    Pair,
+    data_frame,
+    goaway_of,
+    headers_frame,
+    of_type,
+    parse_frames,
+    raw_server,
+    rsts_of,
+    settings_frame,
+    window_update_frame,
+)
+
+from puregrpc._h2.connection import H2Config
+from puregrpc._h2.events import ConnectionTerminated, DataReceived, StreamReset, WindowUpdated
+
+S = h2.settings.SettingCodes
+MAX = (1 << 31) - 1
+
+
+def window_updates(data: bytes) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for ftype, _, sid, payload in parse_frames(data):
+        if ftype == 0x8:
+            out[sid] = out.get(sid, 0) + struct.unpack(">I", payload)[0]
+    return out
+
+
+# -- inbound ---------------------------------------------------------------------
+
+
+def test_no_refill_until_acknowledged_then_batched() -> None:
+    config = H2Config(initial_window_size=65535, connection_window_size=65535 * 4)
+    pair = Pair(config)
+    sid = pair.request(body=None, end_stream=False)
+    pair.pump()
+    for _ in range(4):
+        pair.client.send_data(sid, b"x" * 16000)
+    events, _ = pair.pump()
+    assert sum(e.flow_length for e in of_type(events, DataReceived)) == 64000
+    assert pair.server.data_to_send() == b""  # nothing acknowledged yet
+    assert pair.client.local_flow_control_window(sid) == 1535
+    pair.server.acknowledge_received_data(sid, 16000)
+    assert pair.server.data_to_send() == b""  # below half the window: batched
+    pair.server.acknowledge_received_data(sid, 32000)
+    updates = window_updates(pair.server.data_to_send())
+    assert updates == {sid: 48000}
+    pair.server.acknowledge_received_data(sid, 16000)
+    pair.server.acknowledge_received_data(sid, 200_000)  # over-acknowledging is harmless
+    assert pair.server._conn_recv_window <= MAX
+
+
+def test_connection_window_refilled_for_closed_streams() -> None:
+    config = H2Config(initial_window_size=65535, connection_window_size=65535)
+    pair = Pair(config)
+    sid = pair.request(body=None, end_stream=False)
+    for _ in range(4):
+        pair.client.send_data(sid, b"y" * 10000)
+    pair.pump()
+    pair.server.reset_stream(sid, 8)
+    pair.server.acknowledge_received_data(sid, 40000)
+    assert window_updates(pair.server.data_to_send()) == {0: 40000}
+
+
+def test_stream_window_exceeded_is_stream_error() -> None:
+    server = raw_server(H2Config(initial_window_size=100))
+    server.receive_data(headers_frame(1))
+    events = server.receive_data(data_frame(1, b"x" * 101))
+    assert events == [StreamReset(1, 3, False)]
+    assert rsts_of(server.data_to_send()) == [(1, 3)]
+    assert not server.terminated
+
+
+def test_stream_window_before_settings_ack_allows_default() -> None:
+    """Until our SETTINGS are acknowledged the peer may use the 65535 default."""
+    from puregrpc._h2.connection import PREFACE, H2Connection
+
+    server = H2Connection(H2Config(initial_window_size=100))
+    server.initiate_connection()
+    server.receive_data(PREFACE + settings_frame() + headers_frame(1))
+    assert of_type(server.receive_data(data_frame(1, b"x" * 1000)), DataReceived)
+    server.receive_data(settings_frame(ack=True))
+    server.receive_data(headers_frame(3))
+    assert server.receive_data(data_frame(3, b"x" * 101)) == [StreamReset(3, 3, False)]
+
+
+def test_connection_window_exceeded_is_connection_error() -> None:
+    server = raw_server(H2Config(connection_window_size=65535, initial_window_size=MAX))
+    events = []
+    for sid in (1, 3, 5, 7, 9):
+        events += server.receive_data(headers_frame(sid) + data_frame(sid, b"x" * 16000))
+    assert isinstance(events[-1], ConnectionTerminated)
+    assert events[-1].error_code == 3
+    assert goaway_of(server.data_to_send())[1] == 3  # type: ignore[index]
+
+
+def test_padding_counts_against_windows() -> None:
+    server = raw_server(H2Config(initial_window_size=100))
+    server.receive_data(headers_frame(1))
+    padded = struct.pack(">B", 60) + b"x" * 30 + b"\0" * 60
+    from h2_helpers import frame
+
+    events = server.receive_data(frame(0x0, 0x8, 1, padded))
+    assert events == [DataReceived(1, b"x" * 30, 91, False)]
+    assert server.receive_data(data_frame(1, b"x" * 10)) == [StreamReset(1, 3, False)]
+
+
+# -- outbound --------------------------------------------------------------------
+
+
+def test_send_respects_stream_window_and_resumes() -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 1000})
+    sid = pair.request(body=None)
+    pair.pump()
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"a" * 2500)
+    pair.server.send_headers(sid, TRAILERS_BLOCK, end_stream=True)  # queued behind data
+    assert pair.server.pending_bytes(sid) == 1500
+    _, client_events = pair.pump()
+    assert sum(len(e.data) for e in of_type(client_events, h2.events.DataReceived)) == 1000
+    assert not of_type(client_events, h2.events.TrailersReceived)
+    got = 1000
+    while got < 2500:
+        pair.client.acknowledge_received_data(1000, sid)
+        server_events, client_events = pair.pump()
+        got += sum(len(e.data) for e in of_type(client_events, h2.events.DataReceived))
+        # Reported while the stream still has something to send.
+        assert (WindowUpdated(sid) in server_events) == (got < 2500)
+    assert of_type(client_events, h2.events.TrailersReceived)
+    assert of_type(client_events, h2.events.StreamEnded)
+    assert pair.server.open_stream_count == 0
+
+
+def test_zero_window_stall_then_resume_with_end_stream_on_data() -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 0})
+    sid = pair.request(body=None)
+    pair.pump()
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"z" * 10, end_stream=True)
+    frames = parse_frames(pair.server.data_to_send())
+    assert [f[0] for f in frames] == [0x1]  # headers only; data stalls
+    assert pair.server.pending_bytes(sid) == 10
+    assert pair.server.open_stream_count == 1
+    pair.to_server(window_update_frame(sid, 4))
+    frames = parse_frames(pair.server.data_to_send())
+    assert [(f[0], f[1], len(f[3])) for f in frames] == [(0x0, 0, 4)]
+    pair.to_server(window_update_frame(sid, 100))
+    frames = parse_frames(pair.server.data_to_send())
+    assert [(f[0], f[1], len(f[3])) for f in frames] == [(0x0, 1, 6)]
+    assert pair.server.open_stream_count == 0
+
+
+def test_empty_end_stream_with_negative_window() -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 10})
+    sid = pair.request(body=None)
+    pair.pump()
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"z" * 10)
+    pair.to_server(settings_frame((4, 0)))  # window now 0 - 10... stays at 0 here
+    pair.server.send_data(sid, b"", end_stream=True)  # zero-length: not flow controlled
+    frames = parse_frames(pair.server.data_to_send())
+    assert (0x0, 1, 0) in [(f[0], f[1], len(f[3])) for f in frames]
+
+
+def test_settings_window_change_adjusts_streams() -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 100})
+    sid = pair.request(body=None)
+    pair.pump()
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"q" * 300)
+    pair.pump()
+    assert pair.server.stream_send_window(sid) == 0
+    pair.client.update_settings({S.INITIAL_WINDOW_SIZE: 50})
+    pair.pump()
+    assert pair.server.stream_send_window(sid) == -50
+    pair.client.update_settings({S.INITIAL_WINDOW_SIZE: 400})
+    pair.pump()
+    assert pair.server.pending_bytes(sid) == 0
+    assert pair.server.stream_send_window(sid) == 100
+    assert sum(len(e.data) for e in of_type(pair.client_events, h2.events.DataReceived)) == 300
+
+
+def test_peer_max_frame_size_bounds_data_frames() -> None:
+    pair = Pair()
+    sid = pair.request(body=None)
+    pair.pump()
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"d" * 40000, end_stream=True)
+    sizes = [len(f[3]) for f in parse_frames(pair.server.data_to_send()) if f[0] == 0]
+    assert sizes == [16384, 16384, 40000 - 32768]
+
+
+def test_connection_window_fairness_round_robin() -> None:
+    """Streams blocked on the connection window share it one frame at a time."""
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: MAX})
+    sids = [pair.request(body=None) for _ in range(3)]
+    pair.pump()
+    server = pair.server
+    for sid in sids:
+        server.send_headers(sid, RESPONSE_BLOCK)
+        server.send_data(sid, b"f" * 100_000, end_stream=True)
+    first = [f for f in parse_frames(server.data_to_send()) if f[0] == 0]
+    assert sum(len(f[3]) for f in first) == 65535  # the connection window
+    assert server.outbound_window == 0
+    order = []
+    sent = {sid: 0 for sid in sids}
+    sent[sids[0]] = 65535
+    while any(server.pending_bytes(sid) for sid in sids):
+        server.receive_data(window_update_frame(0, 16384))
+        for ftype, _, sid, payload in parse_frames(server.data_to_send()):
+            if ftype == 0:
+                order.append(sid)
+                sent[sid] += len(payload)
+    assert sent == {sid: 100_000 for sid in sids}
+    # Round robin, one frame per stream per turn: 1, 3, 5, 1, 3, 5, ...
+    assert order[:9] == [sids[0], sids[1], sids[2]] * 3
+    assert pair.server.open_stream_count == 0
+
+
+def test_stream_blocked_on_own_window_does_not_block_others() -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 10})
+    a = pair.request(body=None)
+    b = pair.request(body=None)
+    pair.pump()
+    pair.server.send_headers(a, RESPONSE_BLOCK)
+    pair.server.send_data(a, b"a" * 100)
+    pair.server.send_headers(b, RESPONSE_BLOCK)
+    pair.server.send_data(b, b"b" * 5, end_stream=True)
+    _, client_events = pair.pump()
+    ended = of_type(client_events, h2.events.StreamEnded)
+    assert [e.stream_id for e in ended] == [b]
+    assert pair.server.pending_bytes(a) == 90
+
+
+def test_window_update_overflow_stream_and_connection() -> None:
+    server = raw_server()
+    server.receive_data(headers_frame(1))
+    events = server.receive_data(window_update_frame(1, MAX))
+    assert events == [StreamReset(1, 3, False)]
+    events = server.receive_data(window_update_frame(0, MAX))
+    assert isinstance(events[-1], ConnectionTerminated) and events[-1].error_code == 3
+
+
+def test_window_update_zero_increment() -> None:
+    server = raw_server()
+    server.receive_data(headers_frame(1))
+    assert server.receive_data(window_update_frame(1, 0)) == [StreamReset(1, 1, False)]
+    events = server.receive_data(window_update_frame(0, 0))
+    assert events[-1] == ConnectionTerminated(1, "WINDOW_UPDATE of 0")
+
+
+def test_settings_initial_window_overflow() -> None:
+    server = raw_server()
+    server.receive_data(headers_frame(1))
+    server.receive_data(window_update_frame(1, MAX - 65535))
+    events = server.receive_data(settings_frame((4, 70000)))
+    assert isinstance(events[-1], ConnectionTerminated) and events[-1].error_code == 3
+
+
+def test_window_updated_events() -> None:
+    server = raw_server()
+    server.receive_data(headers_frame(1))
+    events = server.receive_data(window_update_frame(1, 5) + window_update_frame(0, 5))
+    assert events == [WindowUpdated(1), WindowUpdated(0)]
+    # WINDOW_UPDATE on a closed stream is ignored.
+    server.reset_stream(1, 8)
+    assert server.receive_data(window_update_frame(1, 5)) == []
