@@ -435,7 +435,9 @@ class ServerCall:
             if not self.active:
                 raise _Stop(None)
             if not self.requests:
-                raise _Stop(StatusCode.INTERNAL, "unary request ended without a message")
+                # as grpcio
+                message = f"\"{self.method}\" requires exactly one request message."
+                raise _Stop(StatusCode.UNIMPLEMENTED, message)
             compressed, payload = self.requests.popleft()
             self.queued_bytes -= len(payload)
         return self._decode(compressed, payload)

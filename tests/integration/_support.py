@@ -185,7 +185,9 @@ class RawClient:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("localhost", port), timeout=TIMEOUT)
-        config = H2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        config = H2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False
+        )
         self.conn = H2.connection.H2Connection(config=config)
         self.conn.initiate_connection()
         self.sock.sendall(self.conn.data_to_send())

@@ -199,15 +199,11 @@ def test_compressed_flag_without_encoding_is_internal(plain: Running) -> None:
 def test_corrupt_compressed_message_is_internal(plain: Running) -> None:
     body = grpc_frame(b"not gzip at all", compressed=True)
     with RawClient(plain.port) as client:
-        response = client.request(
-            grpc_request(f"/{SERVICE}/Echo", ("grpc-encoding", "gzip")), body
-        )
+        response = client.request(grpc_request(f"/{SERVICE}/Echo", ("grpc-encoding", "gzip")), body)
     assert response.all_headers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
     # identity-encoded request with the flag clear is fine under any grpc-encoding
     body = grpc_frame(b"plain")
     with RawClient(plain.port) as client:
-        response = client.request(
-            grpc_request(f"/{SERVICE}/Echo", ("grpc-encoding", "gzip")), body
-        )
+        response = client.request(grpc_request(f"/{SERVICE}/Echo", ("grpc-encoding", "gzip")), body)
     assert response.all_headers["grpc-status"] == "0"
     assert grpc_messages(response.data) == [(False, b"plain")]
