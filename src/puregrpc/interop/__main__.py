@@ -89,6 +89,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         port = srv.add_secure_port(address, _credentials(args))
     else:
         port = srv.add_insecure_port(address)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        srv.stop(1.0)
+
+    signal.signal(signal.SIGTERM, on_signal)  # before the "listening" line: no race
     srv.start()
     print(
         f"interop server listening on {address.rsplit(':', 1)[0]}:{port}",
@@ -96,10 +101,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         flush=True,
     )
 
-    def on_signal(signum: int, frame: Any) -> None:
-        srv.stop(1.0)
-
-    signal.signal(signal.SIGTERM, on_signal)
     try:
         srv.wait_for_termination()
     except KeyboardInterrupt:
