@@ -74,13 +74,11 @@ def add_method(
     client_streaming: bool = False,
     server_streaming: bool = False,
 ) -> None:
-    service.method.add(
-        name=name,
-        input_type=request,
-        output_type=response,
-        client_streaming=client_streaming,
-        server_streaming=server_streaming,
-    )
+    method = service.method.add(name=name, input_type=request, output_type=response)
+    if client_streaming:
+        method.client_streaming = True
+    if server_streaming:
+        method.server_streaming = True
 
 
 def register(file: descriptor_pb2.FileDescriptorProto) -> Any:
