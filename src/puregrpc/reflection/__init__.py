@@ -41,7 +41,19 @@ class _Lookup:
         return self._first("FindFileByName", name)
 
     def file_containing_symbol(self, symbol: str) -> Any:
-        return self._first("FindFileContainingSymbol", symbol)
+        try:
+            return self._first("FindFileContainingSymbol", symbol)
+        except KeyError:
+            # Some pools (upb) do not index methods: "pkg.Service.Method".
+            parent, _, method = symbol.rpartition(".")
+            for pool in self.pools:
+                try:
+                    service = pool.FindServiceByName(parent)
+                except KeyError:
+                    continue
+                if method in service.methods_by_name:
+                    return service.file
+            raise
 
     def message(self, full_name: str) -> Any:
         return self._first("FindMessageTypeByName", full_name)
