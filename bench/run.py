@@ -18,6 +18,7 @@ import importlib.util
 import os
 import platform
 import re
+import resource
 import select
 import shutil
 import signal
@@ -88,6 +89,7 @@ class Cell:
     rates: List[float] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     skipped: str | None = None
+    noisy: int = 0  # runs during which other processes used the CPUs
 
     @property
     def ok(self) -> bool:
@@ -282,6 +284,56 @@ def check_server(port: int, cpu: str) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- CPU noise
+
+NOISY_CORES = 0.10  # CPU used by other processes during a run, in cores, that flags it
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds used so far: by the whole machine, the server, and this harness's children."""
+
+    wall: float
+    machine_busy: float
+    machine_steal: float
+    server: float
+    ours: float
+
+    @classmethod
+    def take(cls, server_pid: int) -> CpuSnapshot | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            with open(f"/proc/{server_pid}/stat", encoding="ascii") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        # /proc/stat: user nice system idle iowait irq softirq steal ...
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+        steal = fields[7] if len(fields) > 7 else 0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(
+            wall=time.monotonic(),
+            machine_busy=busy / CLK_TCK,
+            machine_steal=steal / CLK_TCK,
+            server=(int(stat[11]) + int(stat[12])) / CLK_TCK,  # utime + stime
+            ours=children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime,
+        )
+
+
+def foreign_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
+    """Cores used, on average, by processes other than the server, h2load and this harness."""
+    if before is None or after is None or after.wall <= before.wall:
+        return None
+    busy = after.machine_busy - before.machine_busy
+    busy -= after.server - before.server
+    busy -= after.ours - before.ours
+    busy += after.machine_steal - before.machine_steal  # a hypervisor's steal counts too
+    return max(0.0, busy / (after.wall - before.wall))
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -296,9 +348,11 @@ def cell_text(cell: Cell, detail: bool) -> str:
         return "FAILED"
     med = cell.median
     assert med is not None
+    mark = "*" if cell.noisy else ""
     if detail and len(cell.rates) > 1:
-        return f"{fmt_rate(med)} [{fmt_rate(min(cell.rates))}-{fmt_rate(max(cell.rates))}]"
-    return fmt_rate(med)
+        spread = f"[{fmt_rate(min(cell.rates))}-{fmt_rate(max(cell.rates))}]"
+        return f"{fmt_rate(med)}{mark} {spread}"
+    return fmt_rate(med) + mark
 
 
 def ratio_text(results: Dict[str, Cell], servers: List[str]) -> str | None:
@@ -397,6 +451,13 @@ def parse_args(argv: List[str] | None) -> argparse.Namespace:
     p.add_argument("--server-cpu", default="0", help="taskset CPU list for the servers")
     p.add_argument("--client-cpu", default="1", help="taskset CPU list for h2load")
     p.add_argument("--h2load", default="h2load", help="h2load executable")
+    p.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=0,
+        help=f"rerun a run up to N times while other processes use more than {NOISY_CORES:g}"
+        " core during it (default 0)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print h2load's output")
     return p.parse_args(argv)
 
@@ -450,6 +511,7 @@ def main(argv: List[str] | None = None) -> int:
     results: Dict[str, Dict[str, Cell]] = {sc.key: {s: Cell() for s in servers} for sc in scenarios}
     broken: Dict[str, str] = {}  # server -> why it is not run any more
     notes: List[str] = []
+    noisy_runs: List[str] = []
 
     for rnd in range(1, args.rounds + 1):
         for sc in scenarios:
@@ -460,9 +522,21 @@ def main(argv: List[str] | None = None) -> int:
                     continue
                 prefix = f"round {rnd}/{args.rounds}  {sc.key:>5}  {name:<9}"
                 tag = f"r{rnd}-{sc.key}"
-                rate, problem, fatal = measure_one(
-                    name, sc, args, h2load, data_file, response_len, log_dir, tag
-                )
+                for attempt in range(args.retry_noisy + 1):
+                    rate, problem, fatal, noise = measure_one(
+                        name, sc, args, h2load, data_file, response_len, log_dir, tag
+                    )
+                    if fatal or noise is None or noise <= NOISY_CORES:
+                        break
+                    if attempt < args.retry_noisy:
+                        print(f"{prefix}  noisy ({noise:.2f} cores used by others), rerun")
+                noise_text = ""
+                if noise is not None:
+                    noise_text = f"  (other processes: {noise:.2f} cores)"
+                    if noise > NOISY_CORES:
+                        cell.noisy += 1
+                        noisy_runs.append(f"{name} {sc.key} round {rnd}: {noise:.2f} cores")
+                        noise_text += " NOISY"
                 if fatal:
                     broken[name] = fatal
                     cell.skipped = fatal
@@ -475,15 +549,22 @@ def main(argv: List[str] | None = None) -> int:
                     cell.problems.append(problem)
                     notes.append(f"{name} {sc.key} round {rnd}: {problem}")
                     shown = f"{fmt_rate(rate)} req/s" if rate is not None else "-"
-                    print(f"{prefix}  FAILED ({shown}): {problem}", flush=True)
+                    print(f"{prefix}  FAILED ({shown}){noise_text}: {problem}", flush=True)
                 else:
-                    print(f"{prefix}  {fmt_rate(rate or 0):>8} req/s", flush=True)
+                    print(f"{prefix}  {fmt_rate(rate or 0):>8} req/s{noise_text}", flush=True)
 
     titles = column_titles(servers, grpclib_loop)
     elapsed = time.monotonic() - started
     print()
     print(text_table(titles, table_rows(scenarios, servers, results, detail=True)))
     print("\n(median req/s of the rounds, [min-max] of the runs)")
+    if noisy_runs:
+        print(
+            f"\n* {len(noisy_runs)} run(s) shared the CPUs with other processes (more than"
+            f" {NOISY_CORES:g} core on average while measuring); their numbers are unreliable:"
+        )
+        for n in noisy_runs:
+            print(f"  - {n}")
     if notes:
         print("\nProblems:")
         for n in notes:
@@ -491,6 +572,11 @@ def main(argv: List[str] | None = None) -> int:
     print(f"\nTotal time: {elapsed:.0f} s\n")
     print(markdown_table(titles, table_rows(scenarios, servers, results, detail=False)))
     print()
+    if noisy_runs:
+        print(
+            f"\\* other processes used the CPUs during {len(noisy_runs)} of the runs"
+            " behind this cell: unreliable.\n"
+        )
     print(
         f"Unary echo, {gen.PAYLOAD_SIZE}-byte payload, h2load client; req/s, median of"
         f" {args.rounds} runs of {args.duration:g} s after {args.warm_up:g} s warm-up; server"
@@ -510,23 +596,24 @@ def measure_one(
     response_len: int,
     log_dir: str,
     tag: str,
-) -> Tuple[float | None, str | None, str | None]:
+) -> Tuple[float | None, str | None, str | None, float | None]:
     """One run: start, check, warm up, measure, stop.
 
-    Returns (req/s or None, problem or None, fatal or None). A fatal outcome ("failed to
-    start", "failed check") stops the server from being run again.
+    Returns (req/s or None, problem or None, fatal or None, cores used by other processes
+    during the measurement or None). A fatal outcome ("failed to start", "failed check")
+    stops the server from being run again.
     """
     server = ServerProcess(name, args.server_cpu, log_dir, tag)
     try:
         why = server.wait_ready(START_TIMEOUT)
         if why is not None:
             tail = server.stderr_tail()
-            return None, why + (f"\n{indent(tail)}" if tail else ""), "failed to start"
+            return None, why + (f"\n{indent(tail)}" if tail else ""), "failed to start", None
         assert server.port is not None
         why = check_server(server.port, args.client_cpu)
         if why is not None:
             tail = server.stderr_tail()
-            return None, why + (f"\n{indent(tail)}" if tail else ""), "failed check"
+            return None, why + (f"\n{indent(tail)}" if tail else ""), "failed check", None
 
         problems = []
         if args.warm_up > 0:
@@ -537,7 +624,9 @@ def measure_one(
             if not warm.ok:
                 problems.append("warm-up: " + "; ".join(warm.problems))
         cmd = h2load_cmd(h2load, server.port, sc, args.duration, data_file, args.client_cpu)
+        before = CpuSnapshot.take(server.proc.pid)
         res, out = run_h2load(cmd, args.duration, response_len)
+        noise = foreign_cores(before, CpuSnapshot.take(server.proc.pid))
         if args.verbose:
             print(out)
         problems += res.problems
@@ -556,8 +645,8 @@ def measure_one(
     if problems:
         tail = server.stderr_tail()
         msg = "; ".join(problems) + (f"\n{indent(tail)}" if tail else "")
-        return rate, msg, None
-    return rate, None, None
+        return rate, msg, None, noise
+    return rate, None, None, noise
 
 
 def indent(text: str, prefix: str = "      | ") -> str:
