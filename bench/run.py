@@ -526,10 +526,13 @@ def main(argv: List[str] | None = None) -> int:
                     rate, problem, fatal, noise = measure_one(
                         name, sc, args, h2load, data_file, response_len, log_dir, tag
                     )
-                    if fatal or noise is None or noise <= NOISY_CORES:
+                    # A failed run is never retried: failures must show, noisy or not.
+                    if fatal or problem or noise is None or noise <= NOISY_CORES:
                         break
                     if attempt < args.retry_noisy:
-                        print(f"{prefix}  noisy ({noise:.2f} cores used by others), rerun")
+                        print(
+                            f"{prefix}  noisy ({noise:.2f} cores used by others), rerun", flush=True
+                        )
                 noise_text = ""
                 if noise is not None:
                     noise_text = f"  (other processes: {noise:.2f} cores)"
