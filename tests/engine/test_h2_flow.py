@@ -275,3 +275,12 @@ def test_window_updated_events() -> None:
     # WINDOW_UPDATE on a closed stream is ignored.
     server.reset_stream(1, 8)
     assert server.receive_data(window_update_frame(1, 5)) == []
+
+
+def test_repeated_initial_window_setting_applies_net_delta_once() -> None:
+    server = raw_server()
+    for sid in range(1, 1000, 2):
+        server.receive_data(headers_frame(sid))
+    pairs = [(4, 1000 + i) for i in range(2000)] + [(4, 70000)]
+    assert server.receive_data(settings_frame(*pairs)) == []
+    assert server.stream_send_window(1) == server.stream_send_window(999) == 70000

@@ -911,7 +911,7 @@ class H2Connection:
             )
         self._settings_received = True
         self._charge_control()
-        window_delta = 0
+        initial_window = self._peer_initial_window
         for offset in range(0, length, 6):
             ident, value = _SETTING.unpack_from(payload, offset)
             if ident == SETTINGS_INITIAL_WINDOW_SIZE:
@@ -919,17 +919,7 @@ class H2Connection:
                     raise ConnectionViolation(
                         ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large"
                     )
-                delta = value - self._peer_initial_window
-                self._peer_initial_window = value
-                if delta:
-                    # RFC 9113 6.9.2: adjust every stream's send window by the delta.
-                    for st in self._streams.values():
-                        st.send_window += delta
-                        if st.send_window > MAX_WINDOW:
-                            raise ConnectionViolation(
-                                ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow"
-                            )
-                    window_delta += delta
+                initial_window = value
             elif ident == SETTINGS_MAX_FRAME_SIZE:
                 if not MIN_MAX_FRAME_SIZE <= value <= MAX_MAX_FRAME_SIZE:
                     raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "invalid MAX_FRAME_SIZE")
@@ -949,9 +939,21 @@ class H2Connection:
                 self.peer_max_header_list_size = value
             # HEADER_TABLE_SIZE: our encoder never indexes, so any size suits it.
             # Unknown settings are ignored (RFC 9113 6.5.2).
+        delta = initial_window - self._peer_initial_window
+        if delta:
+            # RFC 9113 6.9.2: every stream's send window moves by the delta. Applied
+            # once per frame (the net change), so a frame repeating the setting
+            # costs one pass over the streams.
+            self._peer_initial_window = initial_window
+            for st in self._streams.values():
+                st.send_window += delta
+                if st.send_window > MAX_WINDOW:
+                    raise ConnectionViolation(
+                        ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow"
+                    )
         out = self._out
         out += _pack_header(SETTINGS, FLAG_ACK, 0)
-        if window_delta > 0:
+        if delta > 0:
             for st in list(self._streams.values()):
                 if st.pending is not None and st.stream_id in self._streams:
                     self._flush_stream(st)
