@@ -34,8 +34,8 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple, Union, cast
 
-import hpack
 
+from . import hpack_decoder
 from .errors import ConnectionViolation, ErrorCode
 from .events import (
     ConnectionTerminated,
@@ -295,8 +295,9 @@ class H2Connection:
         self.peer_max_concurrent_streams = MAX_WINDOW
         self.peer_max_header_list_size = 0  # 0: not announced
 
-        self._decoder = hpack.Decoder(max_header_list_size=cfg.hard_header_list_size)
-        self._decoder.max_allowed_table_size = max(cfg.header_table_size, DEFAULT_TABLE_SIZE)
+        self._decoder = hpack_decoder.Decoder(
+            max(cfg.header_table_size, DEFAULT_TABLE_SIZE), cfg.hard_header_list_size
+        )
         # Read-only request blocks -> validated (headers, list size, content-length).
         # Emptied whenever a block that may change the dynamic table is decoded.
         self._request_cache: Dict[bytes, Tuple[Headers, int, int]] = {}
@@ -690,13 +691,13 @@ class H2Connection:
         if self._request_cache and not _read_only_block(block):
             self._request_cache.clear()
         try:
-            return cast(List[Tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
-        except hpack.OversizedHeaderListError:
+            return self._decoder.decode(block)
+        except hpack_decoder.HeaderListTooLarge:
             # The decoder stopped midway: its table can no longer be trusted.
             raise ConnectionViolation(
                 ErrorCode.ENHANCE_YOUR_CALM, "header list too large"
             ) from None
-        except Exception as exc:  # hpack raises more than HPACKError on bad input
+        except hpack_decoder.HPACKError as exc:
             raise ConnectionViolation(
                 ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}"
             ) from None
