@@ -1,0 +1,265 @@
+"""Many streams, many connections, and flow control with slow peers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, List, Set
+
+import grpc
+import pytest
+
+from ._support import (
+    TIMEOUT,
+    RawClient,
+    Running,
+    grpc_frame,
+    grpc_messages,
+    grpc_request,
+    serve,
+    wait_for,
+)
+
+SERVICE = "load.Probe"
+KiB = 1024
+
+
+def test_500_concurrent_streams_on_one_channel() -> None:
+    """500 handlers are inside at the same time: all 500 streams are open at once."""
+    barrier = threading.Barrier(500, timeout=TIMEOUT)
+
+    def meet(request: bytes, context: Any) -> bytes:
+        barrier.wait()
+        return request
+
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {"Meet": grpc.unary_unary_rpc_method_handler(meet)}
+    )
+    with serve(handlers=[generic], workers=520) as running, running.channel() as ch:
+        method = ch.unary_unary(f"/{SERVICE}/Meet")
+        futures = [method.future(b"%d" % i, timeout=TIMEOUT) for i in range(500)]
+        results = [f.result(timeout=TIMEOUT) for f in futures]
+    assert results == [b"%d" % i for i in range(500)]
+    assert not barrier.broken
+
+
+def test_20_channels_x_50_calls() -> None:
+    peers: Set[str] = set()
+    lock = threading.Lock()
+
+    def echo(request: bytes, context: Any) -> bytes:
+        with lock:
+            peers.add(context.peer())
+        return request
+
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    with serve(handlers=[generic], workers=32) as running:
+
+        def client(index: int) -> List[bytes]:
+            # A local subchannel pool: one TCP connection per channel.
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with running.channel(options=options) as ch:
+                method = ch.unary_unary(f"/{SERVICE}/Echo")
+                futures = [method.future(b"%d-%d" % (index, i), timeout=TIMEOUT) for i in range(25)]
+                answers = [f.result(timeout=TIMEOUT) for f in futures]
+                answers += [method(b"%d-%d" % (index, i), timeout=TIMEOUT) for i in range(25, 50)]
+                return answers
+
+        with ThreadPoolExecutor(max_workers=20) as clients:
+            results = list(clients.map(client, range(20), timeout=30))
+    for index, answers in enumerate(results):
+        assert answers == [b"%d-%d" % (index, i) for i in range(50)]
+    assert len(peers) == 20
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.produced = 0
+        self.consumed = 0
+        self.max_gap = 0
+        self.lock = threading.Lock()
+
+
+def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
+    count, size = 200, 64 * KiB
+    counters = Counters()
+
+    def produce(request: bytes, context: Any) -> Iterator[bytes]:
+        for index in range(count):
+            with counters.lock:
+                counters.produced += 1
+            yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
+
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)}
+    )
+    # Without BDP probing grpcio's client keeps its receive window small, so a
+    # stalled reader soon stalls the server (with it, the window may grow to 8 MiB+).
+    options = [("grpc.http2.bdp_probe", 0)]
+    with serve(handlers=[generic]) as running, running.channel(options=options) as ch:
+        call = ch.unary_stream(f"/{SERVICE}/Produce")(b"", timeout=20)
+        received: List[bytes] = []
+        for message in call:
+            received.append(message)
+            if len(received) == 5:
+                # The reader stalls: the handler must stall too, well before the end.
+                time.sleep(0.5)
+                stalled_at = counters.produced
+                time.sleep(0.3)
+                assert counters.produced == stalled_at, "the handler kept producing"
+                # the client's 64 KiB window + its buffers + our bounded queue
+                assert stalled_at <= 30, stalled_at
+            elif len(received) % 20 == 0:
+                time.sleep(0.02)
+        assert call.code() is grpc.StatusCode.OK
+    assert len(received) == count
+    for index, message in enumerate(received):
+        assert len(message) == size
+        assert int.from_bytes(message[:4], "big") == index
+        assert message[4:] == bytes([index % 251]) * (size - 4)
+
+
+def test_server_buffers_little_when_the_client_grants_no_window() -> None:
+    """A raw h2 client that never sends WINDOW_UPDATE: the server can send 64 KiB;
+    the handler may run ahead of that only by the server's bounded response queue."""
+    count, size = 200, 64 * KiB
+    counters = Counters()
+
+    def produce(request: bytes, context: Any) -> Iterator[bytes]:
+        for index in range(count):
+            with counters.lock:
+                counters.produced += 1
+            yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
+
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)}
+    )
+    with serve(handlers=[generic]) as running, RawClient(running.port) as client:
+        conn = client.conn
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, grpc_request(f"/{SERVICE}/Produce"))
+        conn.send_data(sid, grpc_frame(b""), end_stream=True)
+        client.sock.sendall(conn.data_to_send())
+        body = bytearray()
+        unacked = 0
+        ended = False
+
+        def pump(ack: bool) -> None:
+            nonlocal unacked, ended
+            data = client.sock.recv(1 << 20)
+            assert data, "connection closed"
+            for event in conn.receive_data(data):
+                kind = type(event).__name__
+                if kind == "DataReceived":
+                    body.extend(event.data)
+                    unacked += event.flow_controlled_length
+                elif kind == "StreamEnded":
+                    ended = True
+            if ack and unacked:
+                conn.acknowledge_received_data(unacked, sid)
+                unacked = 0
+            client.sock.sendall(conn.data_to_send())
+
+        client.sock.settimeout(0.3)
+        try:
+            while True:
+                pump(ack=False)
+        except TimeoutError:
+            pass
+        assert wait_for(lambda: counters.produced > 0)
+        time.sleep(0.3)
+        stalled_at = counters.produced
+        assert len(body) <= 65_535
+        # 64 KiB on the wire + a 256 KiB response queue + one message per layer.
+        assert stalled_at <= 8, stalled_at
+        client.sock.settimeout(TIMEOUT)
+        conn.acknowledge_received_data(unacked, sid)
+        unacked = 0
+        client.sock.sendall(conn.data_to_send())
+        while not ended:
+            pump(ack=True)
+    messages = grpc_messages(bytes(body))
+    assert len(messages) == count
+    for index, (compressed, message) in enumerate(messages):
+        assert not compressed
+        assert int.from_bytes(message[:4], "big") == index
+        assert message[4:] == bytes([index % 251]) * (size - 4)
+
+
+def test_client_streaming_to_a_slow_handler() -> None:
+    count, size = 120, 200 * KiB
+    counters = Counters()
+
+    def consume(requests: Iterator[bytes], context: Any) -> bytes:
+        total = 0
+        for index, request in enumerate(requests):
+            assert len(request) == size and request[0] == index % 251
+            with counters.lock:
+                counters.consumed += 1
+                counters.max_gap = max(counters.max_gap, counters.produced - counters.consumed)
+            total += len(request)
+            if index < 10:
+                time.sleep(0.05)
+        return str(total).encode()
+
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {"Consume": grpc.stream_unary_rpc_method_handler(consume)}
+    )
+
+    def requests() -> Iterator[bytes]:
+        for index in range(count):
+            with counters.lock:
+                counters.produced += 1
+            yield bytes([index % 251]) * size
+
+    with serve(handlers=[generic]) as running, running.channel() as ch:
+        result = ch.stream_unary(f"/{SERVICE}/Consume")(requests(), timeout=20)
+    assert result == str(count * size).encode()
+    assert counters.consumed == count
+    # While the handler was slow the client could not run far ahead of it.
+    assert counters.max_gap <= 30, counters.max_gap
+
+
+def test_bidi_ping_pong_many_rounds(echo_server: Running, pb: Any, pb_grpc: Any) -> None:
+    """Strict alternation: each request is sent only after the previous answer."""
+    answers: List[Any] = []
+    ready = threading.Semaphore(1)
+
+    def requests() -> Iterator[Any]:
+        for index in range(200):
+            assert ready.acquire(timeout=TIMEOUT)
+            yield pb.EchoRequest(message=str(index))
+
+    with echo_server.channel() as ch:
+        stub = pb_grpc.EchoServiceStub(ch)
+        for answer in stub.BidiStream(requests(), timeout=TIMEOUT):
+            answers.append(answer)
+            ready.release()
+    assert [a.message for a in answers] == [str(i) for i in range(200)]
+
+
+@pytest.mark.parametrize("kind", ["unary", "stream"])
+def test_many_calls_while_others_stream(
+    kind: str, echo_server: Running, pb: Any, pb_grpc: Any
+) -> None:
+    """Short calls keep flowing while long streams share the connection."""
+    with echo_server.channel() as ch:
+        stub = pb_grpc.EchoServiceStub(ch)
+        streams = [
+            stub.ServerStream(pb.EchoRequest(count=50, payload=b"p" * 30_000), timeout=TIMEOUT)
+            for _ in range(5)
+        ]
+        for index in range(100):
+            if kind == "unary":
+                assert stub.Unary(
+                    pb.EchoRequest(message=str(index)), timeout=TIMEOUT
+                ).message == str(index)
+            else:
+                replies = list(stub.ServerStream(pb.EchoRequest(count=2), timeout=TIMEOUT))
+                assert len(replies) == 2
+        for stream in streams:
+            assert sum(1 for _ in stream) == 50
+        assert wait_for(lambda: all(s.code() is grpc.StatusCode.OK for s in streams))
