@@ -29,7 +29,6 @@ Conventions the layer above can rely on:
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple, Union, cast
@@ -107,10 +106,9 @@ _CONNECTION_HEADERS = frozenset(
 )
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority"))
 
-# A block made only of 1-byte indexed fields (RFC 7541 6.1: high bit set, index
-# below 127) cannot change the decoder's dynamic table, so its decoded and
-# validated header list depends only on its bytes and the current table.
-_read_only_block = re.compile(rb"[\x80-\xfe]+").fullmatch
+# A block that left the decoder's dynamic table unchanged (no insertion, no size
+# update) decodes the same way until the table changes, so its validated header
+# list is cached by its bytes, and the cache emptied whenever the table changes.
 # Bounds of the cache of such blocks (per connection): entries, block bytes, and
 # decoded list size, so the cache stays small whatever the peer sends.
 REQUEST_CACHE_ENTRIES = 16
@@ -688,10 +686,11 @@ class H2Connection:
             self._charge_useless("empty header fragments")
 
     def _decode(self, block: bytes) -> List[Tuple[bytes, bytes]]:
-        if self._request_cache and not _read_only_block(block):
-            self._request_cache.clear()
         try:
-            return self._decoder.decode(block)
+            fields = self._decoder.decode(block)
+            if self._request_cache and not self._decoder.last_block_read_only:
+                self._request_cache.clear()  # cached results may name old table entries
+            return fields
         except hpack_decoder.HeaderListTooLarge:
             # The decoder stopped midway: its table can no longer be trusted.
             raise ConnectionViolation(
@@ -748,7 +747,7 @@ class H2Connection:
                 result is not None
                 and result[1] <= REQUEST_CACHE_MAX_LIST
                 and len(block) <= REQUEST_CACHE_MAX_BLOCK
-                and _read_only_block(block)
+                and self._decoder.last_block_read_only
             ):
                 cache = self._request_cache
                 if len(cache) >= REQUEST_CACHE_ENTRIES:

@@ -46,6 +46,7 @@ class Decoder:
         self._table_size = 0
         self._max_table_size = max_table_size
         self._version = 0  # bumped whenever the dynamic table changes
+        self.last_block_read_only = True  # the last decoded block left the table as it was
         self._huffman: Dict[bytes, bytes] = {}
         self._blocks: Dict[bytes, Tuple[int, List[Field]]] = {}
 
@@ -53,10 +54,13 @@ class Decoder:
         """Decode one complete header block; the caller must not mutate the result."""
         cached = self._blocks.get(block)
         if cached is not None and cached[0] == self._version:
+            self.last_block_read_only = True
             return cached[1]
         version = self._version
+        self.last_block_read_only = False
         fields = self._decode(block)
-        if self._version == version and len(block) <= _BLOCK_CACHE_MAX_BLOCK:
+        self.last_block_read_only = self._version == version
+        if self.last_block_read_only and len(block) <= _BLOCK_CACHE_MAX_BLOCK:
             if len(self._blocks) >= _BLOCK_CACHE_ENTRIES:
                 self._blocks.clear()
             self._blocks[block] = (version, fields)
