@@ -185,9 +185,7 @@ class RawClient:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("localhost", port), timeout=TIMEOUT)
-        config = H2.config.H2Configuration(
-            client_side=True, header_encoding="utf-8", validate_outbound_headers=False
-        )
+        config = H2.config.H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False)
         self.conn = H2.connection.H2Connection(config=config)
         self.conn.initiate_connection()
         self.sock.sendall(self.conn.data_to_send())
@@ -201,9 +199,7 @@ class RawClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def request(
-        self, headers: Sequence[Tuple[str, str]], body: bytes = b"", end_stream: bool = True
-    ) -> RawResponse:
+    def request(self, headers: Sequence[Tuple[str, str]], body: bytes = b"", end_stream: bool = True) -> RawResponse:
         """Send one request and read until its stream ends (or is reset)."""
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, list(headers), end_stream=end_stream and not body)

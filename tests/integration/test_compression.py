@@ -175,9 +175,7 @@ def test_disable_next_message_compression(plain: Running) -> None:
 def test_unknown_request_encoding_is_unimplemented(plain: Running) -> None:
     body = grpc_frame(b"whatever", compressed=True)
     with RawClient(plain.port) as client:
-        response = client.request(
-            grpc_request(f"/{SERVICE}/Echo", ("grpc-encoding", "snappy")), body
-        )
+        response = client.request(grpc_request(f"/{SERVICE}/Echo", ("grpc-encoding", "snappy")), body)
     headers = dict(response.headers)
     assert response.trailers == []  # Trailers-Only
     assert headers[":status"] == "200"

@@ -13,6 +13,7 @@ import pytest
 from ._support import (
     TIMEOUT,
     RawClient,
+    Recorder,
     Running,
     grpc_frame,
     grpc_messages,
@@ -33,9 +34,7 @@ def test_500_concurrent_streams_on_one_channel() -> None:
         barrier.wait()
         return request
 
-    generic = grpc.method_handlers_generic_handler(
-        SERVICE, {"Meet": grpc.unary_unary_rpc_method_handler(meet)}
-    )
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Meet": grpc.unary_unary_rpc_method_handler(meet)})
     with serve(handlers=[generic], workers=520) as running, running.channel() as ch:
         method = ch.unary_unary(f"/{SERVICE}/Meet")
         futures = [method.future(b"%d" % i, timeout=TIMEOUT) for i in range(500)]
@@ -53,9 +52,7 @@ def test_20_channels_x_50_calls() -> None:
             peers.add(context.peer())
         return request
 
-    generic = grpc.method_handlers_generic_handler(
-        SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-    )
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
     with serve(handlers=[generic], workers=32) as running:
 
         def client(index: int) -> List[bytes]:
@@ -93,9 +90,7 @@ def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
                 counters.produced += 1
             yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
 
-    generic = grpc.method_handlers_generic_handler(
-        SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)}
-    )
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
     # Without BDP probing grpcio's client keeps its receive window small, so a
     # stalled reader soon stalls the server (with it, the window may grow to 8 MiB+).
     options = [("grpc.http2.bdp_probe", 0)]
@@ -134,9 +129,7 @@ def test_server_buffers_little_when_the_client_grants_no_window() -> None:
                 counters.produced += 1
             yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
 
-    generic = grpc.method_handlers_generic_handler(
-        SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)}
-    )
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
     with serve(handlers=[generic]) as running, RawClient(running.port) as client:
         conn = client.conn
         sid = conn.get_next_available_stream_id()
@@ -205,9 +198,7 @@ def test_client_streaming_to_a_slow_handler() -> None:
                 time.sleep(0.05)
         return str(total).encode()
 
-    generic = grpc.method_handlers_generic_handler(
-        SERVICE, {"Consume": grpc.stream_unary_rpc_method_handler(consume)}
-    )
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Consume": grpc.stream_unary_rpc_method_handler(consume)})
 
     def requests() -> Iterator[bytes]:
         for index in range(count):
@@ -242,24 +233,53 @@ def test_bidi_ping_pong_many_rounds(echo_server: Running, pb: Any, pb_grpc: Any)
 
 
 @pytest.mark.parametrize("kind", ["unary", "stream"])
-def test_many_calls_while_others_stream(
-    kind: str, echo_server: Running, pb: Any, pb_grpc: Any
-) -> None:
+def test_many_calls_while_others_stream(kind: str, echo_server: Running, pb: Any, pb_grpc: Any) -> None:
     """Short calls keep flowing while long streams share the connection."""
     with echo_server.channel() as ch:
         stub = pb_grpc.EchoServiceStub(ch)
         streams = [
-            stub.ServerStream(pb.EchoRequest(count=50, payload=b"p" * 30_000), timeout=TIMEOUT)
-            for _ in range(5)
+            stub.ServerStream(pb.EchoRequest(count=50, payload=b"p" * 30_000), timeout=TIMEOUT) for _ in range(5)
         ]
         for index in range(100):
             if kind == "unary":
-                assert stub.Unary(
-                    pb.EchoRequest(message=str(index)), timeout=TIMEOUT
-                ).message == str(index)
+                assert stub.Unary(pb.EchoRequest(message=str(index)), timeout=TIMEOUT).message == str(index)
             else:
                 replies = list(stub.ServerStream(pb.EchoRequest(count=2), timeout=TIMEOUT))
                 assert len(replies) == 2
         for stream in streams:
             assert sum(1 for _ in stream) == 50
         assert wait_for(lambda: all(s.code() is grpc.StatusCode.OK for s in streams))
+
+
+def test_client_cancels_while_the_handler_is_blocked_writing() -> None:
+    events = Recorder()
+    counters = Counters()
+
+    def produce(request: bytes, context: Any) -> Iterator[bytes]:
+        context.add_callback(lambda: events.add("callback"))
+        try:
+            while True:
+                with counters.lock:
+                    counters.produced += 1
+                yield b"w" * (64 * KiB)
+        finally:
+            events.add(("closed", context.is_active()))
+
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+    options = [("grpc.http2.bdp_probe", 0)]
+    with serve(handlers=[generic]) as running, running.channel(options=options) as ch:
+        call = ch.unary_stream(f"/{SERVICE}/Produce")(b"", timeout=TIMEOUT)
+        next(call)
+        # Wait until the handler is stuck behind flow control.
+        previous = -1
+        while previous != counters.produced:
+            previous = counters.produced
+            time.sleep(0.2)
+        call.cancel()
+        assert events.wait_for(("closed", False))
+        assert events.wait_for("callback")
+        assert call.code() is grpc.StatusCode.CANCELLED
+        # The server is fine afterwards.
+        again = ch.unary_stream(f"/{SERVICE}/Produce")(b"", timeout=TIMEOUT)
+        assert len(next(again)) == 64 * KiB
+        again.cancel()

@@ -142,6 +142,7 @@ class Probe:
 
     def callback(self, request: bytes, context: Any) -> bytes:
         assert context.add_callback(lambda: self.events.add("normal-end")) is True
+        self.seen["active_during"] = context.is_active()
         self.seen["context"] = context
         return b"done"
 
@@ -342,6 +343,7 @@ def test_cancel_stream(ch: grpc.Channel, probe: Probe) -> None:
 def test_callback_on_normal_end(ch: grpc.Channel, probe: Probe) -> None:
     assert method(ch, "Callback")(b"", timeout=TIMEOUT) == b"done"
     assert probe.events.wait_for("normal-end")
+    assert probe.seen["active_during"] is True
     context = probe.seen["context"]
     assert wait_for(lambda: not context.is_active())
     # Too late to register once the RPC has terminated.

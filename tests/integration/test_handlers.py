@@ -62,9 +62,7 @@ def test_generated_code(pb: Any, pb_grpc: Any) -> None:
 def test_generic_handler_factories(factory: Any, pb: Any, pb_grpc: Any) -> None:
     def setup(server: puregrpc.Server) -> None:
         handlers = handler_dict(factory, EchoServicer(pb), pb)
-        server.add_generic_rpc_handlers(
-            (factory.method_handlers_generic_handler(SERVICE, handlers),)
-        )
+        server.add_generic_rpc_handlers((factory.method_handlers_generic_handler(SERVICE, handlers),))
 
     with serve(setup) as running, running.channel() as ch:
         exercise_all_kinds(ch, pb, pb_grpc)
@@ -72,9 +70,7 @@ def test_generic_handler_factories(factory: Any, pb: Any, pb_grpc: Any) -> None:
 
 @pytest.mark.parametrize("factory", [grpc, puregrpc], ids=["grpc", "puregrpc"])
 def test_handlers_passed_to_server_constructor(factory: Any, pb: Any, pb_grpc: Any) -> None:
-    generic = factory.method_handlers_generic_handler(
-        SERVICE, handler_dict(factory, EchoServicer(pb), pb)
-    )
+    generic = factory.method_handlers_generic_handler(SERVICE, handler_dict(factory, EchoServicer(pb), pb))
     with serve(handlers=[generic]) as running, running.channel() as ch:
         exercise_all_kinds(ch, pb, pb_grpc)
 
@@ -118,11 +114,7 @@ def test_registered_wins_over_generic(pb: Any, pb_grpc: Any) -> None:
     def setup(server: puregrpc.Server) -> None:
         # The generic handler is added first and would answer every method.
         server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    SERVICE, {"Unary": _constant_unary(pb, "generic")}
-                ),
-            )
+            (grpc.method_handlers_generic_handler(SERVICE, {"Unary": _constant_unary(pb, "generic")}),)
         )
         server.add_registered_method_handlers(SERVICE, {"Unary": _constant_unary(pb, "registered")})
 
@@ -168,9 +160,7 @@ def test_generated_code_after_start_serves_through_generic(pb: Any, pb_grpc: Any
 def test_registered_after_start_is_ignored_with_warning(pb: Any, pb_grpc: Any) -> None:
     with serve() as running, running.channel() as ch:
         with capture_log() as log:
-            running.server.add_registered_method_handlers(
-                SERVICE, {"Unary": _constant_unary(pb, "late")}
-            )
+            running.server.add_registered_method_handlers(SERVICE, {"Unary": _constant_unary(pb, "late")})
         warnings = [r for r in log.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert SERVICE in warnings[0].getMessage()
@@ -180,11 +170,7 @@ def test_registered_after_start_is_ignored_with_warning(pb: Any, pb_grpc: Any) -
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
         # A generic handler added after start is used.
         running.server.add_generic_rpc_handlers(
-            (
-                puregrpc.method_handlers_generic_handler(
-                    SERVICE, {"Unary": _constant_unary(pb, "late")}
-                ),
-            )
+            (puregrpc.method_handlers_generic_handler(SERVICE, {"Unary": _constant_unary(pb, "late")}),)
         )
         assert stub.Unary(pb.EchoRequest(), timeout=TIMEOUT).message == "late"
 
@@ -222,9 +208,7 @@ def test_raw_bytes_handlers_without_serializers() -> None:
             b"z",
         ]
         assert ch.stream_unary("/raw.Bytes/Join")(iter([b"a", b"b"]), timeout=TIMEOUT) == b"a+b"
-        assert list(
-            ch.stream_stream("/raw.Bytes/Echo")(iter([b"1", b"", b"2"]), timeout=TIMEOUT)
-        ) == [
+        assert list(ch.stream_stream("/raw.Bytes/Echo")(iter([b"1", b"", b"2"]), timeout=TIMEOUT)) == [
             b"1",
             b"",
             b"2",

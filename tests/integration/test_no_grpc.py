@@ -70,18 +70,14 @@ print("loaded:" + ",".join(loaded), flush=True)
 '''
 
 
-def test_descriptor_service_in_a_process_without_grpc(
-    tmp_path: pathlib.Path, pb: Any, pb_grpc: Any
-) -> None:
+def test_descriptor_service_in_a_process_without_grpc(tmp_path: pathlib.Path, pb: Any, pb_grpc: Any) -> None:
     script = tmp_path / "serve_without_grpc.py"
     script.write_text(SERVER_SCRIPT)
     tests_dir = pathlib.Path(__file__).resolve().parent.parent
     generated = pathlib.Path(pb.__file__).resolve().parent
     src = tests_dir.parent / "src"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(generated), str(tests_dir), str(src), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(generated), str(tests_dir), str(src), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         stdin=subprocess.PIPE,

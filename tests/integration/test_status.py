@@ -185,9 +185,7 @@ def test_protobuf_deserialization_failure(echo_server: Running) -> None:
         assert info.value.code() is grpc.StatusCode.INTERNAL
         assert info.value.details() == "Exception deserializing request!"
         with pytest.raises(grpc.RpcError) as info:
-            ch.stream_unary("/puregrpc.test.EchoService/ClientStream")(
-                iter([b"", b"\xff\xff\xff"]), timeout=TIMEOUT
-            )
+            ch.stream_unary("/puregrpc.test.EchoService/ClientStream")(iter([b"", b"\xff\xff\xff"]), timeout=TIMEOUT)
         assert info.value.code() is grpc.StatusCode.INTERNAL
         assert info.value.details() == "Exception deserializing request!"
 

@@ -104,16 +104,12 @@ def test_te_other_than_trailers_is_malformed(server: Running) -> None:
 @pytest.mark.parametrize("path", ["/", "/nopath", "/a/b/c", "/svc/", "no-slash/x", "//Method"])
 def test_bad_path_is_unimplemented(server: Running, path: str) -> None:
     headers = replace(GRPC_REQUEST, ":path", path)
-    assert_trailers_only(
-        send(server, headers, grpc_frame(b"x")), 200, grpc.StatusCode.UNIMPLEMENTED
-    )
+    assert_trailers_only(send(server, headers, grpc_frame(b"x")), 200, grpc.StatusCode.UNIMPLEMENTED)
 
 
 def test_unknown_method_is_trailers_only_unimplemented(server: Running) -> None:
     headers = grpc_request("/puregrpc.test.EchoService/Nope")
-    assert_trailers_only(
-        send(server, headers, grpc_frame(b"x")), 200, grpc.StatusCode.UNIMPLEMENTED
-    )
+    assert_trailers_only(send(server, headers, grpc_frame(b"x")), 200, grpc.StatusCode.UNIMPLEMENTED)
 
 
 @pytest.mark.parametrize("timeout", ["abc", "1", "123456789S", "10x", "-1S"])
