@@ -324,6 +324,8 @@ def test_cancel_unary(ch: grpc.Channel, probe: Probe) -> None:
     with pytest.raises(grpc.RpcError) as info:
         method(ch, "Cancel")(b"", timeout=TIMEOUT)
     assert info.value.code() is grpc.StatusCode.CANCELLED
+    # The client may see CANCELLED before the handler has gone on.
+    assert wait_for(lambda: "active_after_cancel" in probe.seen)
     assert probe.seen["active_after_cancel"] is False
     assert probe.events.wait_for("cancel-callback")
 
