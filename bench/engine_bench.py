@@ -105,9 +105,7 @@ def run_ours(chunks: List[bytes]) -> int:
 
 
 def run_h2(chunks: List[bytes]) -> int:
-    conn = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=False, header_encoding=None)
-    )
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
     conn.initiate_connection()
     done = 0
     for chunk in chunks:

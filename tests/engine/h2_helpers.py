@@ -63,9 +63,7 @@ class Pair:
         handshake: bool = True,
     ) -> None:
         self.server = H2Connection(config)
-        self.client = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.now = 0.0
         self.server_events: List[Event] = []
         self.client_events: List[h2.events.Event] = []
@@ -141,9 +139,7 @@ REQUEST_FIELDS: List[Tuple[bytes, bytes]] = [
 REQUEST_BLOCK = encode_headers(REQUEST_FIELDS)
 
 
-def headers_frame(
-    sid: int, block: bytes = REQUEST_BLOCK, end_stream: bool = False, end_headers: bool = True
-) -> bytes:
+def headers_frame(sid: int, block: bytes = REQUEST_BLOCK, end_stream: bool = False, end_headers: bool = True) -> bytes:
     flags = (0x1 if end_stream else 0) | (0x4 if end_headers else 0)
     return frame(0x1, flags, sid, block)
 
@@ -175,8 +171,4 @@ def goaway_of(data: bytes) -> Optional[Tuple[int, int, bytes]]:
 
 def rsts_of(data: bytes) -> List[Tuple[int, int]]:
     """(stream id, error code) of every RST_STREAM in ``data``."""
-    return [
-        (sid, struct.unpack(">I", payload)[0])
-        for ftype, _, sid, payload in parse_frames(data)
-        if ftype == 0x3
-    ]
+    return [(sid, struct.unpack(">I", payload)[0]) for ftype, _, sid, payload in parse_frames(data) if ftype == 0x3]

@@ -174,9 +174,7 @@ def test_bad_padding() -> None:
     # Pad length equal to the payload minus its own byte: empty data, allowed.
     server = raw_server()
     server.receive_data(headers_frame(1))
-    assert server.receive_data(frame(0x0, 0x8, 1, b"\x03\0\0\0")) == [
-        DataReceived(1, b"", 4, False)
-    ]
+    assert server.receive_data(frame(0x0, 0x8, 1, b"\x03\0\0\0")) == [DataReceived(1, b"", 4, False)]
 
 
 def test_frames_inside_header_block() -> None:
@@ -206,9 +204,7 @@ def test_priority_frame_errors_are_stream_errors() -> None:
 def test_headers_depending_on_itself() -> None:
     server = raw_server()
     payload = struct.pack(">IB", 1, 16) + REQUEST_BLOCK
-    assert server.receive_data(frame(0x1, 0x4 | 0x20, 1, payload)) == [
-        StreamReset(1, PROTOCOL_ERROR, False)
-    ]
+    assert server.receive_data(frame(0x1, 0x4 | 0x20, 1, payload)) == [StreamReset(1, PROTOCOL_ERROR, False)]
     assert not server.terminated
 
 
@@ -288,25 +284,19 @@ def test_trailers_without_end_stream() -> None:
     server = raw_server()
     server.receive_data(headers_frame(1))
     trailers = encode_headers([(b"x-t", b"1")])
-    assert server.receive_data(headers_frame(1, trailers)) == [
-        StreamReset(1, PROTOCOL_ERROR, False)
-    ]
+    assert server.receive_data(headers_frame(1, trailers)) == [StreamReset(1, PROTOCOL_ERROR, False)]
 
 
 def test_content_length_mismatch() -> None:
     block = encode_headers([*REQUEST_FIELDS, (b"content-length", b"3")])
     server = raw_server()
     server.receive_data(headers_frame(1, block))
-    assert server.receive_data(data_frame(1, b"ab", end_stream=True)) == [
-        StreamReset(1, PROTOCOL_ERROR, False)
-    ]
+    assert server.receive_data(data_frame(1, b"ab", end_stream=True)) == [StreamReset(1, PROTOCOL_ERROR, False)]
     server.receive_data(headers_frame(3, block))
     assert server.receive_data(data_frame(3, b"abcd")) == [StreamReset(3, PROTOCOL_ERROR, False)]
     events = server.receive_data(headers_frame(5, block) + data_frame(5, b"abc", end_stream=True))
     assert [type(e) for e in events] == [RequestReceived, DataReceived]
-    assert server.receive_data(headers_frame(7, block, end_stream=True)) == [
-        StreamReset(7, PROTOCOL_ERROR, False)
-    ]
+    assert server.receive_data(headers_frame(7, block, end_stream=True)) == [StreamReset(7, PROTOCOL_ERROR, False)]
 
 
 # -- header validation (RFC 9113 8.2, 8.3) ------------------------------------------
@@ -400,6 +390,4 @@ def test_trailers_on_half_closed_remote_stream() -> None:
     server = raw_server()
     server.receive_data(headers_frame(1, end_stream=True))
     trailers = encode_headers([(b"x-t", b"1")])
-    assert server.receive_data(headers_frame(1, trailers, end_stream=True)) == [
-        StreamReset(1, STREAM_CLOSED, False)
-    ]
+    assert server.receive_data(headers_frame(1, trailers, end_stream=True)) == [StreamReset(1, STREAM_CLOSED, False)]

@@ -324,9 +324,7 @@ def test_half_closed_local_keeps_receiving() -> None:
 def test_connection_terminated_is_last_and_input_ignored_after() -> None:
     server = raw_server()
     server.receive_data(headers_frame(1, end_stream=True))
-    events = server.receive_data(
-        headers_frame(3) + frame(0x5, 0x4, 3, b"\0\0\0\x02") + ping_frame()
-    )
+    events = server.receive_data(headers_frame(3) + frame(0x5, 0x4, 3, b"\0\0\0\x02") + ping_frame())
     assert isinstance(events[-1], ConnectionTerminated)
     assert events[-1].error_code == 1
     out = server.data_to_send()

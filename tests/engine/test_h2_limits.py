@@ -105,9 +105,7 @@ def test_graceful_goaway_two_step() -> None:
 def test_header_list_over_limit_is_stream_error_then_connection_error() -> None:
     server = raw_server(H2Config(max_header_list_size=4000))
     block = encode_headers([*REQUEST_FIELDS, (b"x-big", b"v" * 5000)])  # soft: 4000..8000
-    assert server.receive_data(headers_frame(1, block, end_stream=True)) == [
-        StreamReset(1, ENHANCE_YOUR_CALM, False)
-    ]
+    assert server.receive_data(headers_frame(1, block, end_stream=True)) == [StreamReset(1, ENHANCE_YOUR_CALM, False)]
     assert [type(e) for e in server.receive_data(headers_frame(3))] == [RequestReceived]
     huge = encode_headers([*REQUEST_FIELDS, (b"x-big", b"v" * 8500)])  # over the hard limit
     assert "header list too large" in calm(server, server.receive_data(headers_frame(5, huge)))
@@ -183,9 +181,7 @@ def test_refused_streams_count_as_resets() -> None:
     server.receive_data(headers_frame(1))
     events: list[Event] = []
     for first in range(3, 2400, 200):
-        events += server.receive_data(
-            b"".join(headers_frame(sid) for sid in range(first, first + 200, 2)), now=1.0
-        )
+        events += server.receive_data(b"".join(headers_frame(sid) for sid in range(first, first + 200, 2)), now=1.0)
         if server.terminated:
             break
         assert len(rsts_of(server.data_to_send())) == 100

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple, Union, cast
-
+from typing import Callable, Dict, List, Tuple, Union
 
 from . import hpack_decoder
 from .errors import ConnectionViolation, ErrorCode
@@ -101,9 +100,7 @@ _U32X2 = struct.Struct(">II")
 _SETTING = struct.Struct(">HI")
 
 # RFC 9113 section 8.2.2: connection-specific fields make a message malformed.
-_CONNECTION_HEADERS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
+_CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority"))
 
 # A block that left the decoder's dynamic table unchanged (no insertion, no size
@@ -125,11 +122,7 @@ def _fields_ok(names: List[bytes], values: List[bytes], pseudo: int) -> bool:
     """Names and values of one block are well formed (empty names are checked by
     the caller)."""
     joined = b" ".join(names)
-    if (
-        joined.translate(None, _NAME_BYTES)
-        or joined.count(b" ") != len(names) - 1
-        or joined.count(b":") != pseudo
-    ):
+    if joined.translate(None, _NAME_BYTES) or joined.count(b" ") != len(names) - 1 or joined.count(b":") != pseudo:
         return False
     # Values: no NUL, CR or LF; no leading or trailing SP or HTAB.
     joined = b"\n".join(values)
@@ -293,9 +286,7 @@ class H2Connection:
         self.peer_max_concurrent_streams = MAX_WINDOW
         self.peer_max_header_list_size = 0  # 0: not announced
 
-        self._decoder = hpack_decoder.Decoder(
-            max(cfg.header_table_size, DEFAULT_TABLE_SIZE), cfg.hard_header_list_size
-        )
+        self._decoder = hpack_decoder.Decoder(max(cfg.header_table_size, DEFAULT_TABLE_SIZE), cfg.hard_header_list_size)
         # Read-only request blocks -> validated (headers, list size, content-length).
         # Emptied whenever a block that may change the dynamic table is decoded.
         self._request_cache: Dict[bytes, Tuple[Headers, int, int]] = {}
@@ -529,9 +520,7 @@ class H2Connection:
                 head, flags, sid = _unpack_header(buf, pos)
                 length = head >> 8
                 if length > max_frame:
-                    raise ConnectionViolation(
-                        ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds limit"
-                    )
+                    raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds limit")
                 fend = pos + 9 + length
                 if fend > end:
                     need = 9 + length
@@ -542,14 +531,10 @@ class H2Connection:
                 pos = fend
                 if self._hb_sid and ftype != CONTINUATION:
                     # RFC 9113 6.10: a header block is contiguous.
-                    raise ConnectionViolation(
-                        ErrorCode.PROTOCOL_ERROR, "frame inside a header block"
-                    )
+                    raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "frame inside a header block")
                 if not self._settings_received and ftype != SETTINGS:
                     # RFC 9113 3.4: the preface is followed by a SETTINGS frame.
-                    raise ConnectionViolation(
-                        ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface"
-                    )
+                    raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface")
                 if ftype == DATA:
                     self._on_data(flags, sid, payload)
                 elif ftype == HEADERS:
@@ -575,9 +560,7 @@ class H2Connection:
         # Every DATA frame counts against the connection window (RFC 9113 6.9).
         self._conn_recv_window -= flow
         if self._conn_recv_window < 0:
-            raise ConnectionViolation(
-                ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded"
-            )
+            raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded")
         if flags & FLAG_PADDED:
             if flow == 0:
                 raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "DATA too short for padding")
@@ -633,17 +616,13 @@ class H2Connection:
             stop = len(payload)
             if flags & FLAG_PADDED:
                 if stop == 0:
-                    raise ConnectionViolation(
-                        ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for padding"
-                    )
+                    raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for padding")
                 stop -= payload[0]
                 start = 1
             self_dep = False
             if flags & FLAG_PRIORITY:
                 if len(payload) < start + 5:
-                    raise ConnectionViolation(
-                        ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for priority"
-                    )
+                    raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for priority")
                 dep = _U32.unpack_from(payload, start)[0] & 0x7FFFFFFF
                 self_dep = dep == sid
                 start += 5
@@ -693,13 +672,9 @@ class H2Connection:
             return fields
         except hpack_decoder.HeaderListTooLarge:
             # The decoder stopped midway: its table can no longer be trusted.
-            raise ConnectionViolation(
-                ErrorCode.ENHANCE_YOUR_CALM, "header list too large"
-            ) from None
+            raise ConnectionViolation(ErrorCode.ENHANCE_YOUR_CALM, "header list too large") from None
         except hpack_decoder.HPACKError as exc:
-            raise ConnectionViolation(
-                ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}"
-            ) from None
+            raise ConnectionViolation(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
 
     def _header_block(self, sid: int, block: bytes, end_stream: bool, self_dep: bool) -> None:
         st = self._streams.get(sid)
@@ -822,9 +797,7 @@ class H2Connection:
                     if value != b"trailers":
                         return None
                 elif name == b"content-length":
-                    if not value.isdigit() or (
-                        content_length >= 0 and content_length != int(value)
-                    ):
+                    if not value.isdigit() or (content_length >= 0 and content_length != int(value)):
                         return None
                     content_length = int(value)
             append((name.decode("latin-1"), value.decode("latin-1")))
@@ -899,16 +872,12 @@ class H2Connection:
             if payload:
                 raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
             if not self._settings_received:
-                raise ConnectionViolation(
-                    ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface"
-                )
+                raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface")
             self._on_settings_ack()
             return
         length = len(payload)
         if length % 6:
-            raise ConnectionViolation(
-                ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6"
-            )
+            raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
         self._settings_received = True
         self._charge_control()
         initial_window = self._peer_initial_window
@@ -916,9 +885,7 @@ class H2Connection:
             ident, value = _SETTING.unpack_from(payload, offset)
             if ident == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
-                    raise ConnectionViolation(
-                        ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large"
-                    )
+                    raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large")
                 initial_window = value
             elif ident == SETTINGS_MAX_FRAME_SIZE:
                 if not MIN_MAX_FRAME_SIZE <= value <= MAX_MAX_FRAME_SIZE:
@@ -930,9 +897,7 @@ class H2Connection:
                 SETTINGS_NO_RFC7540_PRIORITIES,
             ):
                 if value > 1:
-                    raise ConnectionViolation(
-                        ErrorCode.PROTOCOL_ERROR, f"invalid value for setting {ident}"
-                    )
+                    raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, f"invalid value for setting {ident}")
             elif ident == SETTINGS_MAX_CONCURRENT_STREAMS:
                 self.peer_max_concurrent_streams = value
             elif ident == SETTINGS_MAX_HEADER_LIST_SIZE:
@@ -948,9 +913,7 @@ class H2Connection:
             for st in self._streams.values():
                 st.send_window += delta
                 if st.send_window > MAX_WINDOW:
-                    raise ConnectionViolation(
-                        ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow"
-                    )
+                    raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
         out = self._out
         out += _pack_header(SETTINGS, FLAG_ACK, 0)
         if delta > 0:
@@ -1013,9 +976,7 @@ class H2Connection:
                 raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             window = self._conn_send_window + increment
             if window > MAX_WINDOW:
-                raise ConnectionViolation(
-                    ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow"
-                )
+                raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow")
             self._conn_send_window = window
             if self._ready:
                 self._flush_ready()
@@ -1051,9 +1012,7 @@ class H2Connection:
         self._write_goaway(self.last_stream_id, code, message.encode("utf-8"))
         self._events.append(ConnectionTerminated(code, message))
 
-    def _stream_error(
-        self, sid: int, code: ErrorCode, report: bool = True, charge: bool = True
-    ) -> None:
+    def _stream_error(self, sid: int, code: ErrorCode, report: bool = True, charge: bool = True) -> None:
         """Stream error (RFC 9113 5.4.2): RST_STREAM and forget the stream."""
         st = self._streams.pop(sid, None)
         if st is not None:

@@ -19,9 +19,7 @@ class Event:
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__
-        )
+        return type(self) is type(other) and all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
 
 class RequestReceived(Event):
