@@ -21,9 +21,7 @@ from ._proc import Rpc, ServerProcess, ms, new_channel
 
 
 def _run_server(grace: float, drain_delay: float = 0.0) -> ServerProcess:
-    return ServerProcess.script(
-        "run_server.py", "--grace", str(grace), "--drain-delay", str(drain_delay)
-    )
+    return ServerProcess.script("run_server.py", "--grace", str(grace), "--drain-delay", str(drain_delay))
 
 
 def test_sigterm_drains_in_flight_rpc_then_exits_zero() -> None:
@@ -68,7 +66,7 @@ def test_drain_delay_keeps_serving_then_refuses() -> None:
             sent = server.kill(signal.SIGTERM)
             draining, _ = server.expect("DRAINING", 5.0)
             # During the delay: new RPCs still served, on old and new channels.
-            assert server.wait_exit(0.3) is None
+            assert server.wait_exit(0.1) is None
             with new_channel(port) as fresh:
                 during_new = Rpc(fresh, "Echo", b"during")
                 assert during_new.code(5.0) == grpc.StatusCode.OK, during_new.details()
@@ -117,15 +115,13 @@ def test_second_sigterm_cancels_at_once(method: str) -> None:
             f"run() returned after {ms(returned - sent)}; exit after {ms(exited)}"
         )
         assert status == grpc.StatusCode.UNAVAILABLE, in_flight.details()
-        assert cancelled < 0.3, f"in-flight RPC ended {ms(cancelled)} after the second SIGTERM"
-        assert returned - sent < 0.3, (
-            f"run() returned {ms(returned - sent)} after the second SIGTERM"
-        )
+        assert cancelled < 0.5, f"in-flight RPC ended {ms(cancelled)} after the second SIGTERM"
+        assert returned - sent < 0.5, f"run() returned {ms(returned - sent)} after the second SIGTERM"
         if method == "CoopSleep":
-            assert exited < 0.5, f"exit {ms(exited)} after the second SIGTERM"
+            assert exited < 1.0, f"exit {ms(exited)} after the second SIGTERM"
         else:  # the process waits for the uncooperative handler thread, no longer
             handler_end = handler_began + handler_seconds
-            assert server.exit_time < handler_end + 0.5, (
+            assert server.exit_time < handler_end + 1.0, (
                 f"exit {ms(server.exit_time - handler_end)} after the handler's end"
             )
 

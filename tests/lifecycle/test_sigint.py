@@ -28,10 +28,7 @@ def _idle_sigint_to_exit() -> float:
         code = server.wait_exit(5.0)
         assert code == 1, server.describe()
         took = server.exit_time - sent
-        print(
-            f"\nidle server: SIGINT -> KeyboardInterrupt {ms(interrupted - sent)}, "
-            f"-> exit {ms(took)}"
-        )
+        print(f"\nidle server: SIGINT -> KeyboardInterrupt {ms(interrupted - sent)}, -> exit {ms(took)}")
         return took
 
 
@@ -59,6 +56,10 @@ def test_uncooperative_handler_sigint_refuses_new_rpcs_and_exits_after_it(shape:
                 late = Rpc(second, "Echo", b"late")
                 assert late.code(5.0) == grpc.StatusCode.UNAVAILABLE, late.details()
                 refused = late.ended - late.started
+            # and on the first channel, whose connection the server has closed
+            late_old = Rpc(first, "Echo", b"late")
+            assert late_old.code(5.0) == grpc.StatusCode.UNAVAILABLE, late_old.details()
+            assert late_old.ended - late_old.started < 1.0
         handler_end = handler_began + UNCOOPERATIVE
         code = server.wait_exit(max(0.0, handler_end + 5.0 - time.monotonic()))
         assert code is not None, f"still running 5 s after the handler's end; {server.describe()}"
@@ -87,18 +88,14 @@ def _cooperative_sigint_to_exit() -> float:
             assert code == 1, server.describe()
             took = server.exit_time - sent
             status = in_flight.code()
-        print(
-            f"\ncooperative handler: SIGINT -> exit {ms(took)}; in-flight client saw {status.name}"
-        )
+        print(f"\ncooperative handler: SIGINT -> exit {ms(took)}; in-flight client saw {status.name}")
         assert status == grpc.StatusCode.UNAVAILABLE, in_flight.details()
         return took
 
 
 def test_cooperative_handler_sigint_exits_within_300ms() -> None:
     figures = best_of(3, 0.300, _cooperative_sigint_to_exit)
-    assert min(figures) < 0.300, (
-        f"SIGINT-to-exit with a cooperative handler {[ms(f) for f in figures]} (spec: 300 ms)"
-    )
+    assert min(figures) < 0.300, f"SIGINT-to-exit with a cooperative handler {[ms(f) for f in figures]} (spec: 300 ms)"
 
 
 def test_second_sigint_ends_the_process_while_an_uncooperative_handler_runs() -> None:
@@ -117,4 +114,4 @@ def test_second_sigint_ends_the_process_while_an_uncooperative_handler_runs() ->
             took = server.exit_time - sent
         print(f"\nsecond SIGINT -> exit {ms(took)} (exit code {code})")
         assert code != 0, server.describe()
-        assert took < 0.5, f"second SIGINT-to-exit {ms(took)}"
+        assert took < 1.0, f"second SIGINT-to-exit {ms(took)}"
