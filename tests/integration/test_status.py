@@ -77,6 +77,22 @@ def _failing_serializer(response: Any) -> bytes:
     raise ValueError("cannot serialize")
 
 
+def _stream_then_abort(request: bytes, context: Any) -> Iterator[bytes]:
+    yield b"1"
+    context.abort(grpc.StatusCode.PERMISSION_DENIED, "stop here")
+
+
+def _bidi_abort(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+    for request in requests:
+        if request == b"stop":
+            context.abort(grpc.StatusCode.CANCELLED, "client said stop")
+        yield request
+
+
+def _serialize_echo_response(response: Any) -> bytes:
+    return bytes(response.SerializeToString())  # AttributeError on None
+
+
 def _handlers() -> Dict[str, Any]:
     uu = grpc.unary_unary_rpc_method_handler
     return {
@@ -91,6 +107,9 @@ def _handlers() -> Dict[str, Any]:
         "BadResponse": uu(_bad_response),
         "BadRequest": uu(_unreachable, request_deserializer=_failing_deserializer),
         "BadSerializer": uu(lambda r, c: b"x", response_serializer=_failing_serializer),
+        "ReturnsNone": uu(lambda r, c: None, response_serializer=_serialize_echo_response),
+        "StreamThenAbort": grpc.unary_stream_rpc_method_handler(_stream_then_abort),
+        "BidiAbort": grpc.stream_stream_rpc_method_handler(_bidi_abort),
     }
 
 
@@ -191,7 +210,7 @@ def test_protobuf_deserialization_failure(echo_server: Running) -> None:
 
 
 def test_serialization_failure_is_internal(ch: grpc.Channel) -> None:
-    for name in ("BadSerializer", "BadResponse"):
+    for name in ("BadSerializer", "BadResponse", "ReturnsNone"):
         error = fail(ch, name)
         assert error.code() is grpc.StatusCode.INTERNAL
         assert error.details() == "Failed to serialize response!"
@@ -221,3 +240,22 @@ def test_every_status_code_round_trips(echo_server: Running, pb: Any, pb_grpc: A
                 )
             assert info.value.code() is code
             assert info.value.details() == f"code {code.name}"
+
+
+def test_abort_in_streaming_handlers(ch: grpc.Channel) -> None:
+    call = ch.unary_stream(f"/{SERVICE}/StreamThenAbort")(b"", timeout=TIMEOUT)
+    received: List[bytes] = []
+    with pytest.raises(grpc.RpcError):
+        for item in call:
+            received.append(item)
+    assert received == [b"1"]
+    assert call.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert call.details() == "stop here"
+    call = ch.stream_stream(f"/{SERVICE}/BidiAbort")(iter([b"a", b"b", b"stop", b"c"]), timeout=TIMEOUT)
+    received = []
+    with pytest.raises(grpc.RpcError):
+        for item in call:
+            received.append(item)
+    assert received == [b"a", b"b"]
+    assert call.code() is grpc.StatusCode.CANCELLED
+    assert call.details() == "client said stop"
