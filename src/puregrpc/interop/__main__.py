@@ -85,10 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     enable_server_reflection(["grpc.testing.TestService"], srv, pool=protos.pool)
     address = _address(args.host, args.port)
     use_tls = str(args.use_tls).lower() in ("true", "1", "yes")
-    if use_tls:
-        port = srv.add_secure_port(address, _credentials(args))
-    else:
-        port = srv.add_insecure_port(address)
+    port = srv.add_secure_port(address, _credentials(args)) if use_tls else srv.add_insecure_port(address)
 
     def on_signal(signum: int, frame: Any) -> None:
         srv.stop(1.0)
