@@ -126,8 +126,8 @@ def capture_log() -> Iterator[LogCapture]:
 
 
 def _load_h2() -> Any:
-    """The ``h2`` library. ``tests/h2`` (our engine's tests) shadows its name when
-    ``tests/`` is on ``sys.path``, so fall back to loading it under another name."""
+    """The ``h2`` library; loaded under another name if a ``h2`` package on ``sys.path``
+    (e.g. a test folder named ``tests/h2``) shadows it."""
     try:
         import h2.config
         import h2.connection
