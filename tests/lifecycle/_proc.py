@@ -82,9 +82,7 @@ class ServerProcess:
         self.exited.set()
 
     # -- reading -------------------------------------------------------------------
-    def expect(
-        self, prefix: str, timeout: float = STARTUP_TIMEOUT, *, stream: str = "stdout"
-    ) -> Line:
+    def expect(self, prefix: str, timeout: float = STARTUP_TIMEOUT, *, stream: str = "stdout") -> Line:
         """The next line on ``stream`` starting with ``prefix`` (earlier lines are skipped)."""
         lines = self.stdout if stream == "stdout" else self.stderr
         deadline = time.monotonic() + timeout
@@ -93,9 +91,7 @@ class ServerProcess:
             try:
                 item = lines.get(timeout=max(0.0, remaining))
             except queue.Empty:
-                raise AssertionError(
-                    f"no {prefix!r} line on {stream} within {timeout}s; {self.describe()}"
-                ) from None
+                raise AssertionError(f"no {prefix!r} line on {stream} within {timeout}s; {self.describe()}") from None
             if item is None:
                 raise AssertionError(f"{stream} closed before a {prefix!r} line; {self.describe()}")
             if item[1].startswith(prefix):
@@ -113,7 +109,7 @@ class ServerProcess:
         signal sent before that would interrupt the script's own start-up).
 
         The one poll of this suite: there is no pipe to say "now blocked"."""
-        task = pathlib.Path(f"/proc/{self.pid}/task/{tid}")
+        task = pathlib.Path(f"/proc/{tid}/task/{tid}")  # any thread, even under strace
         deadline = time.monotonic() + timeout
         last, same = "", 0
         while time.monotonic() < deadline:
@@ -176,9 +172,7 @@ class Rpc:
     callback, so it is the moment grpcio learnt the outcome, whenever it is read.
     """
 
-    def __init__(
-        self, channel: grpc.Channel, method: str, request: bytes, timeout: float = 15.0
-    ) -> None:
+    def __init__(self, channel: grpc.Channel, method: str, request: bytes, timeout: float = 15.0) -> None:
         self._done = threading.Event()
         self.ended = 0.0
         self.started = time.monotonic()

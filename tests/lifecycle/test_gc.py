@@ -37,15 +37,11 @@ def test_dropping_the_last_reference_refuses_connections_within_100ms() -> None:
         assert server.wait_exit(10.0) == 0, server.describe()
     figure = refused.split()[1]
     names = set(threads.split()[1].split(","))
-    print(
-        f"\nGC: {collected}; new TCP connect refused {figure} ms after del; threads {sorted(names)}"
-    )
+    print(f"\nGC: {collected}; new TCP connect refused {figure} ms after del; threads {sorted(names)}")
     assert collected == "COLLECTED True", "the server was not freed when its last reference went"
     assert figure != "never", "connections were still accepted 1 s after the server was dropped"
     assert float(figure) < 100.0, f"refused only {figure} ms after del (spec: 100 ms)"
-    unknown = {
-        name for name in names if name not in KNOWN_THREADS and not name.startswith("handler")
-    }
+    unknown = {name for name in names if name not in KNOWN_THREADS and not name.startswith("handler")}
     assert not unknown, f"unexpected threads (a poller?): {sorted(unknown)}"
     assert status == grpc.StatusCode.OK, in_flight.details()
     assert late_status == grpc.StatusCode.UNAVAILABLE, late.details()
