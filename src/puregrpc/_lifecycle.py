@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 import threading
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 
 class State(enum.Enum):
@@ -70,8 +70,12 @@ class Lifecycle:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state = State.NEW
-        self._terminated = threading.Event()
+        self._terminated = False
         self._stop_events: List[threading.Event] = []
+        # One locked lock per blocked waiter, released at termination. Unlike
+        # threading.Event (one Condition), woken waiters share no lock to
+        # re-acquire, so 100 of them are released as fast as one.
+        self._gates: List[Any] = []
         self.deadline: Optional[float] = None  # monotonic; -inf means "cancel now"
 
     @property
@@ -91,10 +95,13 @@ class Lifecycle:
             raise exc_type(message)
         self._state = after
         if after is State.TERMINATED and before is not State.TERMINATED:
+            self._terminated = True
             for stop_event in self._stop_events:
                 stop_event.set()
             self._stop_events.clear()
-            self._terminated.set()
+            for gate in self._gates:
+                gate.release()
+            self._gates.clear()
         return before, after
 
     def stop(self, grace: Optional[float], now: float) -> Tuple[threading.Event, StopDecision]:
@@ -116,14 +123,36 @@ class Lifecycle:
             return done, StopDecision.NOTHING
 
     def wait(self, timeout: Optional[float]) -> bool:
-        """Block until terminated or timeout; True if it timed out (grpcio's contract)."""
+        """Block until terminated or timeout; True if it timed out (grpcio's contract).
+
+        Blocks in one ``Lock.acquire``: no periodic wake-ups (lifecycle.md 10), and
+        interruptible by Ctrl+C in the main thread on POSIX.
+        """
+        if self._terminated:
+            return False
         if timeout is not None and timeout <= 0:
-            return not self._terminated.is_set()
-        return not self._terminated.wait(timeout)
+            return True
+        gate = threading.Lock()
+        gate.acquire()
+        with self._lock:
+            if self._terminated:
+                return False
+            self._gates.append(gate)
+        released = False
+        try:
+            released = gate.acquire(True, -1 if timeout is None else timeout)
+        finally:
+            if not released:  # timed out or interrupted: forget the gate
+                with self._lock:
+                    if gate in self._gates:
+                        self._gates.remove(gate)
+                    else:
+                        released = self._terminated
+        return not released
 
     @property
     def terminated(self) -> bool:
-        return self._terminated.is_set()
+        return self._terminated
 
 
 def mermaid_diagram() -> str:
