@@ -123,9 +123,7 @@ def parse_h2load(output: str, response_len: int) -> H2loadResult:
         output,
     )
     if m:
-        res.total, _, _, res.succeeded, res.failed, res.errored, res.timeout = (
-            int(g) for g in m.groups()
-        )
+        res.total, _, _, res.succeeded, res.failed, res.errored, res.timeout = (int(g) for g in m.groups())
     else:
         res.problems.append("no 'requests:' line in h2load output")
     m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
@@ -140,8 +138,7 @@ def parse_h2load(output: str, response_len: int) -> H2loadResult:
 
     if res.failed or res.errored or res.timeout:
         res.problems.append(
-            f"{res.failed} failed, {res.errored} errored, {res.timeout} timed out"
-            f" of {res.total} requests"
+            f"{res.failed} failed, {res.errored} errored, {res.timeout} timed out of {res.total} requests"
         )
     if res.status_other:
         res.problems.append(f"{res.status_other} responses with a non-2xx HTTP status")
@@ -156,9 +153,7 @@ def parse_h2load(output: str, response_len: int) -> H2loadResult:
     return res
 
 
-def h2load_cmd(
-    h2load: str, port: int, scenario: Scenario, duration: float, data_file: str, cpu: str
-) -> List[str]:
+def h2load_cmd(h2load: str, port: int, scenario: Scenario, duration: float, data_file: str, cpu: str) -> List[str]:
     return [
         "taskset",
         "-c",
@@ -181,9 +176,7 @@ def h2load_cmd(
 
 def run_h2load(cmd: List[str], duration: float, response_len: int) -> Tuple[H2loadResult, str]:
     try:
-        proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 30
-        )
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 30)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout if isinstance(exc.stdout, str) else ""
         res = H2loadResult(problems=[f"h2load did not finish within {duration + 30:g}s"])
@@ -530,9 +523,7 @@ def main(argv: List[str] | None = None) -> int:
                     if fatal or problem or noise is None or noise <= NOISY_CORES:
                         break
                     if attempt < args.retry_noisy:
-                        print(
-                            f"{prefix}  noisy ({noise:.2f} cores used by others), rerun", flush=True
-                        )
+                        print(f"{prefix}  noisy ({noise:.2f} cores used by others), rerun", flush=True)
                 noise_text = ""
                 if noise is not None:
                     noise_text = f"  (other processes: {noise:.2f} cores)"
@@ -577,8 +568,8 @@ def main(argv: List[str] | None = None) -> int:
     print()
     if noisy_runs:
         print(
-            f"\\* other processes used the CPUs during {len(noisy_runs)} of the runs"
-            " behind this cell: unreliable.\n"
+            f"\\* at least one of this cell's runs shared the CPUs with other processes"
+            f" ({len(noisy_runs)} noisy runs in all): unreliable.\n"
         )
     print(
         f"Unary echo, {gen.PAYLOAD_SIZE}-byte payload, h2load client; req/s, median of"
