@@ -34,10 +34,7 @@ def check(host: str, port: int, calls: int = 3, timeout: float = 5.0) -> str | N
                 details = err.details() if hasattr(err, "details") else str(err)
                 return f"call {i} failed: {code}: {details}"
             if reply.payload != payload:
-                return (
-                    f"call {i}: wrong echo ({len(reply.payload)} bytes back"
-                    f" for {len(payload)} sent)"
-                )
+                return f"call {i}: wrong echo ({len(reply.payload)} bytes back for {len(payload)} sent)"
     return None
 
 

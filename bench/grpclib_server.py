@@ -37,11 +37,7 @@ class EchoService:
         await stream.send_message(self._pb2.EchoMsg(payload=request.payload))
 
     def __mapping__(self) -> Dict[str, Handler]:
-        return {
-            gen.METHOD_PATH: Handler(
-                self.Unary, Cardinality.UNARY_UNARY, self._pb2.EchoMsg, self._pb2.EchoMsg
-            )
-        }
+        return {gen.METHOD_PATH: Handler(self.Unary, Cardinality.UNARY_UNARY, self._pb2.EchoMsg, self._pb2.EchoMsg)}
 
 
 async def main(host: str, port: int) -> int:
