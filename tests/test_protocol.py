@@ -43,7 +43,7 @@ def test_timeout_units(value: str, seconds: float) -> None:
     assert parse_timeout(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["", "S", "1", "123456789S", "1x", "-1S", "1.5S", "١S"])
+@pytest.mark.parametrize("value", ["", "S", "1", "123456789S", "1x", "-1S", "1.5S", "\u0661S"])
 def test_malformed_timeout(value: str) -> None:
     with pytest.raises(ValueError, match="grpc-timeout"):
         parse_timeout(value)

@@ -26,9 +26,7 @@ def _extension_pool() -> Any:
     message = base.message_type.add(name="Base")
     message.field.add(name="id", number=1, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
     message.extension_range.add(start=100, end=201)
-    base.service.add(name="BaseService").method.add(
-        name="Get", input_type=".ext.Base", output_type=".ext.Base"
-    )
+    base.service.add(name="BaseService").method.add(name="Get", input_type=".ext.Base", output_type=".ext.Base")
     more = descriptor_pb2.FileDescriptorProto(
         name="ext/more.proto", package="ext", syntax="proto2", dependency=["ext/base.proto"]
     )
@@ -86,8 +84,7 @@ def test_list_services(channel: Any, package: str) -> None:
 
 def _files(reply: Any) -> List[Any]:
     return [
-        descriptor_pb2.FileDescriptorProto.FromString(b)
-        for b in reply.file_descriptor_response.file_descriptor_proto
+        descriptor_pb2.FileDescriptorProto.FromString(b) for b in reply.file_descriptor_response.file_descriptor_proto
     ]
 
 
@@ -140,14 +137,10 @@ def test_extensions(pool: Any, package: str) -> None:
                 [
                     pb.ServerReflectionRequest(all_extension_numbers_of_type="ext.Base"),
                     pb.ServerReflectionRequest(
-                        file_containing_extension=pb.ExtensionRequest(
-                            containing_type="ext.Base", extension_number=150
-                        )
+                        file_containing_extension=pb.ExtensionRequest(containing_type="ext.Base", extension_number=150)
                     ),
                     pb.ServerReflectionRequest(
-                        file_containing_extension=pb.ExtensionRequest(
-                            containing_type="ext.Base", extension_number=199
-                        )
+                        file_containing_extension=pb.ExtensionRequest(containing_type="ext.Base", extension_number=199)
                     ),
                 ],
             )
@@ -169,9 +162,7 @@ def test_grpcio_reflection_client_resolves_a_method(channel: Any) -> None:
     method = service.methods_by_name["SayHello"]
     assert method.input_type.full_name == "puregrpc.demo.HelloRequest"
     assert method.output_type.full_name == "puregrpc.demo.HelloReply"
-    assert [f.name for f in method.input_type.fields] == [
-        f.name for f in demo_pb.HelloRequest.DESCRIPTOR.fields
-    ]
+    assert [f.name for f in method.input_type.fields] == [f.name for f in demo_pb.HelloRequest.DESCRIPTOR.fields]
     health = client_pool.FindServiceByName("grpc.health.v1.Health")
     assert health.methods_by_name["Watch"].server_streaming
 

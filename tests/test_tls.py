@@ -170,9 +170,7 @@ def test_bad_key_raises_before_binding(pool: Any) -> None:
 def test_grpcio_credentials_rejected_clearly(pool: Any, server_cert: Any) -> None:
     server = puregrpc.server(pool)
     with pytest.raises(TypeError, match=r"puregrpc\.ssl_server_credentials"):
-        server.add_secure_port(
-            "localhost:0", grpc.ssl_server_credentials([_server_pair(server_cert)])
-        )
+        server.add_secure_port("localhost:0", grpc.ssl_server_credentials([_server_pair(server_cert)]))
 
 
 def test_secure_port_after_start_raises(pool: Any, server_cert: Any) -> None:
@@ -181,9 +179,7 @@ def test_secure_port_after_start_raises(pool: Any, server_cert: Any) -> None:
     server.start()
     try:
         with pytest.raises(RuntimeError):
-            server.add_secure_port(
-                "localhost:0", puregrpc.ssl_server_credentials([_server_pair(server_cert)])
-            )
+            server.add_secure_port("localhost:0", puregrpc.ssl_server_credentials([_server_pair(server_cert)]))
     finally:
         server.stop(None)
 

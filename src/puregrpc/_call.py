@@ -288,9 +288,7 @@ class ServerCall:
         """Send one response message; blocks while the client is not reading."""
         framed = self._frame(response)
         with self.cond:
-            while self.active and (
-                self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.conn.paused
-            ):
+            while self.active and (self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.conn.paused):
                 self.writer_waiting = True
                 self.cond.wait(1.0)
             self.writer_waiting = False
@@ -436,7 +434,7 @@ class ServerCall:
                 raise _Stop(None)
             if not self.requests:
                 # as grpcio
-                message = f"\"{self.method}\" requires exactly one request message."
+                message = f'"{self.method}" requires exactly one request message.'
                 raise _Stop(StatusCode.UNIMPLEMENTED, message)
             compressed, payload = self.requests.popleft()
             self.queued_bytes -= len(payload)
@@ -477,7 +475,7 @@ class RequestIterator:
 # add_callback callbacks are user code: they never run on the I/O thread, and
 # not in the user's pool either (a full pool must not delay a cancellation).
 
-_callback_queue: "queue.SimpleQueue[List[Callable[[], None]]]" = queue.SimpleQueue()
+_callback_queue: queue.SimpleQueue[List[Callable[[], None]]] = queue.SimpleQueue()
 _callback_thread: Optional[threading.Thread] = None
 _callback_lock = threading.Lock()
 

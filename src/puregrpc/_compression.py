@@ -42,10 +42,7 @@ def to_encoding(compression: Any) -> Optional[str]:
 
 
 def compress(data: bytes, encoding: str) -> bytes:
-    if encoding == "gzip":
-        obj = zlib.compressobj(6, zlib.DEFLATED, 31)
-    else:
-        obj = zlib.compressobj(6, zlib.DEFLATED, 15)
+    obj = zlib.compressobj(6, zlib.DEFLATED, _WBITS[encoding])
     return obj.compress(data) + obj.flush()
 
 

@@ -94,9 +94,7 @@ def to_ssl_context(credentials: Any) -> ssl.SSLContext:
             "grpcio's ServerCredentials are opaque C objects puregrpc cannot read: "
             "make them with puregrpc.ssl_server_credentials(...) (same arguments)"
         )
-    raise TypeError(
-        f"add_secure_port needs puregrpc.ssl_server_credentials(...), got {credentials!r}"
-    )
+    raise TypeError(f"add_secure_port needs puregrpc.ssl_server_credentials(...), got {credentials!r}")
 
 
 # -- the peer's identity, as grpcio's auth_context reports it ------------------------
@@ -132,9 +130,7 @@ def auth_properties(ssl_object: Any) -> Tuple[Dict[str, List[bytes]], Optional[s
         props["x509_pem_cert"] = [ssl.DER_cert_to_PEM_cert(der).encode("ascii")]
     subject = [pair for rdn in cert.get("subject", ()) for pair in rdn]
     props["x509_subject"] = [
-        ",".join(
-            f"{_SHORT_NAMES.get(key, key)}={value}" for key, value in reversed(subject)
-        ).encode()
+        ",".join(f"{_SHORT_NAMES.get(key, key)}={value}" for key, value in reversed(subject)).encode()
     ]
     common_names = [value.encode() for key, value in subject if key == "commonName"]
     if common_names:

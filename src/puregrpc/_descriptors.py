@@ -38,8 +38,7 @@ def method_handlers(service_descriptor: Any, servicer: Any) -> Dict[str, RpcMeth
         behavior = getattr(servicer, method.name, None)
         if not callable(behavior):
             raise TypeError(
-                f"servicer {type(servicer).__name__} has no method {method.name!r} "
-                f"for {service_descriptor.full_name}"
+                f"servicer {type(servicer).__name__} has no method {method.name!r} for {service_descriptor.full_name}"
             )
         request_class = _message_class(method.input_type)
         response_class = _message_class(method.output_type)
@@ -54,9 +53,7 @@ def method_handlers(service_descriptor: Any, servicer: Any) -> Dict[str, RpcMeth
 
 def service_handler(service_descriptor: Any, servicer: Any) -> ServiceRpcHandler:
     """A generic handler serving ``servicer`` for the described service."""
-    return method_handlers_generic_handler(
-        service_descriptor.full_name, method_handlers(service_descriptor, servicer)
-    )
+    return method_handlers_generic_handler(service_descriptor.full_name, method_handlers(service_descriptor, servicer))
 
 
 def add_servicer(server: Any, service_descriptor: Any, servicer: Any) -> None:

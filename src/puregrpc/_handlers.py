@@ -133,9 +133,7 @@ class Registry:
         return None
 
 
-def intercepted_lookup(
-    registry: Registry, interceptors: Sequence[Any], details: HandlerCallDetails
-) -> Optional[Any]:
+def intercepted_lookup(registry: Registry, interceptors: Sequence[Any], details: HandlerCallDetails) -> Optional[Any]:
     """Run the interceptor chain (first interceptor outermost, as grpcio)."""
     if not interceptors:
         return registry.lookup(details)

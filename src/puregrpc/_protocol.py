@@ -118,7 +118,7 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     timeout: Optional[float] = None
     encoding: Optional[str] = None
     accept: Tuple[str, ...] = ()
-    metadata: List[Tuple[str, "str | bytes"]] = []
+    metadata: List[Tuple[str, str | bytes]] = []
     for name, value in headers:
         if name[0] == ":":
             if name == ":method":
@@ -151,9 +151,7 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     if method != "POST":
         raise RequestRejected(405, StatusCode.INTERNAL, f"method {method!r} not allowed, gRPC uses POST")
     if content_type is None or not content_type.startswith("application/grpc"):
-        raise RequestRejected(
-            415, StatusCode.INTERNAL, f"content-type {content_type!r} is not application/grpc"
-        )
+        raise RequestRejected(415, StatusCode.INTERNAL, f"content-type {content_type!r} is not application/grpc")
     if te != "trailers":
         raise RequestRejected(400, StatusCode.INTERNAL, 'missing "te: trailers" header')
     if not path or path[0] != "/" or path.count("/") != 2 or path.endswith("/"):
@@ -169,7 +167,7 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     return RequestHead(path, content_type, timeout, encoding, accept, tuple(metadata))
 
 
-def encode_metadata(metadata: Optional[Sequence[Tuple[str, "str | bytes"]]]) -> List[Tuple[bytes, bytes]]:
+def encode_metadata(metadata: Optional[Sequence[Tuple[str, str | bytes]]]) -> List[Tuple[bytes, bytes]]:
     """User metadata -> header fields. Keys are validated; ``-bin`` values are base64
     without padding (the form gRPC implementations send)."""
     out: List[Tuple[bytes, bytes]] = []

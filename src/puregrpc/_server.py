@@ -72,9 +72,7 @@ class ServerCore:
         self.max_send = _UNLIMITED if send < 0 else send
         self.reuse_port = bool(opts.get("grpc.so_reuseport", 0))
         config = H2Config()
-        config.max_concurrent_streams = _int_option(
-            opts, "grpc.max_concurrent_streams", config.max_concurrent_streams
-        )
+        config.max_concurrent_streams = _int_option(opts, "grpc.max_concurrent_streams", config.max_concurrent_streams)
         config.max_header_list_size = _int_option(opts, "grpc.max_metadata_size", config.max_header_list_size)
         self.h2_config = config
         self.default_encoding = to_encoding(compression)

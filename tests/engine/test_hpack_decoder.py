@@ -35,9 +35,7 @@ THIRD = [
 
 def test_c2_literal_with_indexing() -> None:
     decoder = Decoder()
-    fields = _decode_all(
-        decoder, ["400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"]
-    )
+    fields = _decode_all(decoder, ["400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"])
     assert fields == [[(b"custom-key", b"custom-header")]]
     assert decoder._table_size == 55
 
@@ -89,9 +87,7 @@ def test_c5_responses_with_eviction() -> None:
     st.lists(
         st.lists(
             st.tuples(
-                st.sampled_from(
-                    [b":path", b"content-type", b"x-custom", b"user-agent", b"te", b"grpc-timeout"]
-                )
+                st.sampled_from([b":path", b"content-type", b"x-custom", b"user-agent", b"te", b"grpc-timeout"])
                 | st.binary(min_size=1, max_size=20).map(lambda b: b.hex().encode()),
                 st.binary(max_size=60).map(lambda b: b.hex().encode()),
             ),
@@ -110,9 +106,7 @@ def test_matches_the_hpack_library(blocks: list, huffman: bool, table_size: int)
     reference = hpack.Decoder()
     for headers in blocks:
         indexing = [
-            hpack.HeaderTuple(n, v)
-            if random.random() < 0.7
-            else hpack.NeverIndexedHeaderTuple(n, v)
+            hpack.HeaderTuple(n, v) if random.random() < 0.7 else hpack.NeverIndexedHeaderTuple(n, v)
             for n, v in headers
         ]
         block = encoder.encode(indexing, huffman=huffman)

@@ -23,9 +23,7 @@ class Stubs:
     def __init__(self, channel: grpc.Channel, pb: Any) -> None:
         self.pb = pb
 
-        def method(
-            kind: str, name: str, request: Any, response: Any, service: str = "TestService"
-        ) -> Any:
+        def method(kind: str, name: str, request: Any, response: Any, service: str = "TestService") -> Any:
             make = getattr(channel, kind)
             return make(
                 f"/grpc.testing.{service}/{name}",
@@ -35,9 +33,7 @@ class Stubs:
 
         self.empty_call = method("unary_unary", "EmptyCall", pb.Empty, pb.Empty)
         self.unary_call = method("unary_unary", "UnaryCall", pb.SimpleRequest, pb.SimpleResponse)
-        self.cacheable_unary_call = method(
-            "unary_unary", "CacheableUnaryCall", pb.SimpleRequest, pb.SimpleResponse
-        )
+        self.cacheable_unary_call = method("unary_unary", "CacheableUnaryCall", pb.SimpleRequest, pb.SimpleResponse)
         self.streaming_output_call = method(
             "unary_stream",
             "StreamingOutputCall",
@@ -177,9 +173,7 @@ def client_compressed_streaming(s: Stubs) -> None:
 def server_streaming(s: Stubs) -> None:
     pb = s.pb
     sizes = (31415, 9, 2653, 58979)
-    request = pb.StreamingOutputCallRequest(
-        response_parameters=[pb.ResponseParameters(size=n) for n in sizes]
-    )
+    request = pb.StreamingOutputCallRequest(response_parameters=[pb.ResponseParameters(size=n) for n in sizes])
     responses = list(s.streaming_output_call(request))
     assert [len(r.payload.body) for r in responses] == list(sizes)
     assert all(r.payload.body == b"\0" * len(r.payload.body) for r in responses)
@@ -261,9 +255,7 @@ def cancel_after_first_response(s: Stubs) -> None:
 def _status_case(s: Stubs, message: str) -> None:
     pb = s.pb
     status = pb.EchoStatus(code=2, message=message)
-    exc = _expect_code(
-        grpc.StatusCode.UNKNOWN, lambda: s.unary_call(pb.SimpleRequest(response_status=status))
-    )
+    exc = _expect_code(grpc.StatusCode.UNKNOWN, lambda: s.unary_call(pb.SimpleRequest(response_status=status)))
     assert exc.details() == message
     responses = s.full_duplex_call(iter([pb.StreamingOutputCallRequest(response_status=status)]))
     exc = _expect_code(grpc.StatusCode.UNKNOWN, lambda: list(responses))
@@ -286,9 +278,7 @@ def custom_metadata(s: Stubs) -> None:
     )
 
     def check(initial: Any, trailing: Any) -> None:
-        assert ("x-grpc-test-echo-initial", "test_initial_metadata_value") in [
-            tuple(m) for m in initial
-        ]
+        assert ("x-grpc-test-echo-initial", "test_initial_metadata_value") in [tuple(m) for m in initial]
         assert ("x-grpc-test-echo-trailing-bin", b"\xab\xab\xab") in [tuple(m) for m in trailing]
 
     response, call = s.unary_call.with_call(_large_request(pb), metadata=metadata)

@@ -16,9 +16,7 @@ grpc = pytest.importorskip("grpc")
 
 
 def start(args: List[str]) -> Any:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "puregrpc.interop", *args], stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "puregrpc.interop", *args], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     lines = []
     for line in proc.stderr:

@@ -61,9 +61,7 @@ def _messages(data: bytes) -> List[Tuple[bool, bytes]]:
     return out
 
 
-def call(
-    port: int, method: str, bodies: Sequence[Tuple[bytes, bool]]
-) -> Tuple[List[Tuple[bool, bytes]], dict]:
+def call(port: int, method: str, bodies: Sequence[Tuple[bytes, bool]]) -> Tuple[List[Tuple[bool, bytes]], dict]:
     """One RPC: send ``(message, compressed)`` pairs; return the response messages
     as ``(compressed flag, bytes)`` and the trailers."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -186,8 +184,6 @@ def test_client_compressed_streaming_per_message(interop_server: Interop) -> Non
 
     _, trailers = call(interop_server.port, method, [(req(True, 27182), False)])
     assert trailers["grpc-status"] == "3"  # INVALID_ARGUMENT: the probe
-    messages, trailers = call(
-        interop_server.port, method, [(req(True, 27182), True), (req(False, 45904), False)]
-    )
+    messages, trailers = call(interop_server.port, method, [(req(True, 27182), True), (req(False, 45904), False)])
     assert trailers["grpc-status"] == "0"
     assert pb.StreamingInputCallResponse.FromString(messages[0][1]).aggregated_payload_size == 73086

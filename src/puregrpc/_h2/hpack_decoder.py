@@ -83,14 +83,10 @@ class Decoder:
                 self._insert(field)
             elif byte & 0x20:  # 6.3 dynamic table size update
                 if fields:
-                    raise HPACKError(
-                        "dynamic table size update after a header field (RFC 7541 4.2)"
-                    )
+                    raise HPACKError("dynamic table size update after a header field (RFC 7541 4.2)")
                 size, pos = _integer(data, pos, 5)
                 if size > self.max_allowed_table_size:
-                    raise HPACKError(
-                        f"table size update to {size} exceeds the allowed {self.max_allowed_table_size}"
-                    )
+                    raise HPACKError(f"table size update to {size} exceeds the allowed {self.max_allowed_table_size}")
                 self._max_table_size = size
                 self._evict()
                 self._version += 1

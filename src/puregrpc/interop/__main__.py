@@ -48,29 +48,19 @@ def _credentials(args: argparse.Namespace) -> Any:
             os.close(handle)
         with open(path, "wb") as out:
             out.write(cert)
-        print(
-            f"interop server certificate (trust it as the CA): {path}", file=sys.stderr, flush=True
-        )
+        print(f"interop server certificate (trust it as the CA): {path}", file=sys.stderr, flush=True)
     return ssl_server_credentials([(key, cert)])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m puregrpc.interop", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--port", type=int, required=True, help="port to serve on (0: pick one, printed)"
-    )
+    parser = argparse.ArgumentParser(prog="python -m puregrpc.interop", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True, help="port to serve on (0: pick one, printed)")
     parser.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1 and ::1)")
-    parser.add_argument(
-        "--use_tls", default="false", nargs="?", const="true", help="serve TLS (true/false)"
-    )
+    parser.add_argument("--use_tls", default="false", nargs="?", const="true", help="serve TLS (true/false)")
     parser.add_argument("--cert_file", default=None, help="PEM certificate chain for --use_tls")
     parser.add_argument("--key_file", default=None, help="PEM private key for --use_tls")
     parser.add_argument("--cert_out", default=None, help="where to write a generated certificate")
-    parser.add_argument(
-        "--proto_path", default=None, help="directory holding grpc/testing/test.proto"
-    )
+    parser.add_argument("--proto_path", default=None, help="directory holding grpc/testing/test.proto")
     parser.add_argument("--max_workers", type=int, default=32)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

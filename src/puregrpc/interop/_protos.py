@@ -77,9 +77,7 @@ class InteropProtos:
             self.pool.Add(file)
         self.file = self.pool.FindFileByName(TEST_PROTO)
         self.test_service = self.pool.FindServiceByName("grpc.testing.TestService")
-        self.unimplemented_service = self.pool.FindServiceByName(
-            "grpc.testing.UnimplementedService"
-        )
+        self.unimplemented_service = self.pool.FindServiceByName("grpc.testing.UnimplementedService")
         self._classes: Dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:

@@ -58,9 +58,7 @@ class TestServiceServicer:
         """expect_compressed: the request must have arrived compressed."""
         expected = request.HasField("expect_compressed") and request.expect_compressed.value
         if expected and not _was_compressed(context):
-            context.abort(
-                    StatusCode.INVALID_ARGUMENT, "Expected compressed request, got uncompressed"
-                )
+            context.abort(StatusCode.INVALID_ARGUMENT, "Expected compressed request, got uncompressed")
 
     @staticmethod
     def _apply_status(request: Any, context: Any) -> None:
@@ -103,9 +101,7 @@ class TestServiceServicer:
         self._check_compressed(request, context)
         self._apply_status(request, context)
         if request.response_type != 0:  # only COMPRESSABLE exists
-            context.abort(
-                StatusCode.INVALID_ARGUMENT, f"unsupported response_type {request.response_type}"
-            )
+            context.abort(StatusCode.INVALID_ARGUMENT, f"unsupported response_type {request.response_type}")
         if request.HasField("response_compressed") and request.response_compressed.value:
             context.set_compression(Compression.Gzip)
         else:
@@ -140,6 +136,4 @@ class TestServiceServicer:
         return self._stream(requests, context)
 
     def UnimplementedCall(self, request: Any, context: Any) -> Any:
-        context.abort(
-            StatusCode.UNIMPLEMENTED, "UnimplementedCall is not implemented, as specified"
-        )
+        context.abort(StatusCode.UNIMPLEMENTED, "UnimplementedCall is not implemented, as specified")

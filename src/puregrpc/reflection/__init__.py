@@ -61,9 +61,7 @@ class _Lookup:
     def extension(self, containing_type: str, number: int) -> Any:
         for pool in self.pools:
             try:
-                return pool.FindExtensionByNumber(
-                    pool.FindMessageTypeByName(containing_type), number
-                )
+                return pool.FindExtensionByNumber(pool.FindMessageTypeByName(containing_type), number)
             except KeyError:
                 continue
         raise KeyError(f"{containing_type}({number})")
@@ -112,9 +110,7 @@ class ReflectionServicer:
     def _files(self, file: Any) -> Any:
         pb = self._pb
         return {
-            "file_descriptor_response": pb.FileDescriptorResponse(
-                file_descriptor_proto=_serialized_with_deps(file)
-            )
+            "file_descriptor_response": pb.FileDescriptorResponse(file_descriptor_proto=_serialized_with_deps(file))
         }
 
     def _error(self, code: int, message: str) -> Any:
@@ -154,9 +150,7 @@ class ReflectionServicer:
             )
 
 
-def enable_server_reflection(
-    service_names: Iterable[str], server: Any, pool: Optional[Any] = None
-) -> None:
+def enable_server_reflection(service_names: Iterable[str], server: Any, pool: Optional[Any] = None) -> None:
     """Serve reflection v1 and v1alpha on ``server`` for ``service_names``, as grpcio-reflection."""
     names = [*service_names, SERVICE_NAME, SERVICE_NAME_V1ALPHA]
     for package in _proto.PACKAGES:

@@ -31,9 +31,7 @@ def _file(package: str) -> descriptor_pb2.FileDescriptorProto:
             bp.field("host", 1, F.TYPE_STRING),
             bp.field("file_by_filename", 3, F.TYPE_STRING, oneof=0),
             bp.field("file_containing_symbol", 4, F.TYPE_STRING, oneof=0),
-            bp.field(
-                "file_containing_extension", 5, F.TYPE_MESSAGE, p + "ExtensionRequest", oneof=0
-            ),
+            bp.field("file_containing_extension", 5, F.TYPE_MESSAGE, p + "ExtensionRequest", oneof=0),
             bp.field("all_extension_numbers_of_type", 6, F.TYPE_STRING, oneof=0),
             bp.field("list_services", 7, F.TYPE_STRING, oneof=0),
         ],
@@ -53,9 +51,7 @@ def _file(package: str) -> descriptor_pb2.FileDescriptorProto:
         [
             bp.field("valid_host", 1, F.TYPE_STRING),
             bp.field("original_request", 2, F.TYPE_MESSAGE, p + "ServerReflectionRequest"),
-            bp.field(
-                "file_descriptor_response", 4, F.TYPE_MESSAGE, p + "FileDescriptorResponse", oneof=0
-            ),
+            bp.field("file_descriptor_response", 4, F.TYPE_MESSAGE, p + "FileDescriptorResponse", oneof=0),
             bp.field(
                 "all_extension_numbers_response",
                 5,
@@ -63,9 +59,7 @@ def _file(package: str) -> descriptor_pb2.FileDescriptorProto:
                 p + "ExtensionNumberResponse",
                 oneof=0,
             ),
-            bp.field(
-                "list_services_response", 6, F.TYPE_MESSAGE, p + "ListServiceResponse", oneof=0
-            ),
+            bp.field("list_services_response", 6, F.TYPE_MESSAGE, p + "ListServiceResponse", oneof=0),
             bp.field("error_response", 7, F.TYPE_MESSAGE, p + "ErrorResponse", oneof=0),
         ],
         oneofs=["message_response"],
@@ -106,12 +100,8 @@ def _file(package: str) -> descriptor_pb2.FileDescriptorProto:
     return file
 
 
-FILE_DESCRIPTOR_PROTOS: Dict[str, descriptor_pb2.FileDescriptorProto] = {
-    pkg: _file(pkg) for pkg in PACKAGES
-}
-DESCRIPTORS: Dict[str, Any] = {
-    pkg: bp.register(proto) for pkg, proto in FILE_DESCRIPTOR_PROTOS.items()
-}
+FILE_DESCRIPTOR_PROTOS: Dict[str, descriptor_pb2.FileDescriptorProto] = {pkg: _file(pkg) for pkg in PACKAGES}
+DESCRIPTORS: Dict[str, Any] = {pkg: bp.register(proto) for pkg, proto in FILE_DESCRIPTOR_PROTOS.items()}
 SERVICE_NAMES: Dict[str, str] = {pkg: f"{pkg}.ServerReflection" for pkg in PACKAGES}
 SERVICE_NAME = SERVICE_NAMES["grpc.reflection.v1"]
 SERVICE_NAME_V1ALPHA = SERVICE_NAMES["grpc.reflection.v1alpha"]
