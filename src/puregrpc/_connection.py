@@ -99,32 +99,30 @@ class Connection(asyncio.Protocol):
         events = self.h2.receive_data(data, self.io.loop.time())
         calls = self.calls
         for event in events:
-            kind = type(event)
-            if kind is ev.DataReceived:
-                call = calls.get(event.stream_id)  # type: ignore[attr-defined]
+            if isinstance(event, ev.DataReceived):
+                call = calls.get(event.stream_id)
                 if call is not None:
-                    call.on_data(event.data, event.flow_length, event.end_stream)  # type: ignore[attr-defined]
+                    call.on_data(event.data, event.flow_length, event.end_stream)
                 else:
-                    self.h2.acknowledge_received_data(event.stream_id, event.flow_length)  # type: ignore[attr-defined]
-            elif kind is ev.RequestReceived:
-                call = self._open_call(event)  # type: ignore[arg-type]
+                    self.h2.acknowledge_received_data(event.stream_id, event.flow_length)
+            elif isinstance(event, ev.RequestReceived):
+                call = self._open_call(event)
                 if call is not None:
                     new_calls.append(call)
-            elif kind is ev.TrailersReceived:
-                call = calls.get(event.stream_id)  # type: ignore[attr-defined]
+            elif isinstance(event, (ev.TrailersReceived, ev.StreamReset)):
+                call = calls.get(event.stream_id)
                 if call is not None:
-                    call.on_end()
-            elif kind is ev.StreamReset:
-                call = calls.get(event.stream_id)  # type: ignore[attr-defined]
-                if call is not None:
-                    call.on_reset()
-            elif kind is ev.WindowUpdated:
+                    if isinstance(event, ev.TrailersReceived):
+                        call.on_end()
+                    else:
+                        call.on_reset()
+            elif isinstance(event, ev.WindowUpdated):
                 self._window_opened()
-            elif kind is ev.PingAcked:
-                if event.data == _SHUTDOWN_PING:  # type: ignore[attr-defined]
+            elif isinstance(event, ev.PingAcked):
+                if event.data == _SHUTDOWN_PING:
                     self._send_final_goaway()
-            elif kind is ev.ConnectionTerminated:
-                _LOGGER.info("closing connection from %s: %s", self.peer, event.message)  # type: ignore[attr-defined]
+            elif isinstance(event, ev.ConnectionTerminated):
+                _LOGGER.info("closing connection from %s: %s", self.peer, event.message)
                 self.flush()
                 self._close()
                 return
