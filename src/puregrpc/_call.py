@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
 
-from ._compression import DecompressionError, MessageTooLarge, compress, decompress, to_encoding
+from ._compression import DecompressionError, MessageTooLarge, compress, decompress
 from ._context import AbortError, RpcError, ServicerContext
 from ._h2.errors import ErrorCode
 from ._handlers import HandlerCallDetails, intercepted_lookup
@@ -500,4 +500,4 @@ def run_callbacks(callbacks: List[Callable[[], None]]) -> None:
     _callback_queue.put(callbacks)
 
 
-__all__ = ["RequestIterator", "ServerCall", "to_encoding"]
+__all__ = ["RequestIterator", "ServerCall"]

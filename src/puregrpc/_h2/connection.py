@@ -356,8 +356,7 @@ class H2Connection:
         self._local_settings_pending = True
         increment = cfg.connection_window_size - self._conn_recv_window
         if increment > 0:
-            out += _pack_header(4 << 8 | WINDOW_UPDATE, 0, 0)
-            out += _U32.pack(increment)
+            self._write_window_update(0, increment)
             self._conn_recv_window += increment
 
     def data_to_send(self) -> bytes:
@@ -452,9 +451,7 @@ class H2Connection:
             st.recv_unacked = 0
             if increment > 0:
                 st.recv_window += increment
-                out = self._out
-                out += _pack_header(4 << 8 | WINDOW_UPDATE, 0, stream_id)
-                out += _U32.pack(increment)
+                self._write_window_update(stream_id, increment)
         else:
             st.recv_unacked = unacked
 
@@ -1061,11 +1058,14 @@ class H2Connection:
             self._conn_unacked = 0
             if increment > 0:
                 self._conn_recv_window += increment
-                out = self._out
-                out += _pack_header(4 << 8 | WINDOW_UPDATE, 0, 0)
-                out += _U32.pack(increment)
+                self._write_window_update(0, increment)
         else:
             self._conn_unacked = unacked
+
+    def _write_window_update(self, sid: int, increment: int) -> None:
+        out = self._out
+        out += _pack_header(4 << 8 | WINDOW_UPDATE, 0, sid)
+        out += _U32.pack(increment)
 
     def _write_rst(self, sid: int, code: int) -> None:
         out = self._out
