@@ -54,7 +54,9 @@ class Connection(asyncio.Protocol):
         self.core = core
         self.io = core.io
         self.h2 = H2Connection(core.h2_config)
-        self.transport: Optional[asyncio.Transport] = None
+        # uvloop's transports implement asyncio.Transport's methods without
+        # subclassing it, so the transport is typed by what we use, not checked.
+        self.transport: Optional[Any] = None
         self.peer = "unknown"
         self.calls: Dict[int, ServerCall] = {}
         self.blocked: Set[ServerCall] = set()
@@ -68,7 +70,6 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
