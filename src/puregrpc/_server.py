@@ -301,8 +301,16 @@ def server(
     options: Optional[Sequence[Tuple[str, Any]]] = None,
     maximum_concurrent_rpcs: Optional[int] = None,
     compression: Any = None,
+    xds: bool = False,
 ) -> Server:
-    """Create a server, as ``grpc.server(...)``; handlers run in ``thread_pool``."""
+    """Create a server, as ``grpc.server(...)``; handlers run in ``thread_pool``.
+
+    ``xds`` is accepted for grpcio's signature; puregrpc has no xDS support, so
+    ``xds=True`` raises ``ValueError``."""
+    if xds:
+        raise ValueError(
+            "puregrpc does not support xDS (xds=True); serve with xds=False, or use grpcio for an xDS-managed server"
+        )
     core = ServerCore(thread_pool, interceptors or (), options or (), maximum_concurrent_rpcs, compression)
     srv = Server(core)
     if handlers:
