@@ -111,7 +111,16 @@ class ServicerContext:
 
     # -- compression -----------------------------------------------------------
     def set_compression(self, compression: Any) -> None:
-        self._call.set_response_encoding(to_encoding(compression))
+        """Compress this RPC's responses with ``compression``. Ignored (as grpcio) once the
+        response headers are out: they announced the encoding the client decodes with."""
+        encoding = to_encoding(compression)
+        call = self._call
+        if call.initial_sent:
+            _LOGGER.debug(
+                "set_compression(%r) ignored for %s: the response headers were already sent", compression, call.method
+            )
+            return
+        call.set_response_encoding(encoding)
 
     def disable_next_message_compression(self) -> None:
         self._call.skip_next_compression = True
