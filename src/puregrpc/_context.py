@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._compression import to_encoding
-from ._status import StatusCode, to_status_code
+from ._status import StatusCode, same_kind, to_status_code
 
 if TYPE_CHECKING:
     from ._call import ServerCall
@@ -28,6 +28,8 @@ class ServicerContext:
 
     def __init__(self, call: ServerCall) -> None:
         self._call = call
+        # the code object the handler passed, and the StatusCode it became on the wire
+        self._code_given: Optional[Tuple[Any, StatusCode]] = None
 
     # -- the RPC ---------------------------------------------------------------
     def invocation_metadata(self) -> Tuple[Tuple[str, Any], ...]:
@@ -78,13 +80,23 @@ class ServicerContext:
 
     # -- status ----------------------------------------------------------------
     def set_code(self, code: Any) -> None:
-        self._call.code = to_status_code(code)
+        self._set_code(code, to_status_code(code))
+
+    def _set_code(self, given: Any, status: StatusCode) -> None:
+        self._call.code = status
+        self._code_given = (given, status)
 
     def set_details(self, details: str) -> None:
         self._call.details = details
 
-    def code(self) -> Optional[StatusCode]:
-        return self._call.code
+    def code(self) -> Any:
+        """The code set by ``set_code()`` or ``abort()``, as the handler passed it (e.g. a
+        ``grpc.StatusCode``, so it compares equal to grpcio's members); None before any."""
+        status = self._call.code
+        given = self._code_given
+        if given is not None and status is given[1]:
+            return given[0]
+        return status
 
     def details(self) -> Optional[str]:
         return self._call.details
@@ -97,7 +109,8 @@ class ServicerContext:
             # as grpcio: UNKNOWN, and the details are dropped
             _LOGGER.error("abort() called with StatusCode.OK; returning UNKNOWN")
             status, details = StatusCode.UNKNOWN, ""
-        self._call.code = status
+            code = same_kind(code, status)
+        self._set_code(code, status)
         self._call.details = details
         self._call.aborted = True
         raise AbortError(details)

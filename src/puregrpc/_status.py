@@ -56,3 +56,14 @@ def to_status_code(code: Any) -> StatusCode:
 
 def from_number(number: int) -> StatusCode:
     return _BY_NUMBER.get(number, StatusCode.UNKNOWN)
+
+
+def same_kind(like: Any, code: StatusCode) -> Any:
+    """``code`` as a member of ``like``'s enum (e.g. ``grpc.StatusCode``) when that enum has
+    a member with the same value; otherwise ``code`` itself."""
+    kind = type(like)
+    if isinstance(like, enum.Enum) and kind is not StatusCode:
+        for member in kind:
+            if member.value == code.value:
+                return member
+    return code
