@@ -282,5 +282,5 @@ def test_repeated_initial_window_setting_applies_net_delta_once() -> None:
     for sid in range(1, 1000, 2):
         server.receive_data(headers_frame(sid))
     pairs = [(4, 1000 + i) for i in range(2000)] + [(4, 70000)]
-    assert server.receive_data(settings_frame(*pairs)) == []
+    assert server.receive_data(settings_frame(*pairs)) == [WindowUpdated(0)]
     assert server.stream_send_window(1) == server.stream_send_window(999) == 70000

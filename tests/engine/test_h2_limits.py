@@ -29,6 +29,7 @@ from puregrpc._h2.connection import RECENTLY_CLOSED_LIMIT, H2Config, H2Connectio
 from puregrpc._h2.events import (
     ConnectionTerminated,
     Event,
+    RequestHeadersTooLarge,
     RequestReceived,
     StreamReset,
 )
@@ -102,17 +103,45 @@ def test_graceful_goaway_two_step() -> None:
 # -- header list size and header blocks ------------------------------------------------
 
 
-def test_header_list_over_limit_is_stream_error_then_connection_error() -> None:
+def test_header_list_over_limit_refuses_only_that_stream() -> None:
+    """RFC 9113 10.5.1: an oversized header list refuses its stream; the HPACK
+    state stays in step, so later requests on the connection are served."""
     server = raw_server(H2Config(max_header_list_size=4000))
-    block = encode_headers([*REQUEST_FIELDS, (b"x-big", b"v" * 5000)])  # soft: 4000..8000
-    assert server.receive_data(headers_frame(1, block, end_stream=True)) == [StreamReset(1, ENHANCE_YOUR_CALM, False)]
-    assert [type(e) for e in server.receive_data(headers_frame(3))] == [RequestReceived]
-    huge = encode_headers([*REQUEST_FIELDS, (b"x-big", b"v" * 8500)])  # over the hard limit
-    assert "header list too large" in calm(server, server.receive_data(headers_frame(5, huge)))
+    encoder = hpack.Encoder()  # indexing encoder: the oversized block changes the table
+    first = encoder.encode([*REQUEST_FIELDS, (b"x-keep", b"k" * 100)])
+    assert [type(e) for e in server.receive_data(headers_frame(1, first, end_stream=True))] == [RequestReceived]
+    many = [(f"x-{i}".encode(), b"m" * 20) for i in range(200)]  # 200 small fields, indexed
+    for sid, fields in ((3, [(b"x-big", b"v" * 5000)]), (5, many)):
+        block = encoder.encode([*REQUEST_FIELDS, *fields])
+        events = server.receive_data(headers_frame(sid, block, end_stream=False))
+        assert events == [RequestHeadersTooLarge(sid, events[0].size, 4000, False)]
+        assert events[0].size > 4000
+        assert not server.terminated
+    # The next block refers to table entries inserted by the oversized one.
+    after = encoder.encode([*REQUEST_FIELDS, many[-1], many[-2]])
+    assert after[-1] & 0x80 and after[-2] & 0x80  # indexed references (RFC 7541 6.1)
+    events = server.receive_data(headers_frame(7, after, end_stream=True))
+    assert [type(e) for e in events] == [RequestReceived]
+    assert ("x-199", "m" * 20) in events[0].headers and ("x-198", "m" * 20) in events[0].headers
+    # The refused streams are open: the application answers them.
+    server.send_headers(3, RESPONSE_BLOCK, end_stream=True)
+    assert server.open_stream_count == 4
 
 
-def test_hpack_bomb_stopped_by_hard_limit() -> None:
-    """A 4 KB table entry referenced many times: a tiny block, a huge header list."""
+def test_repeated_oversized_header_lists_end_the_connection() -> None:
+    server = raw_server(H2Config(max_header_list_size=4000, reset_burst=10))
+    big = encode_headers([*REQUEST_FIELDS, (b"x-big", b"v" * 5000)])
+    events: list[Event] = []
+    for sid in range(1, 40, 2):
+        events += server.receive_data(headers_frame(sid, big, end_stream=True))
+        if server.terminated:
+            break
+    assert "oversized header lists" in calm(server, events)
+
+
+def test_hpack_bomb_is_refused_with_bounded_memory() -> None:
+    """A 4 KB table entry referenced many times: a tiny block, a huge header list.
+    The list is not built past the limit, and only the stream is refused."""
     server = raw_server()
     encoder = hpack.Encoder()
     fields = [(n, v) for n, v in REQUEST_FIELDS]
@@ -122,7 +151,9 @@ def test_hpack_bomb_stopped_by_hard_limit() -> None:
     bomb = REQUEST_BLOCK + bytes([0x80 | 62]) * 200
     assert len(bomb) < 400
     events = server.receive_data(headers_frame(3, bomb, end_stream=True))
-    calm(server, events)
+    assert [type(e) for e in events] == [RequestHeadersTooLarge]
+    assert events[0].size > 800_000
+    assert not server.terminated
 
 
 def test_trailers_over_limit() -> None:
@@ -142,9 +173,9 @@ def test_continuation_flood() -> None:
 
 
 def test_header_block_size_bound() -> None:
-    server = raw_server(H2Config(max_header_list_size=4096))  # block bound 9216
+    server = raw_server(H2Config(max_header_list_size=4096))  # block bound 256 KiB
     data = headers_frame(1, REQUEST_BLOCK, end_headers=False)
-    data += frame(0x9, 0, 1, b"\x00" * 8000) * 2
+    data += frame(0x9, 0, 1, b"\x00" * 16000) * 17
     events = server.receive_data(data)
     assert "header block too large" in calm(server, events)
     bounded(server)

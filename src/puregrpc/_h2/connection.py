@@ -42,6 +42,7 @@ from .events import (
     GoAwayReceived,
     Headers,
     PingAcked,
+    RequestHeadersTooLarge,
     RequestReceived,
     StreamReset,
     TrailersReceived,
@@ -124,13 +125,20 @@ def _fields_ok(names: List[bytes], values: List[bytes], pseudo: int) -> bool:
     joined = b" ".join(names)
     if joined.translate(None, _NAME_BYTES) or joined.count(b" ") != len(names) - 1 or joined.count(b":") != pseudo:
         return False
-    # Values: no NUL, CR or LF; no leading or trailing SP or HTAB.
+    # Values: no NUL, CR or LF. Leading or trailing SP/HTAB is checked apart
+    # (_padded_values): such values are trimmed, not refused.
     joined = b"\n".join(values)
-    if joined.count(b"\n") != len(values) - 1 or b"\r" in joined or b"\x00" in joined:
-        return False
+    return joined.count(b"\n") == len(values) - 1 and b"\r" not in joined and b"\x00" not in joined
+
+
+def _padded_values(values: List[bytes]) -> bool:
+    """Some value has leading or trailing SP or HTAB. RFC 9113 8.2.1 calls that
+    malformed, but grpcio's client sends such metadata values and grpcio's server
+    serves them, so they are trimmed as HTTP field values are (RFC 9110 5.5)."""
+    joined = b"\n".join(values)
     if b"\n " in joined or b" \n" in joined or b"\n\t" in joined or b"\t\n" in joined:
-        return False
-    return joined[:1] not in (b" ", b"\t") and joined[-1:] not in (b" ", b"\t")
+        return True
+    return joined[:1] in (b" ", b"\t") or joined[-1:] in (b" ", b"\t")
 
 
 @dataclass
@@ -171,17 +179,13 @@ class H2Config:
 
     @property
     def max_header_block_size(self) -> int:
-        """Bound on an accumulated compressed header block (HEADERS+CONTINUATION)."""
-        return self.max_header_list_size * 2 + 1024
+        """Bound on an accumulated compressed header block (HEADERS+CONTINUATION),
+        past which the connection fails with ENHANCE_YOUR_CALM.
 
-    @property
-    def hard_header_list_size(self) -> int:
-        """Decoded size at which HPACK decoding is aborted (connection error).
-
-        Between ``max_header_list_size`` and this, the block is decoded fully
-        (decoder state stays consistent) and only the stream is reset with
-        ENHANCE_YOUR_CALM (gRPC clients map it to RESOURCE_EXHAUSTED)."""
-        return self.max_header_list_size * 2
+        A header list over ``max_header_list_size`` only refuses its stream, but
+        that needs the whole block (HPACK state is per connection), so blocks well
+        past the limit are still taken in: 8x the limit, at least 256 KiB."""
+        return max(self.max_header_list_size * 8, 256 * 1024)
 
 
 class _Budget:
@@ -286,7 +290,7 @@ class H2Connection:
         self.peer_max_concurrent_streams = MAX_WINDOW
         self.peer_max_header_list_size = 0  # 0: not announced
 
-        self._decoder = hpack_decoder.Decoder(max(cfg.header_table_size, DEFAULT_TABLE_SIZE), cfg.hard_header_list_size)
+        self._decoder = hpack_decoder.Decoder(max(cfg.header_table_size, DEFAULT_TABLE_SIZE), cfg.max_header_list_size)
         # Read-only request blocks -> validated (headers, list size, content-length).
         # Emptied whenever a block that may change the dynamic table is decoded.
         self._request_cache: Dict[bytes, Tuple[Headers, int, int]] = {}
@@ -662,21 +666,24 @@ class H2Connection:
             self._charge_useless("empty header fragments")
 
     def _decode(self, block: bytes) -> List[Tuple[bytes, bytes]]:
+        """Decode a whole block. Raises HeaderListTooLarge (after decoding all of it,
+        so the connection can go on) or a connection error for invalid HPACK."""
         try:
-            fields = self._decoder.decode(block)
-            if self._request_cache and not self._decoder.last_block_read_only:
-                self._request_cache.clear()  # cached results may name old table entries
-            return fields
-        except hpack_decoder.HeaderListTooLarge:
-            # The decoder stopped midway: its table can no longer be trusted.
-            raise ConnectionViolation(ErrorCode.ENHANCE_YOUR_CALM, "header list too large") from None
+            return self._decoder.decode(block)
         except hpack_decoder.HPACKError as exc:
             raise ConnectionViolation(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
+        finally:
+            if self._request_cache and not self._decoder.last_block_read_only:
+                self._request_cache.clear()  # cached results may name old table entries
 
     def _header_block(self, sid: int, block: bytes, end_stream: bool, self_dep: bool) -> None:
         st = self._streams.get(sid)
         if st is not None:
-            raw = self._decode(block)
+            try:
+                raw = self._decode(block)
+            except hpack_decoder.HeaderListTooLarge:
+                self._stream_error(sid, ErrorCode.ENHANCE_YOUR_CALM)
+                return
             if st.remote_closed:
                 self._stream_error(sid, ErrorCode.STREAM_CLOSED)
             elif self_dep:
@@ -705,7 +712,10 @@ class H2Connection:
             if reset_by_us is None:
                 # RFC 9113 5.1.1: new stream ids must increase.
                 raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "stream id not increasing")
-            self._decode(block)  # keep the HPACK table in step
+            try:
+                self._decode(block)  # keep the HPACK table in step
+            except hpack_decoder.HeaderListTooLarge:
+                pass
             if not reset_by_us:
                 self._charge_useless("frames on closed streams")
                 self._stream_error(sid, ErrorCode.STREAM_CLOSED, report=False, charge=False)
@@ -713,7 +723,11 @@ class H2Connection:
         self._highest_id = sid
         result = self._request_cache.get(block)
         if result is None:
-            raw = self._decode(block)
+            try:
+                raw = self._decode(block)
+            except hpack_decoder.HeaderListTooLarge as exc:
+                self._oversized_request(sid, exc.size, end_stream)
+                return
             result = self._check_request(raw)
             if (
                 result is not None
@@ -736,7 +750,7 @@ class H2Connection:
         if headers:
             headers = list(headers)  # each event owns its list
         if size > self.config.max_header_list_size:
-            self._stream_error(sid, ErrorCode.ENHANCE_YOUR_CALM)
+            self._oversized_request(sid, size, end_stream)
             return
         if end_stream and content_length > 0:
             self._stream_error(sid, ErrorCode.PROTOCOL_ERROR)  # RFC 9113 8.1.1
@@ -747,6 +761,21 @@ class H2Connection:
         self._streams[sid] = st
         self.last_stream_id = sid
         self._events.append(RequestReceived(sid, headers, end_stream))
+
+    def _oversized_request(self, sid: int, size: int, end_stream: bool) -> None:
+        """A request over MAX_HEADER_LIST_SIZE: open the stream so it can be answered
+        (gRPC: RESOURCE_EXHAUSTED), and charge it like a reset, so that a peer
+        repeating it ends with ENHANCE_YOUR_CALM on the connection."""
+        if sid > self._goaway_last or len(self._streams) >= self.config.max_concurrent_streams:
+            self._stream_error(sid, ErrorCode.REFUSED_STREAM, report=False)
+            return
+        if not self._reset_budget.take(self._now):
+            raise ConnectionViolation(ErrorCode.ENHANCE_YOUR_CALM, "too many oversized header lists")
+        st = _Stream(sid, self._peer_initial_window, self._local_initial_window)
+        st.remote_closed = end_stream
+        self._streams[sid] = st
+        self.last_stream_id = sid
+        self._events.append(RequestHeadersTooLarge(sid, size, self.config.max_header_list_size, end_stream))
 
     def _check_request(self, raw: List[Tuple[bytes, bytes]]) -> Tuple[Headers, int, int] | None:
         """RFC 9113 8.2 and 8.3.1. Returns (headers, list size, content-length or -1),
@@ -800,6 +829,8 @@ class H2Connection:
             append((name.decode("latin-1"), value.decode("latin-1")))
         if not _fields_ok(names, values, pseudo):
             return None
+        if _padded_values(values):
+            headers = [(name, value.strip(" \t")) for name, value in headers]
         if method is None:
             return None
         if method == b"CONNECT":
@@ -825,6 +856,8 @@ class H2Connection:
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
         if raw and not _fields_ok(names, values, 0):
             return None
+        if raw and _padded_values(values):
+            headers = [(name, value.strip(" \t")) for name, value in headers]
         return headers
 
     def _over_list_size(self, headers: Headers) -> bool:
@@ -917,6 +950,9 @@ class H2Connection:
             for st in list(self._streams.values()):
                 if st.pending is not None and st.stream_id in self._streams:
                     self._flush_stream(st)
+            # Every stream's send window grew: writers waiting for window must hear
+            # of it as they do of a WINDOW_UPDATE.
+            self._events.append(WindowUpdated(0))
 
     def _on_settings_ack(self) -> None:
         if not self._local_settings_pending:

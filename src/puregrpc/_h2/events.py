@@ -33,6 +33,20 @@ class RequestReceived(Event):
         self.end_stream = end_stream
 
 
+class RequestHeadersTooLarge(Event):
+    """A request whose header list is larger than our MAX_HEADER_LIST_SIZE. The
+    stream is open (so the application can answer it, e.g. with a status) but its
+    headers were not kept; only that stream is refused (RFC 9113 10.5.1)."""
+
+    __slots__ = ("stream_id", "size", "limit", "end_stream")  # noqa: RUF023 (constructor order)
+
+    def __init__(self, stream_id: int, size: int, limit: int, end_stream: bool) -> None:
+        self.stream_id = stream_id
+        self.size = size
+        self.limit = limit
+        self.end_stream = end_stream
+
+
 class DataReceived(Event):
     """DATA on an open stream. ``flow_length`` counts padding too: pass it to
     ``H2Connection.acknowledge_received_data`` once the data is consumed."""
@@ -70,7 +84,8 @@ class StreamReset(Event):
 
 
 class WindowUpdated(Event):
-    """Send window grew: on one stream, or on the connection if ``stream_id`` is 0."""
+    """Send window grew: on one stream, or on the connection or every stream (a
+    SETTINGS_INITIAL_WINDOW_SIZE increase) if ``stream_id`` is 0."""
 
     __slots__ = ("stream_id",)
 

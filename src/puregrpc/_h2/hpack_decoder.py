@@ -33,7 +33,17 @@ class HPACKError(Exception):
 
 
 class HeaderListTooLarge(Exception):
-    """The decoded header list passed the size limit (RFC 9113 6.5.2)."""
+    """The decoded header list passed the size limit (RFC 9113 6.5.2).
+
+    Raised only after the whole block was decoded, so the dynamic table stays in
+    step with the peer's encoder and the connection can go on: refusing the one
+    stream is enough (RFC 9113 10.5.1). Fields past the limit are not kept, so an
+    oversized list (or an HPACK bomb) costs no more memory than the limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"header list of {size} bytes is larger than the limit of {limit}")
+        self.size = size
+        self.limit = limit
 
 
 class Decoder:
@@ -94,9 +104,10 @@ class Decoder:
             else:  # 6.2.2 without indexing, 6.2.3 never indexed
                 field, pos = self._literal(data, pos, 4)
             list_size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
-            if list_size > limit:
-                raise HeaderListTooLarge(f"header list larger than {limit} bytes")
-            append(field)
+            if list_size <= limit:
+                append(field)
+        if list_size > limit:
+            raise HeaderListTooLarge(list_size, limit)
         return fields
 
     def _field(self, index: int) -> Field:
