@@ -23,6 +23,10 @@ class AbortError(Exception):
     """Raised by ``context.abort()``; the server ends the RPC with the given status."""
 
 
+class InvalidMetadataError(AbortError, ValueError):
+    """Raised by ``send_initial_metadata()`` given invalid metadata; the RPC ends with INTERNAL."""
+
+
 class ServicerContext:
     """Per-RPC context handed to handlers; the same methods as ``grpc.ServicerContext``."""
 
@@ -70,7 +74,22 @@ class ServicerContext:
 
     # -- metadata --------------------------------------------------------------
     def send_initial_metadata(self, initial_metadata: Sequence[Tuple[str, Any]]) -> None:
-        self._call.send_initial_metadata(initial_metadata)
+        """Send the response headers now, with ``initial_metadata``. Invalid metadata (a bad
+        key or value) fails the RPC with INTERNAL naming the key, as grpcio, and raises
+        (a ``ValueError`` that also ends the handler as ``abort()`` does)."""
+        call = self._call
+        already_sent = call.initial_sent
+        try:
+            call.send_initial_metadata(initial_metadata)
+        except ValueError as exc:
+            if already_sent:
+                raise
+            details = f"invalid initial metadata: {exc}"
+            _LOGGER.error("%s: %s", call.method, details)
+            call.code = StatusCode.INTERNAL
+            call.details = details
+            call.aborted = True
+            raise InvalidMetadataError(details) from None
 
     def set_trailing_metadata(self, trailing_metadata: Sequence[Tuple[str, Any]]) -> None:
         self._call.trailing_metadata = tuple(trailing_metadata)

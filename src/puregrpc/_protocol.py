@@ -40,7 +40,33 @@ _RESERVED = frozenset(
         "accept-encoding",
     )
 )
-_LEGAL_KEY = re.compile(r"^[0-9a-z_.\-]+$")
+# A custom metadata key (PROTOCOL-HTTP2.md "Custom-Metadata"); checked with fullmatch,
+# so a trailing newline is not let through as ``$`` would.
+_LEGAL_KEY = re.compile(r"[0-9a-z_.\-]+")
+
+# Response fields a handler's metadata may not set: the ones the gRPC layer writes itself
+# and HTTP/2's connection-specific fields (RFC 9113 8.2.2), which make a response
+# malformed. Dropped silently, as grpcio drops its own. Other "grpc-" keys pass, as in
+# grpcio (e.g. grpc-retry-pushback-ms in trailers).
+_NOT_USER_METADATA = frozenset(
+    (
+        "te",
+        "content-type",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "grpc-status",
+        "grpc-message",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "grpc-timeout",
+        "grpc-message-type",
+        "grpc-internal-encoding-request",
+    )
+)
 
 _TIMEOUT_UNITS = {
     "H": 3600.0,
@@ -168,30 +194,42 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
 
 
 def encode_metadata(metadata: Optional[Sequence[Tuple[str, str | bytes]]]) -> List[Tuple[bytes, bytes]]:
-    """User metadata -> header fields. Keys are validated; ``-bin`` values are base64
-    without padding (the form gRPC implementations send)."""
+    """A handler's metadata -> header fields.
+
+    Keys must be lowercase ``[0-9a-z_.-]``; values of ``-bin`` keys are sent as base64
+    without padding (the form gRPC implementations send), other values must be printable
+    ASCII (0x20-0x7E). Keys the protocol or HTTP/2 owns are dropped silently. Raises
+    ``ValueError`` naming the key for an invalid key or value.
+    """
     out: List[Tuple[bytes, bytes]] = []
     if not metadata:
         return out
     for item in metadata:
         key, value = item[0], item[1]
-        if not isinstance(key, str) or not _LEGAL_KEY.match(key) or key.startswith("grpc-"):
+        if not isinstance(key, str) or not _LEGAL_KEY.fullmatch(key):
             raise ValueError(f"metadata key {key!r} is invalid")
+        if key in _NOT_USER_METADATA:
+            continue
         if key.endswith("-bin"):
-            raw = value.encode() if isinstance(value, str) else bytes(value)
-            out.append((key.encode(), base64.b64encode(raw).rstrip(b"=")))
-        else:
-            if isinstance(value, bytes):
-                text = value
-            elif isinstance(value, str):
-                text = value.encode("ascii", "strict") if value.isascii() else b""
-                if not value.isascii():
-                    raise ValueError(f"metadata value for {key!r} must be ASCII: {value!r}")
+            if isinstance(value, str):
+                raw = value.encode()
+            elif isinstance(value, (bytes, bytearray, memoryview)):
+                raw = bytes(value)
             else:
-                raise ValueError(f"metadata value for {key!r} must be str: {value!r}")
-            if any(c < 0x20 or c > 0x7E for c in text):
-                raise ValueError(f"metadata value for {key!r} has characters outside 0x20-0x7E")
-            out.append((key.encode(), text))
+                raise ValueError(f"metadata value for {key!r} must be bytes or str: {value!r}")
+            out.append((key.encode(), base64.b64encode(raw).rstrip(b"=")))
+            continue
+        if isinstance(value, str):
+            if not value.isascii():
+                raise ValueError(f"metadata value for {key!r} must be ASCII: {value!r}")
+            text = value.encode("ascii")
+        elif isinstance(value, bytes):
+            text = value
+        else:
+            raise ValueError(f"metadata value for {key!r} must be str: {value!r}")
+        if any(c < 0x20 or c > 0x7E for c in text):
+            raise ValueError(f"metadata value for {key!r} has characters outside 0x20-0x7E: {value!r}")
+        out.append((key.encode(), text))
     return out
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import inspect
+import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import grpc
 import pytest
@@ -208,3 +210,203 @@ def test_code_keeps_puregrpc_status_code(codes: Tuple[CodeProbe, CodeInterceptor
     assert _call_code(running, "Ours") is grpc.StatusCode.NOT_FOUND
     assert probe.seen["ours"] is puregrpc.StatusCode.NOT_FOUND
     assert interceptor.seen["Ours"] is puregrpc.StatusCode.NOT_FOUND
+
+
+# --- handler metadata: reserved keys dropped, invalid ones fail with INTERNAL ---------
+
+META = "parity.Metadata"
+# Fields the gRPC layer or HTTP/2 owns: a handler setting them must not reach the wire.
+RESERVED = (
+    ("te", "x"),
+    ("content-length", "5"),
+    ("content-type", "text/plain"),
+    ("connection", "close"),
+    ("keep-alive", "timeout=5"),
+    ("proxy-connection", "close"),
+    ("transfer-encoding", "chunked"),
+    ("upgrade", "h2c"),
+    ("grpc-status", "3"),
+    ("grpc-message", "fake"),
+    ("grpc-encoding", "gzip"),
+    ("grpc-accept-encoding", "gzip"),
+    ("grpc-timeout", "1S"),
+)
+RESERVED_KEYS = {key for key, _ in RESERVED}
+
+
+class MetadataProbe:
+    """The request (JSON) says what metadata to set: ``{"initial": [[k, v]], "trailing": [...]}``;
+    ``-bin`` values are given as latin-1 text. Exceptions the handler saw go to ``self.seen``."""
+
+    def __init__(self) -> None:
+        self.seen: Dict[str, Any] = {}
+
+    @staticmethod
+    def _pairs(raw: List[List[str]]) -> List[Tuple[str, Any]]:
+        return [(k, v.encode("latin-1") if k.endswith("-bin") else v) for k, v in raw]
+
+    def unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        spec = json.loads(request)
+        if "trailing" in spec:
+            context.set_trailing_metadata(self._pairs(spec["trailing"]))
+        if "initial" in spec:
+            try:
+                context.send_initial_metadata(self._pairs(spec["initial"]))
+            except Exception as exc:
+                self.seen[spec.get("tag", "")] = exc
+                raise
+        if "abort" in spec:
+            context.abort_with_status(_Status(grpc.StatusCode.NOT_FOUND, "gone", self._pairs(spec["abort"])))
+        return b"done"
+
+    def stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        spec = json.loads(request)
+        yield b"one"
+        context.set_trailing_metadata(self._pairs(spec["trailing"]))
+        yield b"two"
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            META,
+            {
+                "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+                "Stream": grpc.unary_stream_rpc_method_handler(self.stream),
+            },
+        )
+
+
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
+
+
+@pytest.fixture(scope="module")
+def meta() -> Iterator[Tuple[MetadataProbe, Running]]:
+    probe = MetadataProbe()
+    with serve(handlers=[probe.handlers()]) as running:
+        yield probe, running
+
+
+def _unary(running: Running, spec: Dict[str, Any]) -> Tuple[Any, grpc.Call]:
+    ch = running.channel()
+    try:
+        reply, call = ch.unary_unary(f"/{META}/Unary").with_call(json.dumps(spec).encode(), timeout=TIMEOUT)
+        return reply, call
+    finally:
+        ch.close()
+
+
+def _unary_error(running: Running, spec: Dict[str, Any]) -> grpc.RpcError:
+    ch = running.channel()
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(f"/{META}/Unary")(json.dumps(spec).encode(), timeout=TIMEOUT)
+        return info.value
+    finally:
+        ch.close()
+
+
+def test_reserved_metadata_is_dropped(meta: Tuple[MetadataProbe, Running]) -> None:
+    _, running = meta
+    spec = {
+        "initial": [*RESERVED, ("x-initial", "1"), ("x-blob-bin", "\x00\xff")],
+        "trailing": [*RESERVED, ("x-trailing", "2"), ("grpc-retry-pushback-ms", "10")],
+    }
+    reply, call = _unary(running, spec)
+    assert reply == b"done"
+    assert call.code() is grpc.StatusCode.OK
+    initial = dict(call.initial_metadata())
+    trailing = dict(call.trailing_metadata())
+    assert not RESERVED_KEYS & set(initial), initial
+    assert not RESERVED_KEYS & set(trailing), trailing
+    assert initial["x-initial"] == "1"
+    assert initial["x-blob-bin"] == b"\x00\xff"
+    assert trailing["x-trailing"] == "2"
+    assert trailing["grpc-retry-pushback-ms"] == "10"  # other grpc- keys pass, as in grpcio
+
+
+def test_reserved_metadata_never_reaches_the_wire(meta: Tuple[MetadataProbe, Running]) -> None:
+    _, running = meta
+    spec = {"initial": [*RESERVED, ("x-initial", "1")], "trailing": [*RESERVED, ("x-trailing", "2")]}
+    with RawClient(running.port) as client:
+        response = client.request(grpc_request(f"/{META}/Unary"), body=grpc_frame(json.dumps(spec).encode()))
+    assert response.ended and response.reset is None
+    headers = [k for k, _ in response.headers]
+    trailers = [k for k, _ in response.trailers]
+    assert headers.count("content-type") == 1 and dict(response.headers)["content-type"] == "application/grpc"
+    assert not (RESERVED_KEYS - {"content-type", "grpc-accept-encoding"}) & set(headers), headers
+    assert headers.count("grpc-accept-encoding") == 1
+    assert not (RESERVED_KEYS - {"grpc-status"}) & set(trailers), trailers
+    assert trailers.count("grpc-status") == 1 and dict(response.trailers)["grpc-status"] == "0"
+    assert ("x-initial", "1") in response.headers
+    assert ("x-trailing", "2") in response.trailers
+    assert [payload for _, payload in grpc_messages(response.data)] == [b"done"]
+
+
+def test_abort_with_status_drops_reserved_keeps_details(meta: Tuple[MetadataProbe, Running]) -> None:
+    _, running = meta
+    details_bin = "\x08\x05\x12\x03abc"
+    error = _unary_error(running, {"abort": [*RESERVED, ("grpc-status-details-bin", details_bin), ("x-extra", "x")]})
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert error.details() == "gone"
+    trailing = dict(error.trailing_metadata())
+    assert not RESERVED_KEYS & set(trailing), trailing
+    assert trailing["x-extra"] == "x"
+    assert trailing["grpc-status-details-bin"] == details_bin.encode("latin-1")
+
+
+BAD_KEYS = ["bad\n", "Upper", "sp ace", "", "colon:", ":path", "k\x00"]
+BAD_VALUES = ["v\n", "a\r\nb", "caf\u00e9", "\x01", "tab\t", "\x7f"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_invalid_trailing_key_fails_internal(meta: Tuple[MetadataProbe, Running], key: str) -> None:
+    _, running = meta
+    error = _unary_error(running, {"trailing": [("x-fine", "1"), (key, "v")]})
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "invalid trailing metadata" in error.details()
+    assert repr(key) in error.details()
+
+
+@pytest.mark.parametrize("value", BAD_VALUES)
+def test_invalid_trailing_value_fails_internal(meta: Tuple[MetadataProbe, Running], value: str) -> None:
+    _, running = meta
+    error = _unary_error(running, {"trailing": [("x-named", value)]})
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "'x-named'" in error.details()
+    assert not dict(error.trailing_metadata())
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_invalid_initial_key_fails_internal(meta: Tuple[MetadataProbe, Running], key: str) -> None:
+    probe, running = meta
+    tag = f"key-{key!r}"
+    error = _unary_error(running, {"tag": tag, "initial": [(key, "v")]})
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "invalid initial metadata" in error.details()
+    assert repr(key) in error.details()
+    assert isinstance(probe.seen[tag], ValueError)  # what send_initial_metadata raised before
+
+
+@pytest.mark.parametrize("value", BAD_VALUES)
+def test_invalid_initial_value_fails_internal(meta: Tuple[MetadataProbe, Running], value: str) -> None:
+    _, running = meta
+    error = _unary_error(running, {"initial": [("x-fine", "1"), ("x-named", value)]})
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "'x-named'" in error.details()
+    assert "x-fine" not in dict(error.initial_metadata())
+
+
+def test_invalid_trailing_after_messages_fails_internal(meta: Tuple[MetadataProbe, Running]) -> None:
+    _, running = meta
+    ch = running.channel()
+    try:
+        call = ch.unary_stream(f"/{META}/Stream")(json.dumps({"trailing": [("bad\n", "v")]}).encode(), timeout=TIMEOUT)
+        received = []
+        with pytest.raises(grpc.RpcError) as info:
+            for message in call:
+                received.append(message)
+    finally:
+        ch.close()
+    assert received == [b"one", b"two"]
+    assert info.value.code() is grpc.StatusCode.INTERNAL
+    assert "'bad\\n'" in info.value.details()
