@@ -43,6 +43,9 @@ _LOGGER = logging.getLogger("puregrpc")
 REQUEST_QUEUE_LIMIT = 1 << 20
 # Response bytes queued unsent before a writing handler blocks.
 RESPONSE_QUEUE_LIMIT = 1 << 18
+# After a server-side end (deadline, grace) whose trailers had to queue behind DATA
+# the client is not taking, how long to wait for them to go out before resetting.
+TRAILERS_FLUSH_TIMEOUT = 1.0
 
 _CONTENT_TYPE = "application/grpc"
 
@@ -54,6 +57,10 @@ class _Stop(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+class _IterationError(Exception):
+    """Wraps an exception raised by a handler's response iterator."""
 
 
 class ServerCall:
@@ -72,12 +79,14 @@ class ServerCall:
         self.requests: Deque[Tuple[bool, bytes]] = collections.deque()
         self.request_ended = request_ended
         self.queued_bytes = 0
-        self.deferred_flow = 0
+        self.deferred_flow = 0  # received bytes not acknowledged yet (backpressure)
         self.posted_bytes = 0  # written by the handler, not yet given to HTTP/2
         self.engine_pending = 0  # given to HTTP/2, waiting for send window
         self.writer_waiting = False
         self.callbacks: Optional[List[Callable[[], None]]] = []
         # loop side
+        self.partial_flow = 0  # flow bytes withheld for an unfinished message (connection bound)
+        self.handler: Optional[Any] = None  # found on the loop when no user code is needed
         self.done = False
         self.completed = False  # ended with the handler's own status
         self.headers_sent = False
@@ -99,16 +108,25 @@ class ServerCall:
     # I/O thread side
     # ======================================================================
     def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
-        h2 = self.conn.h2
+        conn = self.conn
+        h2 = conn.h2
         if self.done:
             h2.acknowledge_received_data(self.stream_id, flow_length)
             return
+        decoder = self.decoder
+        before = decoder.buffered
         try:
-            messages = self.decoder.feed(data) if data else []
+            messages = decoder.feed(data) if data else []
         except ProtocolViolation as exc:
+            if decoder.buffered != before:
+                conn.partial_changed(self, decoder.buffered - before)
             h2.acknowledge_received_data(self.stream_id, flow_length)
             self.abort_loop(exc.code, exc.message)
             return
+        after = decoder.buffered
+        if after != before:
+            conn.partial_changed(self, after - before)
+        hold_partial = after > 0 and conn.partial_over_limit(self)
         with self.cond:
             for message in messages:
                 self.requests.append(message)
@@ -119,9 +137,11 @@ class ServerCall:
             if withhold:
                 self.deferred_flow += flow_length
             self.cond.notify_all()
-        if not withhold:
+        if hold_partial and not withhold:
+            conn.withhold_partial(self, flow_length)
+        elif not withhold:
             h2.acknowledge_received_data(self.stream_id, flow_length)
-        if end_stream and self.decoder.partial:
+        if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
 
     def on_end(self) -> None:
@@ -143,15 +163,32 @@ class ServerCall:
         if self.done:
             return
         h2 = self.conn.h2
-        if h2.pending_bytes(self.stream_id):
-            # The status would queue behind data the client is not reading.
-            h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
-        elif self.headers_sent:
-            h2.send_headers(self.stream_id, trailers_block(code.value[0], details), end_stream=True)
+        sid = self.stream_id
+        if self.headers_sent:
+            # Queued behind any DATA still waiting for window: the status goes out
+            # as soon as the client takes that data (checked by _settle_stream).
+            h2.send_headers(sid, trailers_block(code.value[0], details), end_stream=True)
         else:
             block = trailers_only_block(200, _CONTENT_TYPE, code.value[0], details)
-            h2.send_headers(self.stream_id, block, end_stream=True)
+            h2.send_headers(sid, block, end_stream=True)
+        if h2.pending_bytes(sid):
+            self.io.loop.call_later(TRAILERS_FLUSH_TIMEOUT, self._settle_stream, h2)
+        elif not self.request_ended:
+            # RFC 9113 8.1: the response is complete; the client may stop sending.
+            h2.reset_stream(sid, ErrorCode.NO_ERROR)
         self._end_loop()
+
+    def _settle_stream(self, h2: Any) -> None:
+        """Some time after a server-side end: trailers still stuck behind unread
+        DATA are given up (RST_STREAM CANCEL); a request still open is told to stop
+        (RST_STREAM NO_ERROR, RFC 9113 8.1)."""
+        if not h2.stream_is_open(self.stream_id):
+            return
+        if h2.pending_bytes(self.stream_id):
+            h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
+        elif h2.stream_remote_open(self.stream_id):
+            h2.reset_stream(self.stream_id, ErrorCode.NO_ERROR)
+        self.conn.mark_dirty()
 
     def send_loop(self, headers: Optional[bytes], message: bytes) -> None:
         if self.done:
@@ -169,6 +206,7 @@ class ServerCall:
             self.engine_pending = pending
             if self.writer_waiting:
                 self.cond.notify_all()
+        self.conn.output_taken(len(message))
         self.conn.mark_dirty()
 
     def window_opened_loop(self) -> None:
@@ -188,6 +226,8 @@ class ServerCall:
             self.conn.mark_dirty()
 
     def finish_loop(self, headers: Optional[bytes], message: Optional[bytes], trailers: bytes) -> None:
+        if message is not None:
+            self.conn.output_taken(len(message))
         if self.done:
             return
         h2 = self.conn.h2
@@ -226,7 +266,18 @@ class ServerCall:
         with self.cond:
             self.active = False
             callbacks, self.callbacks = self.callbacks, None
+            # Whatever ended the call, every byte received is credited back to the
+            # connection exactly once: what was withheld for backpressure goes now
+            # (a late release_flow_loop finds 0 here).
+            deferred, self.deferred_flow = self.deferred_flow, 0
             self.cond.notify_all()
+        h2 = self.conn.h2
+        if deferred:
+            h2.acknowledge_received_data(self.stream_id, deferred)
+        if self.decoder.buffered:
+            self.conn.partial_changed(self, -self.decoder.buffered)
+            self.decoder.clear()
+        self.conn.release_partial(self)
         self.conn.call_done(self)
         if callbacks:
             run_callbacks(callbacks)
@@ -295,6 +346,7 @@ class ServerCall:
             if not self.active:
                 return False
             self.posted_bytes += len(framed)
+        self.conn.output_posted(len(framed))
         self.io.post(self.send_loop, self._take_headers(), framed)
         return True
 
@@ -316,6 +368,8 @@ class ServerCall:
             code, details, trailing = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}", []
             status_details = None
         number = code.value[0]
+        if framed is not None:
+            self.conn.output_posted(len(framed))
         if framed is None and not self.initial_sent:
             block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing, status_details)
             self.initial_sent = True
@@ -370,6 +424,12 @@ class ServerCall:
         """The whole RPC on a handler thread: lookup, handler, status."""
         if not self.active:
             return  # cancelled while it waited for a thread
+        conn = self.conn
+        if conn.output_over_limit():
+            # The client is not taking what this connection already answered:
+            # wait (on the loop, holding no thread) until its output drains.
+            self.io.post(conn.hold, self)
+            return
         try:
             self._run()
         except _Stop as stop:
@@ -383,9 +443,11 @@ class ServerCall:
     def _run(self) -> None:
         core = self.conn.core
         try:
-            handler = intercepted_lookup(
-                core.registry, core.interceptors, HandlerCallDetails(self.method, self.metadata)
-            )
+            handler = self.handler
+            if handler is None:
+                handler = intercepted_lookup(
+                    core.registry, core.interceptors, HandlerCallDetails(self.method, self.metadata)
+                )
         except Exception as exc:
             _LOGGER.exception("Exception servicing handler for %s: %s", self.method, exc)
             raise _Stop(StatusCode.UNKNOWN, "Error in service handler!") from None
@@ -403,7 +465,12 @@ class ServerCall:
         try:
             result = behavior(request, context)
             if handler.response_streaming:
-                self._stream_responses(result)
+                try:
+                    self._stream_responses(result)
+                except (_Stop, AbortError, RpcError):
+                    raise
+                except Exception as exc:
+                    raise _IterationError(exc) from exc
                 framed = None
             elif self.code is None or self.code is StatusCode.OK:
                 framed = self._frame(result)
@@ -419,9 +486,12 @@ class ServerCall:
         except Exception as exc:
             if not self.active:
                 raise _Stop(None) from None
-            _LOGGER.exception("Exception calling application: %s", self.method)
+            # grpcio's wording: which side of the handler raised
+            what = "iterating responses" if isinstance(exc, _IterationError) else "calling application"
+            cause = exc.__cause__ if isinstance(exc, _IterationError) else exc
+            _LOGGER.error("Exception %s: %s", what, self.method, exc_info=cause)
             code = self.code if self.code is not None and self.code is not StatusCode.OK else StatusCode.UNKNOWN
-            details = self.details if self.details is not None else f"Exception calling application: {exc}"
+            details = self.details if self.details is not None else f"Exception {what}: {cause}"
             raise _Stop(code, details) from None
         if self.active:
             self.finish(framed, self.code or StatusCode.OK, self.details)

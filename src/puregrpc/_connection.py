@@ -8,9 +8,11 @@ engine and leaves in one ``transport.write`` per loop iteration.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
+import threading
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set
 
 from ._call import ServerCall
 from ._credentials import ALPN_H2, auth_properties
@@ -29,6 +31,17 @@ _MAX_STREAM_ID = 2**31 - 1
 _SHUTDOWN_PING = b"puregrpc"
 # How long the first GOAWAY waits for the PING ack before the final GOAWAY.
 _GOAWAY_PING_TIMEOUT = 1.0
+
+# Unsent response bytes of one connection (DATA waiting for the client's flow-
+# control window, plus the transport's buffer, plus messages handed over by
+# handlers) above which its new calls are held, not run, until half of it drains.
+# The connection is still read: WINDOW_UPDATE, RST_STREAM and PING must be heard.
+OUTPUT_LIMIT = 4 << 20
+# Bytes of unfinished request messages one connection may hold acknowledged.
+# Past it, the flow of every unfinished message but the oldest is withheld (no
+# WINDOW_UPDATE) until messages complete or their calls end; the oldest is always
+# credited, so one large message can always finish.
+PARTIAL_LIMIT = 16 << 20
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -60,6 +73,13 @@ class Connection(asyncio.Protocol):
         self.peer = "unknown"
         self.calls: Dict[int, ServerCall] = {}
         self.blocked: Set[ServerCall] = set()
+        self.held: Deque[ServerCall] = collections.deque()  # waiting for output to drain
+        self.output_level = 0  # engine + transport bytes unsent, as of the last flush
+        self._posted_out = 0  # response bytes handlers posted that the loop has not taken
+        self._out_lock = threading.Lock()
+        self.partial_bytes = 0  # bytes of unfinished request messages, all calls
+        self._partial_calls: Dict[ServerCall, None] = {}  # calls holding one, oldest first
+        self._partial_held: Dict[ServerCall, None] = {}  # calls whose flow is withheld
         self.paused = False
         self.closed = False
         self.shutting_down = False
@@ -69,7 +89,7 @@ class Connection(asyncio.Protocol):
         self._identity_key: Optional[str] = None
 
     # -- asyncio.Protocol ------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -110,6 +130,8 @@ class Connection(asyncio.Protocol):
                 call = self._open_call(event)
                 if call is not None:
                     new_calls.append(call)
+            elif isinstance(event, ev.RequestHeadersTooLarge):
+                self._refuse_oversized(event)
             elif isinstance(event, (ev.TrailersReceived, ev.StreamReset)):
                 call = calls.get(event.stream_id)
                 if call is not None:
@@ -129,7 +151,11 @@ class Connection(asyncio.Protocol):
                 return
         self.flush()
         for call in new_calls:
-            if not call.done:
+            if call.done:
+                continue
+            if self.held or self.output_over_limit():
+                self.held.append(call)
+            else:
                 self.core.submit(call)
 
     def eof_received(self) -> Optional[bool]:
@@ -139,6 +165,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._ping_timer is not None:
             self._ping_timer.cancel()
+        self.held.clear()
         for call in list(self.calls.values()):
             call.on_reset()
         self.core.connection_closed(self)
@@ -150,6 +177,7 @@ class Connection(asyncio.Protocol):
         self.paused = False
         for call in list(self.calls.values()):
             call.window_opened_loop()
+        self.mark_dirty()  # recount the output level: held calls may run
 
     # -- streams ---------------------------------------------------------------
     def _open_call(self, event: ev.RequestReceived) -> Optional[ServerCall]:
@@ -181,7 +209,27 @@ class Connection(asyncio.Protocol):
         core.active_rpcs += 1
         if head.timeout is not None:
             call.timer = self.io.loop.call_later(head.timeout, call.expire)
+        if not core.interceptors:
+            # Without interceptors, finding the handler may need no user code: then
+            # it happens here, and an unknown method is answered at once, even when
+            # every handler thread is busy.
+            known, handler = core.registry.lookup_static(head.method)
+            if known and handler is None:
+                call.abort_loop(StatusCode.UNIMPLEMENTED, "Method not found!")
+                return None
+            call.handler = handler
         return call
+
+    def _refuse_oversized(self, event: ev.RequestHeadersTooLarge) -> None:
+        """RFC 9113 10.5.1: only this stream is refused, with the status grpcio gives."""
+        message = (
+            f"request metadata of {event.size} bytes is larger than the server's limit of "
+            f"{event.limit} bytes (grpc.max_metadata_size)"
+        )
+        code = StatusCode.RESOURCE_EXHAUSTED.value[0]
+        self.h2.send_headers(event.stream_id, trailers_only_block(200, "application/grpc", code, message), True)
+        if not event.end_stream:
+            self.h2.reset_stream(event.stream_id, ErrorCode.NO_ERROR)
 
     def call_done(self, call: ServerCall) -> None:
         if self.calls.pop(call.stream_id, None) is not None:
@@ -195,6 +243,68 @@ class Connection(asyncio.Protocol):
         for call in list(self.blocked):
             call.window_opened_loop()
 
+    # -- output bound (see OUTPUT_LIMIT) -------------------------------------------
+    def output_posted(self, length: int) -> None:
+        """Handler thread: a response message is on its way to the loop."""
+        with self._out_lock:
+            self._posted_out += length
+
+    def output_taken(self, length: int) -> None:
+        """Loop: a posted response message was handed to the engine."""
+        with self._out_lock:
+            self._posted_out -= length
+
+    def output_over_limit(self) -> bool:
+        """Any thread; a snapshot, good enough for a bound."""
+        return self.output_level + self._posted_out > OUTPUT_LIMIT
+
+    def hold(self, call: ServerCall) -> None:
+        """Loop: run ``call`` once the connection's output has drained."""
+        if not call.done and not self.closed:
+            self.held.append(call)
+            self.mark_dirty()
+
+    def _release_held(self) -> None:
+        held = self.held
+        submit = self.core.submit
+        while held and not self.output_over_limit():
+            call = held.popleft()
+            if not call.done:
+                submit(call)
+
+    # -- unfinished request messages (see PARTIAL_LIMIT) ---------------------------
+    def partial_changed(self, call: ServerCall, delta: int) -> None:
+        self.partial_bytes += delta
+        if call.decoder.buffered and not call.done:
+            self._partial_calls.setdefault(call)
+            return
+        # Its message completed (or the call ended): credit it; maybe others.
+        self._partial_calls.pop(call, None)
+        self.release_partial(call)
+        if self._partial_held:
+            if self.partial_bytes <= PARTIAL_LIMIT:
+                for other in list(self._partial_held):
+                    self.release_partial(other)
+            else:
+                leader = next(iter(self._partial_calls), None)
+                if leader is not None:
+                    self.release_partial(leader)
+
+    def partial_over_limit(self, call: ServerCall) -> bool:
+        """Withhold this call's flow: over the bound, and not the oldest message."""
+        return self.partial_bytes > PARTIAL_LIMIT and next(iter(self._partial_calls), None) is not call
+
+    def withhold_partial(self, call: ServerCall, length: int) -> None:
+        call.partial_flow += length
+        self._partial_held[call] = None
+
+    def release_partial(self, call: ServerCall) -> None:
+        length, call.partial_flow = call.partial_flow, 0
+        self._partial_held.pop(call, None)
+        if length:
+            self.h2.acknowledge_received_data(call.stream_id, length)
+            self.mark_dirty()
+
     # -- output ----------------------------------------------------------------
     def mark_dirty(self) -> None:
         self.io.mark_dirty(self)
@@ -205,6 +315,9 @@ class Connection(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
+        self.output_level = self.h2.pending_total + self.transport.get_write_buffer_size()
+        if self.held and self.output_level + self._posted_out <= OUTPUT_LIMIT // 2:
+            self._release_held()
 
     def _close(self) -> None:
         if not self.closed and self.transport is not None:

@@ -7,6 +7,7 @@ only reads the attributes named here.
 from __future__ import annotations
 
 import abc
+import threading
 from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 Deserializer = Optional[Callable[[bytes], Any]]
@@ -105,22 +106,45 @@ class Registry:
     def __init__(self) -> None:
         self.methods: Dict[str, Any] = {}
         self.generic: Tuple[Any, ...] = ()
+        self._lock = threading.Lock()  # writers only; readers see whole tuples/dicts
 
     def add_generic(self, handlers: Iterable[Any]) -> None:
         handlers = tuple(handlers)
         for handler in handlers:
             if not callable(getattr(handler, "service", None)):
                 raise TypeError(f"generic RPC handler has no service() method: {handler!r}")
-        # Copy-on-write: the dispatching threads read ``generic`` without a lock.
-        self.generic = self.generic + handlers
+        # Copy-on-write: the dispatching threads read ``generic`` without a lock;
+        # the lock keeps two concurrent writers from losing one's handlers.
+        with self._lock:
+            self.generic = self.generic + handlers
 
     def add_methods(self, service: str, method_handlers: Dict[str, Any]) -> None:
-        methods = dict(self.methods)
         for name, handler in method_handlers.items():
-            path = f"/{service}/{name}"
-            check_method_handler(path, handler)
-            methods[path] = handler
-        self.methods = methods
+            check_method_handler(f"/{service}/{name}", handler)
+        with self._lock:
+            methods = dict(self.methods)
+            for name, handler in method_handlers.items():
+                methods[f"/{service}/{name}"] = handler
+            self.methods = methods
+
+    def lookup_static(self, method: str) -> Tuple[bool, Optional[Any]]:
+        """Look ``method`` up without running user code, where that is possible.
+
+        ``(True, handler)``, or ``(True, None)`` for an unknown method, when only
+        registered methods and dictionary-based generic handlers (ours, grpcio's,
+        generated code's) had to be asked; ``(False, None)`` when a generic handler
+        of another kind must be asked (on a handler thread: it is user code)."""
+        handler = self.methods.get(method)
+        if handler is not None:
+            return True, handler
+        for generic in self.generic:
+            table = _static_table(generic)
+            if table is None:
+                return False, None
+            handler = table.get(method)
+            if handler is not None:
+                return True, handler
+        return True, None
 
     def lookup(self, details: HandlerCallDetails) -> Optional[Any]:
         handler = self.methods.get(details.method)
@@ -131,6 +155,19 @@ class Registry:
             if handler is not None:
                 return handler
         return None
+
+
+def _static_table(generic: Any) -> Optional[Dict[str, Any]]:
+    """The path -> handler table of a generic handler known to be a plain lookup in
+    it (puregrpc's, or grpcio's ``method_handlers_generic_handler``), else None."""
+    cls = type(generic)
+    if cls is _DictionaryGenericHandler or (
+        cls.__name__ == "DictionaryGenericHandler" and cls.__module__ == "grpc._utilities"
+    ):
+        table = getattr(generic, "_method_handlers", None)
+        if isinstance(table, dict):
+            return table
+    return None
 
 
 def intercepted_lookup(registry: Registry, interceptors: Sequence[Any], details: HandlerCallDetails) -> Optional[Any]:

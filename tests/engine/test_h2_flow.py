@@ -284,3 +284,21 @@ def test_repeated_initial_window_setting_applies_net_delta_once() -> None:
     pairs = [(4, 1000 + i) for i in range(2000)] + [(4, 70000)]
     assert server.receive_data(settings_frame(*pairs)) == [WindowUpdated(0)]
     assert server.stream_send_window(1) == server.stream_send_window(999) == 70000
+
+
+def test_pending_total_counts_queued_data_across_streams() -> None:
+    """``pending_total`` is what the layer above bounds per connection: DATA queued
+    for lack of window, on every stream, back to 0 as it is sent or dropped."""
+    server = raw_server()
+    for sid in (1, 3, 5):
+        server.receive_data(headers_frame(sid))
+        server.send_headers(sid, RESPONSE_BLOCK)
+    for sid in (1, 3, 5):
+        server.send_data(sid, b"x" * 50000)  # the connection window is 65535
+    assert server.pending_total == 150000 - 65535
+    server.reset_stream(5, 0x8)
+    assert server.pending_total == 100000 - 65535
+    server.receive_data(window_update_frame(0, 200000) + window_update_frame(1, 100000) + window_update_frame(3, 100000))
+    assert server.pending_total == 0
+    server.send_data(1, b"y" * 10)
+    assert server.pending_total == 0

@@ -267,6 +267,7 @@ class H2Connection:
         # Streams with queued DATA and stream window, waiting for connection window,
         # in round-robin order.
         self._ready: Dict[int, _Stream] = {}
+        self.pending_total = 0  # DATA bytes queued on all streams, waiting for window
         # Recently closed stream id -> True if we reset it (late frames tolerated).
         self._recent: Dict[int, bool] = {}
         self._highest_id = 0  # highest stream id the peer used to open a stream
@@ -417,6 +418,7 @@ class H2Connection:
             st.pending = bytearray(data)
         else:
             pending += data
+        self.pending_total += n
         if end_stream:
             st.pending_end = True
             st.end_queued = True
@@ -429,6 +431,15 @@ class H2Connection:
             return 0
         return len(st.pending)
 
+    def stream_is_open(self, stream_id: int) -> bool:
+        """The stream is open or half-closed (not reset, not fully closed)."""
+        return stream_id in self._streams
+
+    def stream_remote_open(self, stream_id: int) -> bool:
+        """The peer may still send DATA on the stream (it has not ended it)."""
+        st = self._streams.get(stream_id)
+        return st is not None and not st.remote_closed
+
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Send RST_STREAM and drop anything still queued for the stream."""
         if self._terminated:
@@ -436,7 +447,7 @@ class H2Connection:
         st = self._streams.pop(stream_id, None)
         if st is None:
             return
-        self._ready.pop(stream_id, None)
+        self._drop_pending(st)
         self._write_rst(stream_id, error_code)
         self._remember(stream_id, True)
 
@@ -890,7 +901,7 @@ class H2Connection:
         st = self._streams.pop(sid, None)
         if st is None:
             return
-        self._ready.pop(sid, None)
+        self._drop_pending(st)
         self._remember(sid, False)
         self._events.append(StreamReset(sid, _U32.unpack(payload)[0], True))
 
@@ -1040,6 +1051,7 @@ class H2Connection:
         self._terminated = True
         self._streams.clear()
         self._ready.clear()
+        self.pending_total = 0
         self._inbuf = bytearray()
         self._hb_buf = bytearray()
         self._write_goaway(self.last_stream_id, code, message.encode("utf-8"))
@@ -1049,7 +1061,7 @@ class H2Connection:
         """Stream error (RFC 9113 5.4.2): RST_STREAM and forget the stream."""
         st = self._streams.pop(sid, None)
         if st is not None:
-            self._ready.pop(sid, None)
+            self._drop_pending(st)
         self._remember(sid, True)
         self._write_rst(sid, code)
         self._queued_control += 1
@@ -1070,6 +1082,13 @@ class H2Connection:
     def _charge_useless(self, what: str) -> None:
         if not self._useless_budget.take(self._now):
             raise ConnectionViolation(ErrorCode.ENHANCE_YOUR_CALM, f"too many {what}")
+
+    def _drop_pending(self, st: _Stream) -> None:
+        """The stream is gone: forget its queued DATA."""
+        self._ready.pop(st.stream_id, None)
+        if st.pending is not None:
+            self.pending_total -= len(st.pending)
+            st.pending = None
 
     def _remember(self, sid: int, reset_by_us: bool) -> None:
         recent = self._recent
@@ -1157,6 +1176,7 @@ class H2Connection:
             out += _pack_header(size << 8, FLAG_END_STREAM if sent_end else 0, sid)
             out += pending[:size]
             del pending[:size]
+            self.pending_total -= size
             st.send_window -= size
             self._conn_send_window -= size
             if one_frame:
