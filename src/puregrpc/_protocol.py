@@ -373,3 +373,11 @@ class MessageDecoder:
     def partial(self) -> bool:
         """True when a message has begun but not ended (a truncated body at EOS)."""
         return bool(self._buffer)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of a message that has not ended yet."""
+        return len(self._buffer)
+
+    def clear(self) -> None:
+        self._buffer = bytearray()
