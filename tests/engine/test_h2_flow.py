@@ -302,3 +302,19 @@ def test_pending_total_counts_queued_data_across_streams() -> None:
     assert server.pending_total == 0
     server.send_data(1, b"y" * 10)
     assert server.pending_total == 0
+
+
+def test_connection_credit_is_not_batched_while_the_window_is_low() -> None:
+    """When the application withholds some streams' credit, what it gives back on
+    others goes out at once, not when half the window has been acknowledged."""
+    server = raw_server(H2Config(connection_window_size=1 << 20, initial_window_size=1 << 20))
+    for sid in (1, 3):
+        server.receive_data(headers_frame(sid))
+    chunk = b"d" * 16000
+    for _ in range(40):  # 640 000 bytes on stream 1: more than half the window, withheld
+        server.receive_data(data_frame(1, chunk))
+    server.data_to_send()
+    server.receive_data(data_frame(3, chunk))
+    server.acknowledge_received_data(3, 16000)  # only stream 3 is credited
+    updates = [f for f in parse_frames(server.data_to_send()) if f[0] == 0x8 and f[2] == 0]
+    assert updates, "the connection credit of stream 3 was held back"

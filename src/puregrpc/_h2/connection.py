@@ -1108,7 +1108,10 @@ class H2Connection:
 
     def _refill_connection(self, length: int) -> None:
         unacked = self._conn_unacked + length
-        if unacked >= self._conn_refill:
+        # Batched to one WINDOW_UPDATE per half window consumed, and also sent when
+        # less than half the window is open to the peer: when the application
+        # withholds some streams' credit, what it does give back must not wait.
+        if unacked >= self._conn_refill or self._conn_recv_window < self._conn_refill:
             increment = min(unacked, MAX_WINDOW - self._conn_recv_window)
             self._conn_unacked = 0
             if increment > 0:
