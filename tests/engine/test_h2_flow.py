@@ -298,7 +298,9 @@ def test_pending_total_counts_queued_data_across_streams() -> None:
     assert server.pending_total == 150000 - 65535
     server.reset_stream(5, 0x8)
     assert server.pending_total == 100000 - 65535
-    server.receive_data(window_update_frame(0, 200000) + window_update_frame(1, 100000) + window_update_frame(3, 100000))
+    server.receive_data(
+        window_update_frame(0, 200000) + window_update_frame(1, 100000) + window_update_frame(3, 100000)
+    )
     assert server.pending_total == 0
     server.send_data(1, b"y" * 10)
     assert server.pending_total == 0

@@ -1,0 +1,521 @@
+"""Regressions of service-losing defects found with real clients: stalls, memory that a
+client could grow, and wire behaviour where grpcio's server is the floor.
+
+grpcio's client is the peer where the outcome is a status; the ``h2`` library over a
+real socket where the wire (frames, windows, settings) is the point.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import grpc
+import pytest
+
+import puregrpc
+
+from ._support import H2, TIMEOUT, Recorder, grpc_frame, grpc_messages, grpc_request, serve
+
+SERVICE = "correctness.Probe"
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _handlers(extra: Dict[str, Any]) -> List[Any]:
+    methods = {
+        "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request),
+        # The request is the response size, as ASCII digits.
+        "Sized": grpc.unary_unary_rpc_method_handler(lambda request, context: b"z" * int(request.decode())),
+        "Metadata": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: repr(sorted(tuple(m) for m in context.invocation_metadata())).encode()
+        ),
+    }
+    methods.update(extra)
+    return [grpc.method_handlers_generic_handler(SERVICE, methods)]
+
+
+def rss() -> int:
+    """This process's resident set size, in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+# --- a raw HTTP/2 client that can hold many streams and choose what it reads ------------
+
+
+class H2Peer:
+    """The ``h2`` library on a blocking socket, driven step by step by the test."""
+
+    def __init__(self, port: int, initial_window: Optional[int] = None) -> None:
+        self.sock = socket.create_connection(("localhost", port), timeout=TIMEOUT)
+        config = H2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = H2.connection.H2Connection(config=config)
+        if initial_window is not None:
+            self.conn.local_settings.initial_window_size = initial_window
+        self.conn.initiate_connection()
+        self.flush()
+        self.data: Dict[int, bytes] = {}
+        self.trailers: Dict[int, Dict[str, str]] = {}
+        self.headers: Dict[int, Dict[str, str]] = {}
+        self.resets: Dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.goaway: Optional[Any] = None
+        self.unacked: Dict[int, int] = {}  # flow-controlled bytes received, not acknowledged
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def start(self, path: str, *extra: Tuple[str, str], body: bytes = b"", end: bool = True) -> int:
+        sid: int = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, grpc_request(path, *extra), end_stream=end and not body)
+        if body:
+            self.conn.send_data(sid, body, end_stream=end)
+        self.flush()
+        return sid
+
+    def pump(self, ack: bool = True, timeout: float = 0.2) -> int:
+        """Read what arrives within ``timeout``; return the bytes read. With ``ack``,
+        received DATA is acknowledged (WINDOW_UPDATE), else the windows stay shut."""
+        if ack and self.unacked:
+            for sid, length in self.unacked.items():
+                self.conn.acknowledge_received_data(length, sid)
+            self.unacked.clear()
+            self.flush()
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return 0
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        for event in self.conn.receive_data(data):
+            kind = type(event).__name__
+            sid = getattr(event, "stream_id", None)
+            if kind == "ResponseReceived":
+                self.headers[sid] = dict(event.headers)
+            elif kind == "DataReceived":
+                self.data[sid] = self.data.get(sid, b"") + event.data
+                if ack:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                else:
+                    self.unacked[sid] = self.unacked.get(sid, 0) + event.flow_controlled_length
+            elif kind == "TrailersReceived":
+                self.trailers[sid] = dict(event.headers)
+            elif kind == "StreamEnded":
+                self.ended.add(sid)
+            elif kind == "StreamReset":
+                self.resets[sid] = event.error_code
+            elif kind == "ConnectionTerminated":
+                self.goaway = event
+        self.flush()
+        return len(data)
+
+    def pump_until(self, predicate: Any, ack: bool = True, timeout: float = TIMEOUT) -> bool:
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                return False
+            self.pump(ack)
+        return True
+
+    def status(self, sid: int) -> Optional[str]:
+        fields = self.trailers.get(sid) or self.headers.get(sid) or {}
+        return fields.get("grpc-status")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture()
+def peers() -> Iterator[List[H2Peer]]:
+    made: List[H2Peer] = []
+    yield made
+    for peer in made:
+        peer.close()
+
+
+# --- 1. uvloop: see test_event_loop.py (the suite runs once with it, once without) ------
+
+# --- 2. every received byte is credited back, whatever ends the call -------------------
+
+
+def _early_end_handlers(read: threading.Event) -> List[Any]:
+    def returns_early(requests: Iterator[bytes], context: Any) -> bytes:
+        next(requests)
+        time.sleep(0.1)  # the client keeps sending: more than the queue bound piles up
+        return b"done"
+
+    def aborts(requests: Iterator[bytes], context: Any) -> bytes:
+        next(requests)
+        time.sleep(0.1)
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "enough")
+        return b""
+
+    def waits(requests: Iterator[bytes], context: Any) -> bytes:
+        next(requests)
+        read.set()
+        while context.is_active():
+            time.sleep(0.01)
+        return b""
+
+    return _handlers(
+        {
+            "ReturnsEarly": grpc.stream_unary_rpc_method_handler(returns_early),
+            "Aborts": grpc.stream_unary_rpc_method_handler(aborts),
+            "Waits": grpc.stream_unary_rpc_method_handler(waits),
+        }
+    )
+
+
+def _upload() -> Iterator[bytes]:
+    for _ in range(64):  # 4 MiB, far more than the handler reads
+        yield b"u" * (64 * KiB)
+
+
+@pytest.mark.parametrize("ending", ["returns early", "abort", "deadline", "client cancel"])
+def test_unread_request_bytes_are_credited_back(ending: str) -> None:
+    """Before the fix, each such call leaked up to 1 MiB of connection window; after
+    ~16 calls (16 MiB) every RPC on the channel, even a 4-byte one, timed out."""
+    read = threading.Event()
+    with serve(handlers=_early_end_handlers(read)) as running, running.channel() as ch:
+        for _ in range(24):
+            read.clear()
+            if ending == "returns early":
+                assert ch.stream_unary(f"/{SERVICE}/ReturnsEarly")(_upload(), timeout=TIMEOUT) == b"done"
+            elif ending == "abort":
+                with pytest.raises(grpc.RpcError) as info:
+                    ch.stream_unary(f"/{SERVICE}/Aborts")(_upload(), timeout=TIMEOUT)
+                assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            elif ending == "deadline":
+                with pytest.raises(grpc.RpcError) as info:
+                    ch.stream_unary(f"/{SERVICE}/Waits")(_upload(), timeout=0.3)
+                assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            else:
+                future = ch.stream_unary(f"/{SERVICE}/Waits").future(_upload(), timeout=TIMEOUT)
+                assert read.wait(TIMEOUT)
+                time.sleep(0.1)
+                future.cancel()
+        assert ch.unary_unary(f"/{SERVICE}/Echo")(b"ping", timeout=5) == b"ping"
+
+
+# --- 3. a SETTINGS frame that opens every stream's window wakes blocked writers ----------
+
+
+def test_initial_window_increase_by_settings_wakes_a_blocked_stream(peers: List[H2Peer]) -> None:
+    """grpc-core and grpc-go clients grow their windows with SETTINGS_INITIAL_WINDOW_SIZE."""
+
+    def forty(request: bytes, context: Any) -> Iterator[bytes]:
+        for index in range(40):
+            yield bytes([index]) * (8 * KiB)
+
+    handlers = _handlers({"Forty": grpc.unary_stream_rpc_method_handler(forty)})
+    with serve(handlers=handlers) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        # A large connection window at once, so only the stream window is shut.
+        peer.conn.increment_flow_control_window(64 * MiB)
+        sid = peer.start(f"/{SERVICE}/Forty", body=grpc_frame(b""))
+        # No stream WINDOW_UPDATE: the default 65535 takes 7 messages and a bit.
+        peer.pump_until(lambda: len(peer.data.get(sid, b"")) >= 65535 - 9, ack=False)
+        time.sleep(0.2)
+        peer.pump(ack=False)
+        assert len(peer.data[sid]) == 65535
+        peer.conn.update_settings({H2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16 * MiB})
+        peer.flush()
+        assert peer.pump_until(lambda: sid in peer.ended, ack=False), "the stream stalled"
+        messages = grpc_messages(peer.data[sid])
+        assert [payload[0] for _, payload in messages] == list(range(40))
+        assert peer.status(sid) == "0"
+
+
+# --- 4. oversized metadata refuses that call only ------------------------------------------
+
+
+def test_oversized_metadata_fails_one_call_and_keeps_the_connection() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(request: bytes, context: Any) -> bytes:
+        started.set()
+        release.wait(TIMEOUT)
+        return b"slow done"
+
+    handlers = _handlers({"Slow": grpc.unary_unary_rpc_method_handler(slow)})
+    with serve(handlers=handlers) as running, running.channel() as ch:
+        in_flight = ch.unary_unary(f"/{SERVICE}/Slow").future(b"", timeout=TIMEOUT)
+        assert started.wait(TIMEOUT)
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(f"/{SERVICE}/Echo")(b"x", metadata=[("x-big", "v" * 40000)], timeout=TIMEOUT)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
+        assert in_flight.result() == b"slow done"  # the unrelated call was not killed
+        assert ch.unary_unary(f"/{SERVICE}/Echo")(b"after", timeout=TIMEOUT) == b"after"
+
+
+def test_oversized_metadata_on_the_wire(peers: List[H2Peer]) -> None:
+    with serve(handlers=_handlers({})) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        big = peer.start(f"/{SERVICE}/Echo", ("x-big", "v" * 40000), body=grpc_frame(b"x"), end=False)
+        assert peer.pump_until(lambda: big in peer.ended or big in peer.resets)
+        assert peer.status(big) == "8"  # RESOURCE_EXHAUSTED, as a Trailers-Only response
+        assert "limit" in peer.headers[big].get("grpc-message", "")
+        assert peer.goaway is None
+        ok = peer.start(f"/{SERVICE}/Echo", body=grpc_frame(b"y"))
+        assert peer.pump_until(lambda: ok in peer.ended)
+        assert peer.status(ok) == "0" and grpc_messages(peer.data[ok]) == [(False, b"y")]
+
+
+# --- 5. a client that never reads its responses cannot grow server memory ----------------
+
+
+@pytest.mark.parametrize("how", ["shut window", "unread socket"])
+def test_unread_responses_are_bounded(how: str, peers: List[H2Peer]) -> None:
+    """400 requests for 300 KB answers (120 MB if all were made). The connection's
+    unsent output is bounded (OUTPUT_LIMIT): its further calls wait, unrun, until the
+    client takes what it was sent; then every answer arrives, nothing lost."""
+    count, size = 400, 300_000
+    with serve(handlers=_handlers({})) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+        if how == "shut window":
+            peer.conn.increment_flow_control_window(256 * MiB)  # streams stay at 64 KiB
+        base = rss()
+        sids = [peer.start(f"/{SERVICE}/Sized", body=grpc_frame(str(size).encode())) for _ in range(count)]
+        peak = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            if how == "shut window":
+                peer.pump(ack=False, timeout=0.05)
+            else:
+                time.sleep(0.05)
+            peak = max(peak, rss() - base)
+        # Bound: OUTPUT_LIMIT, plus the answers of calls already running when it was
+        # passed (at most one per handler thread), plus the engine's own buffers.
+        bound = 4 * MiB + 16 * size + 16 * MiB  # OUTPUT_LIMIT is 4 MiB (README)
+        assert peak < bound, f"RSS grew {peak / MiB:.1f} MiB (bound {bound / MiB:.1f} MiB)"
+        # Another client is still served meanwhile.
+        with running.channel() as ch:
+            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"other", timeout=TIMEOUT) == b"other"
+        # Now read everything: every answer arrives.
+        assert peer.pump_until(lambda: all(s in peer.ended for s in sids), ack=True, timeout=60)
+        for sid in sids:
+            assert peer.status(sid) == "0"
+            assert len(peer.data[sid]) == size + 5
+
+
+# --- 6. unfinished request messages are bounded per connection ----------------------------
+
+
+def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
+    """40 streams each declaring a 4 MiB message and never finishing it (160 MiB if all
+    were taken in). Past PARTIAL_LIMIT only the oldest message is credited, so what the
+    connection holds stays under PARTIAL_LIMIT + its receive window + one message."""
+
+    def count(requests: Iterator[bytes], context: Any) -> bytes:
+        return str(sum(1 for _ in requests)).encode()
+
+    # 40 handlers blocked reading take 40 threads (one per call, as grpcio): leave room.
+    handlers = _handlers({"Count": grpc.stream_unary_rpc_method_handler(count)})
+    with serve(handlers=handlers, workers=64) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        base = rss()
+        declared = 4 * MiB - 100
+        prefix = b"\x00" + declared.to_bytes(4, "big")
+        sids = [peer.start(f"/{SERVICE}/Count", body=prefix, end=False) for _ in range(40)]
+        chunk = b"p" * (16 * KiB)
+        sent = {sid: 0 for sid in sids}
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            progressed = False
+            for sid in sids:
+                room = min(peer.conn.local_flow_control_window(sid), declared - 1 - sent[sid], len(chunk))
+                if room > 0:
+                    peer.conn.send_data(sid, chunk[:room])
+                    sent[sid] += room
+                    progressed = True
+            peer.flush()
+            peer.pump(timeout=0.01 if progressed else 0.1)
+        taken = sum(sent.values())
+        grown = rss() - base
+        bound = 16 * MiB + 16 * MiB + 4 * MiB  # PARTIAL_LIMIT is 16 MiB (README)
+        assert taken <= bound + 16 * KiB * 40, f"the client could send {taken / MiB:.1f} MiB"
+        assert grown < bound + 16 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
+        # A well-behaved client on another connection is served meanwhile.
+        with running.channel() as ch:
+            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"other", timeout=TIMEOUT) == b"other"
+
+
+def test_many_large_uploads_at_once_all_complete() -> None:
+    """The bound must not wedge honest traffic: 12 concurrent 4 MiB messages on one
+    channel (48 MiB, three times PARTIAL_LIMIT) all arrive, again and again."""
+
+    def total(requests: Iterator[bytes], context: Any) -> bytes:
+        return str(sum(len(r) for r in requests)).encode()
+
+    handlers = _handlers({"Total": grpc.stream_unary_rpc_method_handler(total)})
+    size = 4 * MiB - 64
+    with serve(handlers=handlers) as running, running.channel() as ch:
+        call = ch.stream_unary(f"/{SERVICE}/Total")
+        for _ in range(5):
+            futures = [call.future(iter([bytes([n]) * size]), timeout=30) for n in range(12)]
+            assert [f.result() for f in futures] == [str(size).encode()] * 12
+
+
+# --- 9. and 10. a server-side end reaches the client as a status ---------------------------
+
+
+def test_deadline_behind_blocked_output_sends_the_status(peers: List[H2Peer]) -> None:
+    def flood(request: bytes, context: Any) -> Iterator[bytes]:
+        while context.is_active():
+            yield b"f" * (16 * KiB)
+
+    with serve(handlers=_handlers({"Flood": grpc.unary_stream_rpc_method_handler(flood)})) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        sid = peer.start(f"/{SERVICE}/Flood", ("grpc-timeout", "300m"), body=grpc_frame(b""))
+        end = time.monotonic() + 0.6  # past the deadline, the stream window still shut
+        while time.monotonic() < end:
+            peer.pump(ack=False, timeout=0.05)
+        assert sid not in peer.resets
+        # The client takes the data now: the trailers that waited behind it follow.
+        assert peer.pump_until(lambda: sid in peer.ended or sid in peer.resets, ack=True)
+        assert sid not in peer.resets, f"reset with {peer.resets.get(sid)} instead of a status"
+        assert peer.status(sid) == "4"  # DEADLINE_EXCEEDED
+
+
+def test_deadline_with_request_still_open_resets_with_no_error(peers: List[H2Peer]) -> None:
+    """RFC 9113 8.1, as grpcio: the status, then RST_STREAM(NO_ERROR) so the client
+    stops sending a request nobody will read."""
+
+    def waits(requests: Iterator[bytes], context: Any) -> bytes:
+        while context.is_active():
+            time.sleep(0.01)
+        return b""
+
+    with serve(handlers=_handlers({"Waits": grpc.stream_unary_rpc_method_handler(waits)})) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        sid = peer.start(f"/{SERVICE}/Waits", ("grpc-timeout", "200m"), body=grpc_frame(b"a"), end=False)
+        assert peer.pump_until(lambda: sid in peer.resets)
+        assert peer.status(sid) == "4"
+        assert peer.resets[sid] == 0  # NO_ERROR
+
+
+def test_grace_expiry_behind_blocked_output_is_unavailable() -> None:
+    """With grpcio's client: a stream whose output the client is not taking when the
+    grace period ends fails UNAVAILABLE, not CANCELLED."""
+    entered = threading.Event()
+
+    def flood(request: bytes, context: Any) -> Iterator[bytes]:
+        entered.set()
+        while context.is_active():
+            yield b"f" * (64 * KiB)
+
+    with serve(handlers=_handlers({"Flood": grpc.unary_stream_rpc_method_handler(flood)})) as running:
+        with running.channel() as ch:
+            call = ch.unary_stream(f"/{SERVICE}/Flood")(b"", timeout=TIMEOUT)
+            first = next(call)  # then stop reading: the output backs up
+            assert first
+            assert entered.wait(TIMEOUT)
+            time.sleep(0.3)
+            running.server.stop(0.3).wait(TIMEOUT)
+            with pytest.raises(grpc.RpcError) as info:
+                for _ in call:
+                    pass
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+# --- 11. an unknown method is answered at once, even with every thread busy -----------------
+
+
+def test_unimplemented_while_the_pool_is_saturated() -> None:
+    release = threading.Event()
+    entered = Recorder()
+
+    def block(request: bytes, context: Any) -> bytes:
+        entered.add(request)
+        release.wait(TIMEOUT)
+        return request
+
+    handlers = _handlers({"Block": grpc.unary_unary_rpc_method_handler(block)})
+    with serve(handlers=handlers, workers=2) as running, running.channel() as ch:
+        blocked = [ch.unary_unary(f"/{SERVICE}/Block").future(bytes([n]), timeout=TIMEOUT) for n in range(2)]
+        assert entered.wait_for(b"\x00") and entered.wait_for(b"\x01")
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(f"/{SERVICE}/NoSuchMethod")(b"", timeout=5)
+        assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert time.monotonic() - started < 2.0
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary("/no.such.Service/Method")(b"", timeout=5)
+        assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        release.set()
+        assert [f.result() for f in blocked] == [b"\x00", b"\x01"]
+
+
+def test_unknown_method_with_a_custom_generic_handler_still_answers() -> None:
+    """A generic handler of the user's own kind is user code: it is asked on a handler
+    thread, and an unknown method still ends UNIMPLEMENTED."""
+
+    class Custom(grpc.GenericRpcHandler):
+        def service(self, details: Any) -> Any:
+            if details.method == "/custom.S/M":
+                return grpc.unary_unary_rpc_method_handler(lambda request, context: b"custom")
+            return None
+
+    with serve(handlers=[Custom()]) as running, running.channel() as ch:
+        assert ch.unary_unary("/custom.S/M")(b"", timeout=TIMEOUT) == b"custom"
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary("/custom.S/Other")(b"", timeout=TIMEOUT)
+        assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+# --- 13. metadata values with surrounding whitespace are served -----------------------------
+
+
+def test_padded_metadata_values_from_grpcio_are_served() -> None:
+    with serve(handlers=_handlers({})) as running, running.channel() as ch:
+        reply = ch.unary_unary(f"/{SERVICE}/Metadata")(
+            b"", metadata=[("x-lead", " v1"), ("x-trail", "v2 "), ("x-inner", "a b")], timeout=TIMEOUT
+        )
+        seen = dict(eval(reply.decode()))  # a repr of sorted (key, value) pairs
+        assert seen["x-lead"] == "v1" and seen["x-trail"] == "v2" and seen["x-inner"] == "a b"
+
+
+# --- also seen: concurrent registration, and GC of a Server on the I/O thread ----------------
+
+
+def test_concurrent_add_generic_rpc_handlers_loses_none() -> None:
+    pool = ThreadPoolExecutor(4)
+    server = puregrpc.server(pool)
+    try:
+        barrier = threading.Barrier(8)
+
+        def add(n: int) -> None:
+            handler = grpc.method_handlers_generic_handler(
+                f"s{n}.S", {"M": grpc.unary_unary_rpc_method_handler(lambda r, c, n=n: str(n).encode())}
+            )
+            barrier.wait()
+            for _ in range(50):
+                server.add_generic_rpc_handlers([handler])
+
+        threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(server._core.registry.generic) == 8 * 50
+    finally:
+        server.stop(None)
+        pool.shutdown()
