@@ -141,6 +141,8 @@ class ServerCall:
             conn.withhold_partial(self, flow_length)
         elif not withhold:
             h2.acknowledge_received_data(self.stream_id, flow_length)
+            if after:
+                conn.favour_leader()
         if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
 

@@ -40,7 +40,7 @@ OUTPUT_LIMIT = 4 << 20
 # Bytes of unfinished request messages one connection may hold acknowledged.
 # Past it, the flow of every unfinished message but the oldest is withheld (no
 # WINDOW_UPDATE) until messages complete or their calls end; the oldest is always
-# credited, so one large message can always finish.
+# credited, so one large message can always finish (see Connection.favour_leader).
 PARTIAL_LIMIT = 16 << 20
 
 
@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.partial_bytes = 0  # bytes of unfinished request messages, all calls
         self._partial_calls: Dict[ServerCall, None] = {}  # calls holding one, oldest first
         self._partial_held: Dict[ServerCall, None] = {}  # calls whose flow is withheld
+        self._overgrant = 0  # connection credit given beyond what was consumed (see _favour_leader)
         self.paused = False
         self.closed = False
         self.shutting_down = False
@@ -279,6 +280,8 @@ class Connection(asyncio.Protocol):
             self._partial_calls.setdefault(call)
             return
         # Its message completed (or the call ended): credit it; maybe others.
+        if next(iter(self._partial_calls), None) is call and not call.done:
+            self._overgrant = 0  # the leader used its extra credit to finish
         self._partial_calls.pop(call, None)
         self.release_partial(call)
         if self._partial_held:
@@ -289,6 +292,7 @@ class Connection(asyncio.Protocol):
                 leader = next(iter(self._partial_calls), None)
                 if leader is not None:
                     self.release_partial(leader)
+                    self.favour_leader()
 
     def partial_over_limit(self, call: ServerCall) -> bool:
         """Withhold this call's flow: over the bound, and not the oldest message."""
@@ -297,6 +301,39 @@ class Connection(asyncio.Protocol):
     def withhold_partial(self, call: ServerCall, length: int) -> None:
         call.partial_flow += length
         self._partial_held[call] = None
+        self.favour_leader()
+
+    def favour_leader(self) -> None:
+        """While others' credit is withheld, the bytes they hold may fill the whole
+        connection window and starve the oldest message, the one always credited.
+        Then the connection window is opened by what that message still lacks, at
+        most PARTIAL_LIMIT of such extra credit until a leader finishes; past that,
+        the newest withheld call fails RESOURCE_EXHAUSTED instead of stalling all.
+        What a connection holds of unfinished messages is thus bounded by
+        2 x PARTIAL_LIMIT + its receive window + one message (max_receive)."""
+        if not self._partial_held:
+            return
+        leader = next(iter(self._partial_calls), None)
+        if leader is None:
+            return
+        lacking = leader.decoder.missing - self.h2.connection_receive_window
+        if lacking <= 0:
+            return
+        extra = min(lacking, PARTIAL_LIMIT - self._overgrant)
+        if extra > 0:
+            self._overgrant += extra
+            self.h2.grant_connection_window(extra)
+            self.mark_dirty()
+        elif self.h2.connection_receive_window <= 0:
+            # The others' unfinished messages hold the whole window and the extra
+            # credit is spent: rather than stall every call of the connection, the
+            # newest of them fails (its credit then goes back, and the leader runs).
+            newest = next(reversed(self._partial_held))
+            newest.abort_loop(
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"the server holds too many unfinished request messages on this connection "
+                f"(over {PARTIAL_LIMIT} bytes); retry",
+            )
 
     def release_partial(self, call: ServerCall) -> None:
         length, call.partial_flow = call.partial_flow, 0

@@ -379,5 +379,16 @@ class MessageDecoder:
         """Bytes held of a message that has not ended yet."""
         return len(self._buffer)
 
+    @property
+    def missing(self) -> int:
+        """Bytes still to come to end the message begun (0 if none is)."""
+        buf = self._buffer
+        if not buf:
+            return 0
+        if len(buf) < 5:
+            return 5 - len(buf)
+        length: int = _PREFIX.unpack_from(buf)[1]
+        return max(0, 5 + length - len(buf))
+
     def clear(self) -> None:
         self._buffer = bytearray()

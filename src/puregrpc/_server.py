@@ -289,7 +289,13 @@ class Server:
         if core is None:
             return
         if core.lifecycle.state is State.SERVING:
-            core.stop(math.inf)
+            # A collection can run this on any thread at any allocation, the I/O
+            # thread included, in the middle of engine code: the drain begins on a
+            # loop iteration of its own, never inline here.
+            try:
+                core.io.loop.call_soon_threadsafe(core.stop, math.inf)
+            except RuntimeError:  # the loop is gone (interpreter exit)
+                pass
         else:
             core.close_unstarted()
 

@@ -319,7 +319,7 @@ def test_unread_responses_are_bounded(how: str, peers: List[H2Peer]) -> None:
 def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
     """40 streams each declaring a 4 MiB message and never finishing it (160 MiB if all
     were taken in). Past PARTIAL_LIMIT only the oldest message is credited, so what the
-    connection holds stays under PARTIAL_LIMIT + its receive window + one message."""
+    connection holds stays under 2 x PARTIAL_LIMIT + its receive window + one message."""
 
     def count(requests: Iterator[bytes], context: Any) -> bytes:
         return str(sum(1 for _ in requests)).encode()
@@ -348,7 +348,7 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
             peer.pump(timeout=0.01 if progressed else 0.1)
         taken = sum(sent.values())
         grown = rss() - base
-        bound = 16 * MiB + 16 * MiB + 4 * MiB  # PARTIAL_LIMIT is 16 MiB (README)
+        bound = 2 * 16 * MiB + 16 * MiB + 4 * MiB  # PARTIAL_LIMIT is 16 MiB (README)
         assert taken <= bound + 16 * KiB * 40, f"the client could send {taken / MiB:.1f} MiB"
         assert grown < bound + 16 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
         # A well-behaved client on another connection is served meanwhile.
@@ -356,20 +356,40 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
             assert ch.unary_unary(f"/{SERVICE}/Echo")(b"other", timeout=TIMEOUT) == b"other"
 
 
+def _total(requests: Iterator[bytes], context: Any) -> bytes:
+    return str(sum(len(r) for r in requests)).encode()
+
+
 def test_many_large_uploads_at_once_all_complete() -> None:
-    """The bound must not wedge honest traffic: 12 concurrent 4 MiB messages on one
-    channel (48 MiB, three times PARTIAL_LIMIT) all arrive, again and again."""
-
-    def total(requests: Iterator[bytes], context: Any) -> bytes:
-        return str(sum(len(r) for r in requests)).encode()
-
-    handlers = _handlers({"Total": grpc.stream_unary_rpc_method_handler(total)})
+    """The bound must not wedge honest traffic: 32 concurrent 4 MiB messages on one
+    channel (128 MiB, eight times PARTIAL_LIMIT) all arrive, round after round."""
+    handlers = _handlers({"Total": grpc.stream_unary_rpc_method_handler(_total)})
     size = 4 * MiB - 64
-    with serve(handlers=handlers) as running, running.channel() as ch:
+    with serve(handlers=handlers, workers=40) as running, running.channel() as ch:
         call = ch.stream_unary(f"/{SERVICE}/Total")
-        for _ in range(5):
-            futures = [call.future(iter([bytes([n]) * size]), timeout=30) for n in range(12)]
-            assert [f.result() for f in futures] == [str(size).encode()] * 12
+        for _ in range(3):
+            futures = [call.future(iter([bytes([n]) * size]), timeout=30) for n in range(32)]
+            assert [f.result() for f in futures] == [str(size).encode()] * 32
+
+
+def test_too_many_large_uploads_fail_clearly_never_stall() -> None:
+    """Past what the bound can hold (64 x 4 MiB at once on one connection), some calls
+    fail RESOURCE_EXHAUSTED with a reason; none hangs, and the rest complete."""
+    handlers = _handlers({"Total": grpc.stream_unary_rpc_method_handler(_total)})
+    size = 4 * MiB - 64
+    with serve(handlers=handlers, workers=72) as running, running.channel() as ch:
+        call = ch.stream_unary(f"/{SERVICE}/Total")
+        futures = [call.future(iter([bytes([n % 256]) * size]), timeout=30) for n in range(64)]
+        ok = 0
+        for future in futures:
+            try:
+                assert future.result() == str(size).encode()
+                ok += 1
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                assert "unfinished request messages" in (exc.details() or "")
+        assert ok >= 32
+        assert call(iter([b"after"]), timeout=TIMEOUT) == b"5"
 
 
 # --- 9. and 10. a server-side end reaches the client as a status ---------------------------
@@ -422,18 +442,18 @@ def test_grace_expiry_behind_blocked_output_is_unavailable() -> None:
         while context.is_active():
             yield b"f" * (64 * KiB)
 
-    with serve(handlers=_handlers({"Flood": grpc.unary_stream_rpc_method_handler(flood)})) as running:
-        with running.channel() as ch:
-            call = ch.unary_stream(f"/{SERVICE}/Flood")(b"", timeout=TIMEOUT)
-            first = next(call)  # then stop reading: the output backs up
-            assert first
-            assert entered.wait(TIMEOUT)
-            time.sleep(0.3)
-            running.server.stop(0.3).wait(TIMEOUT)
-            with pytest.raises(grpc.RpcError) as info:
-                for _ in call:
-                    pass
-            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    handlers = _handlers({"Flood": grpc.unary_stream_rpc_method_handler(flood)})
+    with serve(handlers=handlers) as running, running.channel() as ch:
+        call = ch.unary_stream(f"/{SERVICE}/Flood")(b"", timeout=TIMEOUT)
+        first = next(call)  # then stop reading: the output backs up
+        assert first
+        assert entered.wait(TIMEOUT)
+        time.sleep(0.3)
+        running.server.stop(0.3).wait(TIMEOUT)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in call:
+                pass
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
 # --- 11. an unknown method is answered at once, even with every thread busy -----------------
@@ -519,3 +539,25 @@ def test_concurrent_add_generic_rpc_handlers_loses_none() -> None:
     finally:
         server.stop(None)
         pool.shutdown()
+
+
+def test_server_collected_on_the_io_thread_drains_on_its_own_iteration() -> None:
+    """A cyclic-GC collection can run ``Server.__del__`` on the I/O thread in the middle
+    of engine code: it must only schedule the drain, not run it inline."""
+    pool = ThreadPoolExecutor(2)
+    box = [puregrpc.server(pool, handlers=_handlers({}))]
+    port = box[0].add_insecure_port("localhost:0")
+    box[0].start()
+    core = box[0]._core
+    state_after_del: List[Any] = []
+
+    def drop_on_loop() -> None:
+        box.clear()  # the last reference: __del__ runs here, on the I/O thread
+        state_after_del.append(core.lifecycle.state)
+
+    core.io.call(drop_on_loop)
+    assert state_after_del == [puregrpc._lifecycle.State.SERVING]  # nothing ran inline
+    assert not core.lifecycle.wait(TIMEOUT)  # and the drain followed: terminated
+    with grpc.insecure_channel(f"localhost:{port}") as ch, pytest.raises(grpc.RpcError):
+        ch.unary_unary(f"/{SERVICE}/Echo")(b"", timeout=1)
+    pool.shutdown()

@@ -470,6 +470,19 @@ class H2Connection:
         else:
             st.recv_unacked = unacked
 
+    @property
+    def connection_receive_window(self) -> int:
+        """Bytes the peer may still send on the connection before our next WINDOW_UPDATE."""
+        return self._conn_recv_window
+
+    def grant_connection_window(self, increment: int) -> None:
+        """Open the connection window by ``increment`` beyond what was consumed, so a
+        stream the application favours can proceed while others' credit is withheld."""
+        increment = min(increment, MAX_WINDOW - self._conn_recv_window)
+        if increment > 0 and not self._terminated:
+            self._conn_recv_window += increment
+            self._write_window_update(0, increment)
+
     def ping(self, opaque: bytes) -> None:
         if len(opaque) != 8:
             raise ValueError("PING data must be 8 bytes")
@@ -571,8 +584,11 @@ class H2Connection:
         flow = len(payload)
         # Every DATA frame counts against the connection window (RFC 9113 6.9).
         self._conn_recv_window -= flow
-        if self._conn_recv_window < 0:
-            raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded")
+        if self._conn_recv_window < self._conn_refill:
+            if self._conn_recv_window < 0:
+                raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection receive window exceeded")
+            if self._conn_unacked:
+                self._refill_connection(0)  # credit already given back goes out now
         if flags & FLAG_PADDED:
             if flow == 0:
                 raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "DATA too short for padding")
