@@ -302,6 +302,7 @@ def test_unread_responses_are_bounded(how: str, peers: List[H2Peer]) -> None:
         # Bound: OUTPUT_LIMIT, plus the answers of calls already running when it was
         # passed (at most one per handler thread), plus the engine's own buffers.
         bound = 4 * MiB + 16 * size + 16 * MiB  # OUTPUT_LIMIT is 4 MiB (README)
+        print(f"unread responses ({how}): RSS grew {peak / MiB:.1f} MiB at most (bound {bound / MiB:.1f} MiB)")
         assert peak < bound, f"RSS grew {peak / MiB:.1f} MiB (bound {bound / MiB:.1f} MiB)"
         # Another client is still served meanwhile.
         with running.channel() as ch:
@@ -348,6 +349,7 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
             peer.pump(timeout=0.01 if progressed else 0.1)
         taken = sum(sent.values())
         grown = rss() - base
+        print(f"unfinished messages: the client sent {taken / MiB:.1f} MiB, RSS grew {grown / MiB:.1f} MiB")
         bound = 2 * 16 * MiB + 16 * MiB + 4 * MiB  # PARTIAL_LIMIT is 16 MiB (README)
         assert taken <= bound + 16 * KiB * 40, f"the client could send {taken / MiB:.1f} MiB"
         assert grown < bound + 16 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
