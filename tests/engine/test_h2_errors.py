@@ -270,8 +270,11 @@ def test_frames_after_our_reset_are_tolerated() -> None:
     assert events == []
     out = server.data_to_send()
     assert rsts_of(out) == []
-    # The dropped DATA was returned to the connection window by the engine.
-    assert (0x8, 0, 0, struct.pack(">I", 48000)) in parse_frames(out)
+    # The dropped DATA was returned to the connection window by the engine (what is
+    # not sent yet waits for the batch: half the window, or the window running low).
+    credited = sum(struct.unpack(">I", p)[0] for t, _, sid, p in parse_frames(out) if t == 0x8 and sid == 0)
+    assert credited > 0
+    assert credited + server._conn_unacked == 48000
 
 
 def test_refused_stream_data_is_ignored() -> None:

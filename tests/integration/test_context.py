@@ -315,7 +315,8 @@ def test_set_code_at_end_of_stream(ch: grpc.Channel) -> None:
 
 def test_time_remaining(ch: grpc.Channel) -> None:
     remaining = float(method(ch, "Time")(b"", timeout=5.0))
-    assert 3.0 < remaining <= 5.0
+    # grpc-core rounds the grpc-timeout it sends up (e.g. "5010m"), so a little over 5 s can arrive.
+    assert 3.0 < remaining <= 5.1
     # No deadline: None, as grpc.ServicerContext documents.
     assert method(ch, "Time")(b"", timeout=None) == b"None"
 

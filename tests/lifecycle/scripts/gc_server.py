@@ -22,7 +22,8 @@ from _common import make_server, ready, say
 def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connect landed in the backlog of a listener closing at that moment.
         return True
     return False
 
