@@ -32,6 +32,7 @@ from ._protocol import (
     trailers_block,
     trailers_only_block,
 )
+from ._stats import RpcRecord, grpc_type
 from ._status import StatusCode
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ class ServerCall:
         self.method = head.method
         self.metadata = head.metadata
         self.head = head
-        self.deadline = None if head.timeout is None else time.monotonic() + head.timeout
+        self.started_at = time.monotonic()
+        self.deadline = None if head.timeout is None else self.started_at + head.timeout
         self.timer: Optional[Any] = None
         self.cond = threading.Condition(threading.Lock())
         # shared, under cond
@@ -87,6 +89,11 @@ class ServerCall:
         # loop side
         self.partial_flow = 0  # flow bytes withheld for an unfinished message (connection bound)
         self.handler: Optional[Any] = None  # found on the loop when no user code is needed
+        self.rpc_type: Optional[str] = None  # set once a handler is found (observers are told)
+        self.final_code = StatusCode.CANCELLED  # what the RPC ended with, as far as the wire goes
+        self.cancelled_by_client = False
+        self.messages_in = 0
+        self.messages_out = 0
         self.done = False
         self.completed = False  # ended with the handler's own status
         self.headers_sent = False
@@ -127,6 +134,8 @@ class ServerCall:
         if after != before:
             conn.partial_changed(self, after - before)
         hold_partial = after > 0 and conn.partial_over_limit(self)
+        if messages:
+            self.messages_in += len(messages)
         with self.cond:
             for message in messages:
                 self.requests.append(message)
@@ -153,6 +162,7 @@ class ServerCall:
     def on_reset(self) -> None:
         """The client reset the stream: the RPC is cancelled."""
         if not self.done:
+            self.cancelled_by_client = True
             self.done = True
             self._terminate()
 
@@ -164,6 +174,7 @@ class ServerCall:
         """End the RPC from the server side with a status; the handler goes inactive."""
         if self.done:
             return
+        self.final_code = code
         h2 = self.conn.h2
         sid = self.stream_id
         if self.headers_sent:
@@ -179,6 +190,15 @@ class ServerCall:
             # RFC 9113 8.1: the response is complete; the client may stop sending.
             h2.reset_stream(sid, ErrorCode.NO_ERROR)
         self._end_loop()
+
+    def handler_found_loop(self, handler: Any) -> None:
+        """The handler is known: observers count the RPC as started."""
+        if self.done or self.rpc_type is not None:
+            return
+        kind = grpc_type(bool(handler.request_streaming), bool(handler.response_streaming))
+        self.rpc_type = kind
+        for observer in self.conn.core.observers:
+            observer.rpc_started(self.method, kind)
 
     def _settle_stream(self, h2: Any) -> None:
         """Some time after a server-side end: trailers still stuck behind unread
@@ -200,6 +220,7 @@ class ServerCall:
             h2.send_headers(self.stream_id, headers)
             self.headers_sent = True
         h2.send_data(self.stream_id, message)
+        self.messages_out += 1
         pending = h2.pending_bytes(self.stream_id)
         if pending:
             self.conn.blocked.add(self)
@@ -227,11 +248,14 @@ class ServerCall:
             self.headers_sent = True
             self.conn.mark_dirty()
 
-    def finish_loop(self, headers: Optional[bytes], message: Optional[bytes], trailers: bytes) -> None:
+    def finish_loop(
+        self, headers: Optional[bytes], message: Optional[bytes], trailers: bytes, code: StatusCode
+    ) -> None:
         if message is not None:
             self.conn.output_taken(len(message))
         if self.done:
             return
+        self.final_code = code
         h2 = self.conn.h2
         sid = self.stream_id
         if headers is not None:
@@ -239,6 +263,7 @@ class ServerCall:
             self.headers_sent = True
         if message is not None:
             h2.send_data(sid, message)
+            self.messages_out += 1
         h2.send_headers(sid, trailers, end_stream=True)
         if not self.request_ended and not h2.pending_bytes(sid):
             # RFC 9113 8.1: a complete response may be followed by RST_STREAM
@@ -281,6 +306,19 @@ class ServerCall:
             self.decoder.clear()
         self.conn.release_partial(self)
         self.conn.call_done(self)
+        if self.rpc_type is not None:
+            observers = self.conn.core.observers
+            if observers:
+                record = RpcRecord(
+                    self.method,
+                    self.rpc_type,
+                    self.final_code,
+                    time.monotonic() - self.started_at,
+                    self.messages_in,
+                    self.messages_out,
+                )
+                for observer in observers:
+                    observer.rpc_finished(record)
         if callbacks:
             run_callbacks(callbacks)
 
@@ -375,11 +413,11 @@ class ServerCall:
         if framed is None and not self.initial_sent:
             block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing, status_details)
             self.initial_sent = True
-            self.io.post(self.finish_loop, None, None, block)
+            self.io.post(self.finish_loop, None, None, block, code)
             return
         headers = self._take_headers()
         block = trailers_block(number, details, trailing, status_details)
-        self.io.post(self.finish_loop, headers, framed, block)
+        self.io.post(self.finish_loop, headers, framed, block, code)
 
     def next_request(self) -> Optional[Any]:
         """The next request message, None at the end; raises RpcError if cancelled."""
@@ -455,6 +493,8 @@ class ServerCall:
             raise _Stop(StatusCode.UNKNOWN, "Error in service handler!") from None
         if handler is None:
             raise _Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
+        if self.handler is None and core.observers:
+            self.io.post(self.handler_found_loop, handler)
         self.serializer = handler.response_serializer
         self.deserializer = handler.request_deserializer
         context = ServicerContext(self)

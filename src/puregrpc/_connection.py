@@ -118,6 +118,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         new_calls: List[ServerCall] = []
+        self.core.counters.bytes_received += len(data)
         events = self.h2.receive_data(data, self.io.loop.time())
         calls = self.calls
         for event in events:
@@ -208,6 +209,7 @@ class Connection(asyncio.Protocol):
         call = ServerCall(self, sid, head, event.end_stream)
         self.calls[sid] = call
         core.active_rpcs += 1
+        core.counters.started += 1
         if head.timeout is not None:
             call.timer = self.io.loop.call_later(head.timeout, call.expire)
         if not core.interceptors:
@@ -219,6 +221,8 @@ class Connection(asyncio.Protocol):
                 call.abort_loop(StatusCode.UNIMPLEMENTED, "Method not found!")
                 return None
             call.handler = handler
+            if handler is not None and core.observers:
+                call.handler_found_loop(handler)
         return call
 
     def _refuse_oversized(self, event: ev.RequestHeadersTooLarge) -> None:
@@ -235,7 +239,7 @@ class Connection(asyncio.Protocol):
     def call_done(self, call: ServerCall) -> None:
         if self.calls.pop(call.stream_id, None) is not None:
             self.blocked.discard(call)
-            self.core.call_finished(call.completed)
+            self.core.call_finished(call.completed, call.final_code)
             if self.shutting_down and not self.calls and self._final_goaway_sent:
                 self.mark_dirty()
                 self.io.loop.call_soon(self._close_if_idle)
@@ -352,6 +356,7 @@ class Connection(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
+            self.core.counters.bytes_sent += len(data)
         self.output_level = self.h2.pending_total + self.transport.get_write_buffer_size()
         if self.held and self.output_level + self._posted_out <= OUTPUT_LIMIT // 2:
             self._release_held()

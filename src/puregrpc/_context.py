@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._compression import to_encoding
-from ._status import StatusCode, same_kind, to_status_code
+from ._status import StatusCode, grpc_status_code, same_kind, to_status_code
 
 if TYPE_CHECKING:
     from ._call import ServerCall
@@ -27,6 +27,36 @@ class InvalidMetadataError(AbortError, ValueError):
     """Raised by ``send_initial_metadata()`` given invalid metadata; the RPC ends with INTERNAL."""
 
 
+class _RpcState:
+    __slots__ = ("_context",)
+
+    def __init__(self, context: ServicerContext) -> None:
+        self._context = context
+
+    @property
+    def code(self) -> Any:
+        """The code set so far (grpc's enum where grpcio is installed), or None."""
+        status = self._context._call.code
+        return None if status is None else grpc_status_code(status)
+
+    @property
+    def details(self) -> Optional[str]:
+        return self._context._call.details
+
+    @property
+    def client(self) -> str:
+        """grpcio's words: "cancelled" once the client cancelled, "closed" once the RPC
+        ended otherwise, else "open"."""
+        call = self._context._call
+        if call.cancelled_by_client:
+            return "cancelled"
+        return "open" if call.active else "closed"
+
+    @property
+    def trailing_metadata(self) -> Tuple[Tuple[str, Any], ...]:
+        return self._context._call.trailing_metadata
+
+
 class ServicerContext:
     """Per-RPC context handed to handlers; the same methods as ``grpc.ServicerContext``."""
 
@@ -37,8 +67,15 @@ class ServicerContext:
 
     # -- the RPC ---------------------------------------------------------------
     def invocation_metadata(self) -> Tuple[Tuple[str, Any], ...]:
-        """Request metadata as (key, value) pairs; ``-bin`` values are bytes."""
+        """Request metadata as (key, value) pairs that also have ``.key`` and ``.value``
+        (as grpcio's); ``-bin`` values are bytes."""
         return self._call.metadata
+
+    @property
+    def _state(self) -> _RpcState:
+        """A read-only view shaped like grpcio's private ``_state``, which libraries
+        written for grpcio read (py-grpc-prometheus: ``.code``, ``.client``)."""
+        return _RpcState(self)
 
     def peer(self) -> str:
         """The client's address, e.g. ``ipv4:127.0.0.1:50000``."""

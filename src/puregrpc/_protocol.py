@@ -11,14 +11,24 @@ import base64
 import binascii
 import re
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote
 
 from ._compression import ACCEPT_ENCODING, SUPPORTED
 from ._h2.hpack_encoder import encode_headers
 from ._status import StatusCode
 
-Metadata = Tuple[Tuple[str, "str | bytes"], ...]
+
+
+class Metadatum(NamedTuple):
+    """One metadata item, as grpcio hands them to user code: a ``(key, value)`` pair
+    that also has ``.key`` and ``.value`` (OpenTelemetry's interceptor reads those)."""
+
+    key: str
+    value: Union[str, bytes]
+
+
+Metadata = Tuple[Metadatum, ...]
 
 DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024
 
@@ -144,7 +154,7 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     timeout: Optional[float] = None
     encoding: Optional[str] = None
     accept: Tuple[str, ...] = ()
-    metadata: List[Tuple[str, str | bytes]] = []
+    metadata: List[Metadatum] = []
     for name, value in headers:
         if name[0] == ":":
             if name == ":method":
@@ -169,11 +179,11 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
             continue
         if name.endswith("-bin"):
             try:
-                metadata.append((name, decode_bin_value(value)))
+                metadata.append(Metadatum(name, decode_bin_value(value)))
             except ValueError as exc:
                 raise RequestRejected(400, StatusCode.INTERNAL, str(exc)) from None
         else:
-            metadata.append((name, value))
+            metadata.append(Metadatum(name, value))
     if method != "POST":
         raise RequestRejected(405, StatusCode.INTERNAL, f"method {method!r} not allowed, gRPC uses POST")
     if content_type is None or not content_type.startswith("application/grpc"):

@@ -9,6 +9,7 @@ graceful shutdown (lifecycle.md 19) without any polling thread.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import concurrent.futures  # noqa: F401  (imported first: see _register_exit_hook)
 import logging
 import math
@@ -28,6 +29,7 @@ from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
 from ._loop import io_thread
 from ._protocol import DEFAULT_MAX_RECEIVE
+from ._stats import Counters, RpcObserver, ServerStats
 from ._status import StatusCode
 
 _LOGGER = logging.getLogger("puregrpc")
@@ -86,6 +88,9 @@ class ServerCore:
         self.draining = False
         self._grace_timer: Optional[asyncio.TimerHandle] = None
         self.stats = {"finished": 0, "cancelled": 0}
+        self.counters = Counters()
+        self.observers: Tuple[RpcObserver, ...] = ()  # replaced whole, never mutated
+        self.observers_lock = threading.Lock()
         # Called once when a drain begins (e.g. health: every service NOT_SERVING).
         self._drain_listeners: List[Callable[[], None]] = []
         self._drain_lock = threading.Lock()
@@ -165,12 +170,17 @@ class ServerCore:
 
     def connection_opened(self, conn: Connection) -> None:
         self.connections.add(conn)
+        self.counters.connections += 1
+        self.counters.connections_total += 1
 
     def connection_closed(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.counters.connections -= 1
 
-    def call_finished(self, completed: bool) -> None:
+    def call_finished(self, completed: bool, code: StatusCode) -> None:
         self.active_rpcs -= 1
+        self.counters.finished[code.value[0]] += 1
         self.stats["finished" if completed else "cancelled"] += 1
         if self.draining and self.active_rpcs == 0:
             self._terminate_loop()
@@ -267,6 +277,19 @@ class Server:
         begun already. The health service uses it to turn every service NOT_SERVING."""
         self._core.add_drain_listener(listener)
 
+    def stats(self) -> ServerStats:
+        """puregrpc extension: what the server has done so far (RPCs started, finished
+        by code, in flight; connections; bytes). Cheap, from any thread."""
+        return self._core.counters.snapshot()
+
+    def add_rpc_observer(self, observer: RpcObserver) -> None:
+        """puregrpc extension: tell ``observer`` of every RPC that finds a handler:
+        ``rpc_started(method, grpc_type)`` then ``rpc_finished(record)``, on the I/O
+        thread (keep them quick, never blocking). ``puregrpc.prometheus`` is one."""
+        core = self._core
+        with core.observers_lock:
+            core.observers = (*core.observers, observer)
+
     def start(self) -> None:
         """Start serving; does not block. ValueError if already started or stopped."""
         self._core.start()
@@ -318,10 +341,47 @@ def server(
             "puregrpc does not support xDS (xds=True); serve with xds=False, or use grpcio for an xDS-managed server"
         )
     core = ServerCore(thread_pool, interceptors or (), options or (), maximum_concurrent_rpcs, compression)
+    _register_with_grpcio()
     srv = Server(core)
     if handlers:
         srv.add_generic_rpc_handlers(handlers)
     return srv
+
+
+_registered = False
+
+
+def _register_with_grpcio() -> None:
+    """Where grpcio is installed, make ``isinstance(x, grpc.ServicerContext)`` (and
+    ``grpc.Server``, ``grpc.HandlerCallDetails``, ...) true for puregrpc's objects, as
+    code written for grpcio checks. grpc's classes are ABCs: registering is enough.
+    Never imports grpcio where it is absent."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    try:
+        if importlib.util.find_spec("grpc") is None:
+            return
+        import grpc  # type: ignore[import-untyped,unused-ignore]
+    except Exception:  # a broken (or blocked) grpcio must not break puregrpc
+        _LOGGER.debug("grpcio is installed but does not import; puregrpc's types are not registered with it")
+        return
+    from ._context import ServicerContext
+    from ._handlers import GenericRpcHandler, HandlerCallDetails, RpcMethodHandler, ServerInterceptor
+
+    pairs = (
+        (grpc.Server, Server),
+        (grpc.ServicerContext, ServicerContext),
+        (grpc.HandlerCallDetails, HandlerCallDetails),
+        (grpc.RpcMethodHandler, RpcMethodHandler),
+        (grpc.GenericRpcHandler, GenericRpcHandler),
+        (grpc.ServerInterceptor, ServerInterceptor),
+    )
+    for abstract, concrete in pairs:
+        register = getattr(abstract, "register", None)
+        if register is not None:
+            register(concrete)
 
 
 def _stop_all_at_exit() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Any
 
 
@@ -67,3 +68,13 @@ def same_kind(like: Any, code: StatusCode) -> Any:
             if member.value == code.value:
                 return member
     return code
+
+
+def grpc_status_code(code: StatusCode) -> Any:
+    """grpc's member for ``code`` where grpcio is imported, else ``code`` itself: for
+    libraries written for grpcio that compare with ``grpc.StatusCode`` members."""
+    grpc = sys.modules.get("grpc")
+    members = getattr(grpc, "StatusCode", None)
+    if members is None:
+        return code
+    return getattr(members, code.name, code)
