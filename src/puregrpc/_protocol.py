@@ -19,7 +19,6 @@ from ._h2.hpack_encoder import encode_headers
 from ._status import StatusCode
 
 
-
 class Metadatum(NamedTuple):
     """One metadata item, as grpcio hands them to user code: a ``(key, value)`` pair
     that also has ``.key`` and ``.value`` (OpenTelemetry's interceptor reads those)."""

@@ -9,8 +9,8 @@ graceful shutdown (lifecycle.md 19) without any polling thread.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import concurrent.futures  # noqa: F401  (imported first: see _register_exit_hook)
+import importlib.util
 import logging
 import math
 import socket
