@@ -3,13 +3,15 @@
 // @grpc/grpc-js, a second, independent HTTP/2 and gRPC implementation.
 //
 //   node interop_client.js --server_port=N [--server_host=localhost]
-//        [--test_cases=empty_unary,large_unary|all] [--proto_path=/usr/share/grpc-proto]
+//        [--test_cases=empty_unary,large_unary|all]
+//        [--descriptor_set=FILE | --proto_path=/usr/share/grpc-proto]
 //
 // Prints one JSON line per case: {"case": ..., "ok": true|false, "error": ...}.
 // Exits 1 if any case failed.
 'use strict';
 
 const assert = require('assert');
+const fs = require('fs');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -25,15 +27,15 @@ if (!port) {
   console.error('--server_port is required');
   process.exit(2);
 }
-const protoRoot = args.proto_path || process.env.PUREGRPC_GRPC_PROTO || '/usr/share/grpc-proto';
-const definition = protoLoader.loadSync('grpc/testing/test.proto', {
-  includeDirs: [protoRoot],
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
+const loaderOptions = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
+// The schema: a serialized FileDescriptorSet (the test suite writes puregrpc's built-in
+// one), or grpc/testing/test.proto under --proto_path.
+const definition = args.descriptor_set
+  ? protoLoader.loadFileDescriptorSetFromBuffer(fs.readFileSync(args.descriptor_set), loaderOptions)
+  : protoLoader.loadSync('grpc/testing/test.proto', {
+    includeDirs: [args.proto_path || process.env.PUREGRPC_GRPC_PROTO || '/usr/share/grpc-proto'],
+    ...loaderOptions,
+  });
 const testing = grpc.loadPackageDefinition(definition).grpc.testing;
 const target = `${host}:${port}`;
 const GZIP = 2; // grpc.default_compression_algorithm value for gzip

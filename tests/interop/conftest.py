@@ -1,15 +1,16 @@
-"""The interop server (puregrpc.interop) running in-process on localhost, for every client."""
+"""The interop server (puregrpc.interop) running in-process on localhost, for every client.
+
+Its schema is built in code: nothing here needs the official .proto files or grpcio-tools."""
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, NamedTuple
 
 import pytest
 
 import puregrpc
-from puregrpc.interop import ProtoNotFound, add_test_service, load
+from puregrpc.interop import add_test_service, load
 
 
 class Interop(NamedTuple):
@@ -20,11 +21,7 @@ class Interop(NamedTuple):
 
 @pytest.fixture(scope="session")
 def interop_protos() -> Any:
-    pytest.importorskip("grpc_tools")
-    try:
-        return load()
-    except ProtoNotFound as exc:
-        pytest.skip(f"the official interop protos are missing: {exc}")
+    return load()
 
 
 @pytest.fixture(scope="session")
@@ -38,5 +35,3 @@ def interop_server(interop_protos: Any) -> Iterator[Interop]:
     server.stop(None)
     executor.shutdown(wait=False)
 
-
-PROTO_ROOT = os.environ.get("PUREGRPC_GRPC_PROTO", "/usr/share/grpc-proto")

@@ -11,24 +11,29 @@ import json
 import pathlib
 import shutil
 import subprocess
-from typing import Dict
+from typing import Any, Dict
 
 import pytest
 
+from puregrpc.interop import file_descriptor_set
+
 from . import grpcio_cases
-from .conftest import PROTO_ROOT, Interop
+from .conftest import Interop
 
 NODE_DIR = pathlib.Path(__file__).resolve().parents[2] / "interop" / "node"
 CASES = sorted([*grpcio_cases.CASES, "channel_soak"])
 
 
 @pytest.fixture(scope="module")
-def node_results(interop_server: Interop) -> Dict[str, dict]:
+def node_results(interop_server: Interop, tmp_path_factory: Any) -> Dict[str, dict]:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the Node.js interop client cannot run")
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
         pytest.fail(f"@grpc/grpc-js is not installed: run `npm ci` in {NODE_DIR}")
+    # The schema the server serves (built in code), so no .proto files are needed.
+    descriptor_set = tmp_path_factory.mktemp("node") / "interop.pb"
+    descriptor_set.write_bytes(file_descriptor_set().SerializeToString())
     proc = subprocess.run(
         [
             node,
@@ -36,7 +41,7 @@ def node_results(interop_server: Interop) -> Dict[str, dict]:
             f"--server_port={interop_server.port}",
             "--server_host=localhost",
             f"--test_cases={','.join(CASES)}",
-            f"--proto_path={PROTO_ROOT}",
+            f"--descriptor_set={descriptor_set}",
         ],
         capture_output=True,
         text=True,

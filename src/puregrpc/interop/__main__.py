@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional
 
 from .. import server as make_server
-from . import add_test_service
+from . import ProtoNotFound, add_test_service
 
 
 def _address(host: Optional[str], port: int) -> str:
@@ -60,14 +60,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--cert_file", default=None, help="PEM certificate chain for --use_tls")
     parser.add_argument("--key_file", default=None, help="PEM private key for --use_tls")
     parser.add_argument("--cert_out", default=None, help="where to write a generated certificate")
-    parser.add_argument("--proto_path", default=None, help="directory holding grpc/testing/test.proto")
+    parser.add_argument(
+        "--proto_path",
+        default=None,
+        help="serve the schema compiled from DIR/grpc/testing/test.proto (needs grpcio-tools or protoc) "
+        "instead of the built-in one",
+        metavar="DIR",
+    )
     parser.add_argument("--max_workers", type=int, default=32)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     pool = ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="interop")
     srv = make_server(pool)
-    protos = add_test_service(srv, args.proto_path)
+    try:
+        protos = add_test_service(srv, args.proto_path)
+    except ProtoNotFound as exc:
+        parser.error(str(exc))
     from ..health import add_health_servicer
     from ..reflection import enable_server_reflection
 
