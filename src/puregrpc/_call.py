@@ -528,6 +528,8 @@ class ServerCall:
         except Exception as exc:
             if not self.active:
                 raise _Stop(None) from None
+            if self.aborted:  # context.abort() raises a bare Exception, as grpcio's does
+                raise _Stop(self.code if self.code is not None else StatusCode.UNKNOWN, self.details or "") from None
             # grpcio's wording: which side of the handler raised
             what = "iterating responses" if isinstance(exc, _IterationError) else "calling application"
             cause = exc.__cause__ if isinstance(exc, _IterationError) else exc

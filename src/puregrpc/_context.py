@@ -20,7 +20,11 @@ class RpcError(Exception):
 
 
 class AbortError(Exception):
-    """Raised by ``context.abort()``; the server ends the RPC with the given status."""
+    """Ends the RPC with the status set on the context (``InvalidMetadataError`` is one).
+
+    ``context.abort()`` itself raises a bare ``Exception``, as grpcio's does: libraries
+    written for grpcio (OpenTelemetry's interceptor) tell an abort from a handler's own
+    error by ``type(error) is Exception``."""
 
 
 class InvalidMetadataError(AbortError, ValueError):
@@ -169,7 +173,7 @@ class ServicerContext:
         self._set_code(code, status)
         self._call.details = details
         self._call.aborted = True
-        raise AbortError(details)
+        raise Exception(details)
 
     def abort_with_status(self, status: Any) -> None:
         """Abort with a ``grpc.Status``-like object (code, details, trailing_metadata)."""

@@ -18,17 +18,17 @@ _CODES = tuple(StatusCode)
 
 
 def grpc_type(request_streaming: bool, response_streaming: bool) -> str:
-    """The RPC type as go-grpc-prometheus names it."""
+    """The RPC type as py-grpc-prometheus (and grpc-java's MethodType) names it."""
     if request_streaming:
-        return "BIDI_STREAM" if response_streaming else "CLIENT_STREAM"
-    return "SERVER_STREAM" if response_streaming else "UNARY"
+        return "BIDI_STREAMING" if response_streaming else "CLIENT_STREAMING"
+    return "SERVER_STREAMING" if response_streaming else "UNARY"
 
 
 class RpcRecord(NamedTuple):
     """One finished RPC, as observers see it."""
 
     method: str  # "/package.Service/Method"
-    grpc_type: str  # UNARY, CLIENT_STREAM, SERVER_STREAM or BIDI_STREAM
+    grpc_type: str  # UNARY, CLIENT_STREAMING, SERVER_STREAMING or BIDI_STREAMING
     code: StatusCode
     seconds: float  # from the request headers to the status (or the reset)
     messages_received: int
