@@ -34,4 +34,3 @@ def interop_server(interop_protos: Any) -> Iterator[Interop]:
     yield Interop(port, interop_protos, server)
     server.stop(None)
     executor.shutdown(wait=False)
-

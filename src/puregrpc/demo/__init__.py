@@ -1,6 +1,11 @@
 """A demo: a greeter and a route guide, served from protobuf descriptors.
 
-``register(server)`` adds both services; ``python -m puregrpc.demo`` serves them.
+``register(server)`` adds both services with health checking and server
+reflection (so ``grpcurl`` can list, describe and call them);
+``puregrpc serve puregrpc.demo:register`` or ``python -m puregrpc.demo`` serves
+them. The message classes are public here, for clients::
+
+    from puregrpc.demo import HelloRequest, HelloReply
 """
 
 from __future__ import annotations
@@ -11,7 +16,23 @@ import time
 from typing import Any, Dict, Iterator, List, Tuple
 
 from .. import _descriptors
+from ..health import SERVICE_NAME as HEALTH_SERVICE_NAME
+from ..health import SERVING, HealthServicer, add_health_servicer
+from ..reflection import enable_server_reflection
 from . import _proto as pb
+from ._proto import (
+    DESCRIPTOR,
+    Feature,
+    HelloReply,
+    HelloRequest,
+    Point,
+    Rectangle,
+    RouteNote,
+    RouteSummary,
+)
+
+#: The demo's services, by full name.
+SERVICE_NAMES = (pb.GREETER.full_name, pb.ROUTE_GUIDE.full_name)
 
 # A few named places on a 1e7-scaled grid, as the classic route guide.
 _FEATURES: List[Tuple[str, int, int]] = [
@@ -96,7 +117,35 @@ class RouteGuide:
             yield from earlier
 
 
-def register(server: Any) -> None:
-    """Add the demo's Greeter and RouteGuide services to ``server``."""
+def add_services(server: Any) -> None:
+    """Add the demo's Greeter and RouteGuide services (only) to ``server``."""
     _descriptors.add_servicer(server, pb.GREETER, Greeter())
     _descriptors.add_servicer(server, pb.ROUTE_GUIDE, RouteGuide())
+
+
+def register(server: Any) -> HealthServicer:
+    """Add Greeter and RouteGuide to ``server``, with health checking (every demo service
+    SERVING) and server reflection v1/v1alpha for them; return the health servicer."""
+    add_services(server)
+    health: HealthServicer = add_health_servicer(server)
+    for name in SERVICE_NAMES:
+        health.set(name, SERVING)
+    enable_server_reflection([*SERVICE_NAMES, HEALTH_SERVICE_NAME], server)
+    return health
+
+
+__all__ = [
+    "DESCRIPTOR",
+    "SERVICE_NAMES",
+    "Feature",
+    "Greeter",
+    "HelloReply",
+    "HelloRequest",
+    "Point",
+    "Rectangle",
+    "RouteGuide",
+    "RouteNote",
+    "RouteSummary",
+    "add_services",
+    "register",
+]
