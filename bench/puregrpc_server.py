@@ -1,12 +1,29 @@
-"""Benchmark server (c): puregrpc, the same code as grpcio_server.py on puregrpc.server."""
+"""Benchmark server (c): puregrpc, the same code as grpcio_server.py on puregrpc.server.
+
+With PUREGRPC_BENCH_METRICS=1 in the environment, the server also counts its RPCs for
+Prometheus (puregrpc.prometheus), to measure what metrics cost.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import sync_server
 
 import puregrpc
 
+
+def with_metrics(pool: ThreadPoolExecutor) -> Any:
+    from puregrpc.prometheus import enable_prometheus
+
+    server = puregrpc.server(pool)
+    enable_prometheus(server)
+    return server
+
+
 if __name__ == "__main__":
-    sys.exit(sync_server.serve(puregrpc.server))
+    metrics = os.environ.get("PUREGRPC_BENCH_METRICS") == "1"
+    sys.exit(sync_server.serve(with_metrics if metrics else puregrpc.server))
