@@ -8,6 +8,10 @@ ATTR is a callable taking the server and registering services on it, e.g.::
 or generated code's ``add_XServicer_to_server`` bound to a servicer with
 ``functools.partial``. Bad arguments print one line, ``puregrpc serve: ...``, on
 stderr and exit with status 2; an address that cannot be bound exits with 1.
+
+With ``--workers N`` this process becomes a supervisor (``_supervisor.py``): it runs
+N copies of this same command, each with the hidden ``--worker-fd`` option, each
+serving the same addresses with SO_REUSEPORT.
 """
 
 from __future__ import annotations
@@ -17,20 +21,34 @@ import importlib
 import inspect
 import logging
 import os
+import pathlib
+import re
 import shutil
+import signal
+import socket
+import ssl
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
-from . import _server
+from . import __version__, _server
+from ._addresses import _split_host_port
+from ._credentials import ServerCredentials, ssl_server_credentials, to_ssl_context
 from ._run import run, serve_summary
 
 _LOGGER = logging.getLogger("puregrpc")
+ACCESS_LOGGER = "puregrpc.access"
 
 PROG = "puregrpc serve"
 USAGE_ERROR = 2  # bad arguments, as argparse
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_ADDRESS = "localhost:50051"
+_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+_FORMAT_WITH_PID = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
+
+OptionValue = Union[int, str]
 
 _DESCRIPTION = """\
 Serve the services that MODULE:ATTR registers, until SIGTERM or SIGINT.
@@ -41,12 +59,21 @@ adds services to it: a function calling generated code's add_XServicer_to_server
 (Greeter(), server), or that function bound to a servicer with functools.partial.
 
 The first SIGTERM or SIGINT drains: health checks turn NOT_SERVING, new RPCs are
-refused and running ones get --grace seconds to finish. A second cancels them all."""
+refused and running ones get --grace seconds to finish. A second cancels them all.
+
+--port binds localhost only, reachable from this machine alone; to listen on every
+interface (in a container, say) use --address [::]:PORT or --address 0.0.0.0:PORT.
+
+With --workers N (Linux) a supervisor runs N worker processes on the same port
+(SO_REUSEPORT), restarts any that dies, drains them all on SIGTERM and replaces
+them one generation at a time on SIGHUP (each new worker imports MODULE afresh)."""
 
 _EXAMPLES = """\
 examples:
   puregrpc serve puregrpc.demo:register --port 50051
-  puregrpc serve greeter_server:register --address [::]:50051 --grace 30"""
+  puregrpc serve greeter_server:register --address [::]:50051 --grace 30
+  puregrpc serve greeter_server:register --address [::]:50051 --health --workers 4
+  puregrpc serve greeter_server:register --address [::]:50443 --tls-cert server.pem --tls-key server.key"""
 
 
 def _fail(message: str, prog: str = PROG) -> NoReturn:
@@ -136,8 +163,27 @@ def _level(text: str) -> str:
     return level
 
 
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _option(text: str) -> Tuple[str, OptionValue]:
+    """``NAME=VALUE`` as a grpcio option: an int VALUE when it reads as one, else the string."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE (e.g. grpc.max_receive_message_length=8388608), got {text!r}"
+        )
+    if _INT.fullmatch(value):
+        return name, int(value)
+    return name, value
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog="puregrpc", description="puregrpc: a pure-Python gRPC server", formatter_class=_Formatter)
+    parser.add_argument(
+        "--version", action="version", version=f"puregrpc {__version__}", help="print puregrpc's version and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     serve = commands.add_parser(
         "serve",
@@ -149,13 +195,45 @@ def _parser() -> _Parser:
     parser.commands["serve"] = serve
     serve.add_argument("target", metavar="MODULE:ATTR", help="a callable taking the server, adding services to it")
     serve.add_argument(
+        "--version", action="version", version=f"puregrpc {__version__}", help="print puregrpc's version and exit"
+    )
+    serve.add_argument(
         "--address",
         action="append",
         default=[],
         metavar="HOST:PORT",
-        help="address to listen on, as add_insecure_port takes it (repeatable)",
+        help="address to listen on, as add_insecure_port takes it (repeatable); [::]:PORT or 0.0.0.0:PORT "
+        f"listen on every interface (default {DEFAULT_ADDRESS})",
     )
-    serve.add_argument("--port", type=_port, help="short for --address localhost:PORT; 0 picks a free port")
+    serve.add_argument(
+        "--port", type=_port, help="short for --address localhost:PORT (this machine only); 0 picks a free port"
+    )
+    tls = serve.add_argument_group("TLS (each address is served with TLS when --tls-cert is given)")
+    tls.add_argument("--tls-cert", metavar="PEM", help="the server's certificate chain, PEM (needs --tls-key)")
+    tls.add_argument("--tls-key", metavar="PEM", help="the server's private key, PEM (needs --tls-cert)")
+    tls.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="mTLS: require a client certificate signed by these CA certificates, PEM",
+    )
+    services = serve.add_argument_group("built-in services")
+    services.add_argument(
+        "--health",
+        action="store_true",
+        help='serve grpc.health.v1: "" and every registered service SERVING, NOT_SERVING from the first signal',
+    )
+    services.add_argument(
+        "--reflection", action="store_true", help="serve server reflection (v1, v1alpha) for the registered services"
+    )
+    serve.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server option, as grpc.server(options=...) takes it: VALUE is an int if it reads as one, "
+        "else a string (repeatable)",
+    )
     serve.add_argument(
         "--grace", type=_seconds, default=10.0, metavar="SECONDS", help="time RPCs get to finish when draining (10)"
     )
@@ -168,7 +246,19 @@ def _parser() -> _Parser:
     )
     serve.add_argument("--max-workers", type=_positive_int, default=10, metavar="N", help="handler threads (10)")
     serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT, Linux), under a supervisor; "
+        "the port must not be 0 (default: one process, no supervisor)",
+    )
+    serve.add_argument(
         "--log-level", type=_level, default="INFO", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (INFO)"
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help=f"log one line per finished RPC on stderr (logger {ACCESS_LOGGER}, INFO; off by default)",
     )
     serve.add_argument(
         "--metrics-port",
@@ -176,6 +266,8 @@ def _parser() -> _Parser:
         metavar="PORT",
         help="serve Prometheus metrics over HTTP on this port, all interfaces (needs prometheus-client)",
     )
+    # A worker of --workers: the supervisor's end of a socket pair (ready line, lifeline).
+    serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -194,27 +286,146 @@ def _serve_metrics(server: Any, port: int) -> None:
         raise SystemExit(1) from None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # named by the command's parser, so that its --help is the one suggested
-        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    register = _load(args.target)
+# -- checking the arguments (in the supervisor too, before any worker starts) --------
+
+
+def _read_pem(path: str, flag: str) -> bytes:
+    try:
+        return pathlib.Path(path).read_bytes()
+    except OSError as exc:
+        _fail(f"{flag}: cannot read {path!r}: {exc.strerror or exc}")
+
+
+def _credentials(args: argparse.Namespace) -> Optional[ServerCredentials]:
+    """TLS credentials from --tls-cert/--tls-key/--tls-client-ca, checked now; None without TLS."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        _fail("--tls-cert and --tls-key go together: give both, or neither")
+    if args.tls_cert is None:
+        if args.tls_client_ca is not None:
+            _fail("--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS with client certificates)")
+        return None
+    cert = _read_pem(args.tls_cert, "--tls-cert")
+    key = _read_pem(args.tls_key, "--tls-key")
+    client_ca = None if args.tls_client_ca is None else _read_pem(args.tls_client_ca, "--tls-client-ca")
+    credentials = ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+    try:
+        to_ssl_context(credentials)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        _fail(f"cannot use --tls-cert {args.tls_cert!r} with --tls-key {args.tls_key!r}: {exc}")
+    return credentials
+
+
+def _addresses(args: argparse.Namespace) -> List[str]:
     addresses = list(args.address)
     if args.port is not None:
         addresses.append(f"localhost:{args.port}")
-    if not addresses:
-        addresses.append("localhost:50051")
+    return addresses or [DEFAULT_ADDRESS]
+
+
+def _check_for_workers(args: argparse.Namespace, addresses: List[str]) -> None:
+    """What --workers cannot do, as one line and exit status 2."""
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        _fail(
+            f"--workers needs Linux (several processes sharing a port with SO_REUSEPORT); on {sys.platform} "
+            "run one process per port instead"
+        )
+    if args.metrics_port is not None:
+        _fail("--metrics-port cannot be used with --workers: every worker would need a port of its own")
+    for address in addresses:
+        if address.startswith("unix"):
+            _fail(f"--workers serves TCP addresses only (SO_REUSEPORT), not {address!r}")
+        try:
+            _, port = _split_host_port(address)
+        except RuntimeError as exc:
+            _fail(str(exc))
+        if port == 0:
+            _fail(f"--workers needs a fixed port, not 0 in {address!r}: every worker would pick a different one")
+
+
+# -- the single server (one process, or one worker) ------------------------------------
+
+
+def service_names(server: Any) -> List[str]:
+    """The full names of the services registered on a puregrpc server so far: those of
+    registered method handlers and of generic handlers that name their service."""
+    registry = server._core.registry
+    names = {path.split("/")[1] for path in registry.methods if path.count("/") == 2}
+    for handler in registry.generic:
+        name_of = getattr(handler, "service_name", None)
+        if callable(name_of):
+            try:
+                name = name_of()
+            except Exception:  # a handler of the user's that cannot say: it is simply not listed
+                continue
+            if isinstance(name, str) and name:
+                names.add(name)
+    return sorted(names)
+
+
+def _add_builtin_services(server: Any, args: argparse.Namespace) -> None:
+    from .health import SERVICE_NAME as HEALTH
+    from .health import SERVING, add_health_servicer
+    from .reflection import SERVICE_NAMES as REFLECTION
+    from .reflection import enable_server_reflection
+
+    registered = service_names(server)
+    if args.health:
+        if HEALTH in registered:
+            _LOGGER.info("%s serves %s itself: --health adds nothing", args.target, HEALTH)
+        else:
+            health = add_health_servicer(server)  # "" SERVING; NOT_SERVING when the drain begins
+            for name in registered:
+                if name not in REFLECTION:
+                    health.set(name, SERVING)
+    if args.reflection:
+        if any(name in registered for name in REFLECTION):
+            _LOGGER.info("%s serves reflection itself: --reflection adds nothing", args.target)
+        else:
+            enable_server_reflection([name for name in service_names(server) if name not in REFLECTION], server)
+
+
+def _tell_supervisor(fd: int) -> None:
+    """Worker: say ``ready`` on the supervisor's socket, then drain when it closes
+    (the supervisor died: nobody would ever stop this worker otherwise)."""
+    sock = socket.socket(fileno=fd)
+    sock.sendall(f"ready {os.getpid()}\n".encode())
+
+    def lifeline() -> None:
+        try:
+            while sock.recv(64):
+                pass
+        except OSError:
+            pass
+        _LOGGER.warning("the supervisor has gone: draining")
+        os.kill(os.getpid(), signal.SIGTERM)  # run() drains
+
+    threading.Thread(target=lifeline, name="puregrpc-lifeline", daemon=True).start()
+
+
+def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional[ServerCredentials]) -> int:
+    register = _load(args.target)
+    options: List[Tuple[str, OptionValue]] = list(args.option)
+    if args.worker_fd is not None and "grpc.so_reuseport" not in dict(options):
+        options.append(("grpc.so_reuseport", 1))
     # Looked up now, not at import: an instrumentor (opentelemetry-instrument) may wrap it.
-    server = _server.server(ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="puregrpc-handler"))
+    pool = ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="puregrpc-handler")
+    try:
+        server = _server.server(pool, options=options)
+    except (TypeError, ValueError) as exc:
+        _fail(f"bad --option: {exc}")
     register(server)
+    _add_builtin_services(server, args)
     if args.metrics_port is not None:
         _serve_metrics(server, args.metrics_port)
     bound = []
     for address in addresses:
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             if isinstance(exc.__cause__, OSError):  # a busy port, no permission: not a usage error
                 print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
@@ -224,10 +435,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         bound.append(address if address.startswith("unix") else f"{host}:{port}")
     server.start()
     started = time.monotonic()
-    _LOGGER.info("serving %s on %s (pid %d)", args.target, ", ".join(bound), os.getpid())
+    tls = "" if credentials is None else " with TLS" if args.tls_client_ca is None else " with mTLS"
+    _LOGGER.info("serving %s on %s%s (pid %d)", args.target, ", ".join(bound), tls, os.getpid())
+    if args.worker_fd is not None:
+        _tell_supervisor(args.worker_fd)
     run(server, grace=args.grace, drain_delay=args.drain_delay)
     _LOGGER.info(serve_summary(server, started))
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:  # named by the command's parser, so that its --help is the one suggested
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    supervised = args.workers is not None or args.worker_fd is not None
+    logging.basicConfig(level=args.log_level, format=_FORMAT_WITH_PID if supervised else _FORMAT)
+    # The access log is the server's (one INFO line per finished RPC); the command shows it on request only.
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if args.access_log else logging.WARNING)
+    addresses = _addresses(args)
+    credentials = _credentials(args)
+    if args.workers is not None and args.worker_fd is None:
+        _check_for_workers(args, addresses)
+        from ._supervisor import supervise
+
+        return supervise(arguments, args.workers, target=args.target, addresses=addresses)
+    return _serve(args, addresses, credentials)
 
 
 if __name__ == "__main__":
