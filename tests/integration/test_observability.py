@@ -401,7 +401,8 @@ def test_server_stats() -> None:
     assert after.rpcs_started == 8
     assert after.rpcs_in_flight == 0
     assert after.rpcs_finished == {"OK": 5, "NOT_FOUND": 1, "UNKNOWN": 1, "UNIMPLEMENTED": 1}
-    assert after.connections == 0 and after.connections_total == 2
+    # (grpcio's channels in one process may share a connection: 1 or 2 were made.)
+    assert after.connections == 0 and after.connections_total in (1, 2)
     assert after.bytes_received > 0 and after.bytes_sent > 0
 
 
