@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
+import random
 import socket
 import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set
@@ -29,6 +31,10 @@ _LOGGER = logging.getLogger("puregrpc")
 
 _MAX_STREAM_ID = 2**31 - 1
 _SHUTDOWN_PING = b"puregrpc"
+_KEEPALIVE_PING = b"keepaliv"
+# Connections of one server still before their preface and SETTINGS; more are closed at
+# once (slowloris: each one would otherwise hold a socket until its handshake timeout).
+MAX_HANDSHAKING = 1000
 # How long the first GOAWAY waits for the PING ack before the final GOAWAY.
 _GOAWAY_PING_TIMEOUT = 1.0
 
@@ -86,6 +92,19 @@ class Connection(asyncio.Protocol):
         self.shutting_down = False
         self._final_goaway_sent = False
         self._ping_timer: Optional[asyncio.TimerHandle] = None
+        # Connection management (gRFC A8/A9): one timer per connection, armed for the
+        # earliest of these due times (loop clock); None: nothing due.
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_when = math.inf
+        self._handshake_due: Optional[float] = None
+        self._keepalive_due: Optional[float] = None
+        self._ping_ack_due: Optional[float] = None
+        self._idle_due: Optional[float] = None
+        self._idle_since = 0.0
+        self._age_due: Optional[float] = None
+        self._age_grace_due: Optional[float] = None
+        self._last_read = 0.0
+        self._handshaking = False
         self._auth: Optional[Dict[str, List[bytes]]] = None  # TLS only
         self._identity_key: Optional[str] = None
 
@@ -108,6 +127,17 @@ class Connection(asyncio.Protocol):
                 transport.abort()
                 return
             self._auth, self._identity_key = auth_properties(ssl_object)
+        core = self.core
+        if core.handshaking >= MAX_HANDSHAKING:
+            _LOGGER.warning(
+                "closing connection from %s: %d connections are still in their handshake", self.peer, core.handshaking
+            )
+            self.closed = True
+            transport.abort()
+            return
+        core.handshaking += 1
+        self._handshaking = True
+        self._arm_timers()
         self.core.connection_opened(self)
         self.h2.initiate_connection()
         if self.core.draining:
@@ -119,7 +149,10 @@ class Connection(asyncio.Protocol):
             return
         new_calls: List[ServerCall] = []
         self.core.counters.bytes_received += len(data)
-        events = self.h2.receive_data(data, self.io.loop.time())
+        now = self._last_read = self.io.loop.time()
+        events = self.h2.receive_data(data, now)
+        if self._handshaking and self.h2.handshake_done:
+            self._end_handshake()
         calls = self.calls
         for event in events:
             if isinstance(event, ev.DataReceived):
@@ -146,6 +179,8 @@ class Connection(asyncio.Protocol):
             elif isinstance(event, ev.PingAcked):
                 if event.data == _SHUTDOWN_PING:
                     self._send_final_goaway()
+                elif event.data == _KEEPALIVE_PING:
+                    self._ping_ack_due = None
             elif isinstance(event, ev.ConnectionTerminated):
                 _LOGGER.info("closing connection from %s: %s", self.peer, event.message)
                 self.flush()
@@ -167,6 +202,12 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._ping_timer is not None:
             self._ping_timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._handshaking:
+            self._handshaking = False
+            self.core.handshaking -= 1
         self.held.clear()
         for call in list(self.calls.values()):
             call.on_reset()
@@ -240,6 +281,12 @@ class Connection(asyncio.Protocol):
         if self.calls.pop(call.stream_id, None) is not None:
             self.blocked.discard(call)
             self.core.call_finished(call.completed, call.final_code)
+            idle = self.core.options.max_connection_idle
+            if idle is not None and not self.calls and not self.closed:
+                self._idle_since = self.io.loop.time()
+                if self._idle_due is None:
+                    self._idle_due = self._idle_since + idle
+                    self._schedule()
             if self.shutting_down and not self.calls and self._final_goaway_sent:
                 self.mark_dirty()
                 self.io.loop.call_soon(self._close_if_idle)
@@ -247,6 +294,116 @@ class Connection(asyncio.Protocol):
     def _window_opened(self) -> None:
         for call in list(self.blocked):
             call.window_opened_loop()
+
+    # -- connection management: handshake, keepalive, idle, age (one timer) -------
+    def _arm_timers(self) -> None:
+        opts = self.core.options
+        now = self._last_read = self._idle_since = self.io.loop.time()
+        self._handshake_due = now + opts.handshake_timeout
+        if opts.keepalive_time is not None:
+            self._keepalive_due = now + opts.keepalive_time
+        if opts.max_connection_idle is not None:
+            self._idle_due = now + opts.max_connection_idle
+        if opts.max_connection_age is not None:
+            # gRFC A9: +-10 % jitter, so connections made together do not all leave together.
+            self._age_due = now + opts.max_connection_age * random.uniform(0.9, 1.1)
+        self._schedule()
+
+    def _end_handshake(self) -> None:
+        self._handshaking = False
+        self.core.handshaking -= 1
+        self._handshake_due = None  # the timer, if armed for it, finds nothing due
+
+    def _schedule(self) -> None:
+        """Arm the timer for the earliest due time, unless it is armed sooner already
+        (a timer that fires early finds nothing due and re-arms: cheaper than moving it)."""
+        due = min(
+            (
+                d
+                for d in (
+                    self._handshake_due,
+                    self._keepalive_due,
+                    self._ping_ack_due,
+                    self._idle_due,
+                    self._age_due,
+                    self._age_grace_due,
+                )
+                if d is not None
+            ),
+            default=math.inf,
+        )
+        if due >= self._timer_when or due == math.inf or self.closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = due
+        self._timer = self.io.loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = math.inf
+        if self.closed:
+            return
+        opts = self.core.options
+        now = self.io.loop.time()
+        if self._handshake_due is not None and now >= self._handshake_due:
+            _LOGGER.info(
+                "closing connection from %s: no HTTP/2 preface and SETTINGS within %g s "
+                "(grpc.server_handshake_timeout_ms)",
+                self.peer,
+                opts.handshake_timeout,
+            )
+            self._abort_transport()
+            return
+        if self._ping_ack_due is not None and now >= self._ping_ack_due:
+            _LOGGER.info(
+                "closing connection from %s: keepalive PING not acknowledged within %g s (grpc.keepalive_timeout_ms)",
+                self.peer,
+                opts.keepalive_timeout,
+            )
+            self._abort_transport()
+            return
+        keepalive = opts.keepalive_time
+        if keepalive is not None and self._keepalive_due is not None and now >= self._keepalive_due:
+            quiet_until = self._last_read + keepalive
+            if quiet_until > now:
+                self._keepalive_due = quiet_until
+            else:
+                if self._ping_ack_due is None and (self.calls or opts.keepalive_permit_without_calls):
+                    self.h2.ping(_KEEPALIVE_PING)
+                    self._ping_ack_due = now + opts.keepalive_timeout
+                    self.mark_dirty()
+                self._keepalive_due = now + keepalive
+        idle = opts.max_connection_idle
+        if idle is not None and self._idle_due is not None and now >= self._idle_due:
+            if self.calls:
+                self._idle_due = None  # busy: armed again when its last RPC ends
+            elif now - self._idle_since >= idle:
+                self._idle_due = None
+                _LOGGER.debug("connection from %s idle for %g s: GOAWAY (grpc.max_connection_idle_ms)", self.peer, idle)
+                self.begin_shutdown()
+            else:
+                self._idle_due = self._idle_since + idle
+        if self._age_due is not None and now >= self._age_due:
+            self._age_due = None
+            _LOGGER.debug("connection from %s reached its age: GOAWAY (grpc.max_connection_age_ms)", self.peer)
+            self.begin_shutdown()
+            if opts.max_connection_age_grace is not None:
+                self._age_grace_due = now + opts.max_connection_age_grace
+        if self._age_grace_due is not None and now >= self._age_grace_due:
+            self._age_grace_due = None
+            self.abort_all(
+                StatusCode.UNAVAILABLE, "the connection reached its maximum age (grpc.max_connection_age_grace_ms)"
+            )
+            self.flush()
+            self._close()
+            return
+        self._schedule()
+
+    def _abort_transport(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.abort()
 
     # -- output bound (see OUTPUT_LIMIT) -------------------------------------------
     def output_posted(self, length: int) -> None:

@@ -28,20 +28,12 @@ from ._h2.connection import H2Config
 from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
 from ._loop import io_thread
-from ._protocol import DEFAULT_MAX_RECEIVE
+from ._options import parse_options
 from ._stats import Counters, RpcObserver, ServerStats
 from ._status import StatusCode
 
 _LOGGER = logging.getLogger("puregrpc")
-_UNLIMITED = 2**31 - 1
 _TLS_HANDSHAKE_TIMEOUT = 10.0
-
-
-def _int_option(options: Dict[str, Any], name: str, default: int) -> int:
-    value = options.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"option {name!r} must be an int, got {value!r}")
-    return value
 
 
 class ServerCore:
@@ -59,7 +51,8 @@ class ServerCore:
             raise TypeError(f"thread_pool must be an executor with submit(), got {thread_pool!r}")
         if maximum_concurrent_rpcs is not None and maximum_concurrent_rpcs < 1:
             raise ValueError("maximum_concurrent_rpcs must be None or a positive int")
-        opts = dict(options)
+        opts = parse_options(options)
+        self.options = opts
         self.io = io_thread()
         self.pool = thread_pool
         self.lifecycle = Lifecycle()
@@ -68,19 +61,21 @@ class ServerCore:
         for interceptor in self.interceptors:
             if not callable(getattr(interceptor, "intercept_service", None)):
                 raise TypeError(f"interceptor has no intercept_service(): {interceptor!r}")
-        receive = _int_option(opts, "grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
-        send = _int_option(opts, "grpc.max_send_message_length", -1)
-        self.max_receive = _UNLIMITED if receive < 0 else receive
-        self.max_send = _UNLIMITED if send < 0 else send
-        self.reuse_port = bool(opts.get("grpc.so_reuseport", 0))
+        self.max_receive = opts.max_receive
+        self.max_send = opts.max_send
+        self.reuse_port = opts.reuse_port
         config = H2Config()
-        config.max_concurrent_streams = _int_option(opts, "grpc.max_concurrent_streams", config.max_concurrent_streams)
-        config.max_header_list_size = _int_option(opts, "grpc.max_metadata_size", config.max_header_list_size)
+        config.max_concurrent_streams = opts.max_concurrent_streams
+        config.max_header_list_size = opts.max_metadata_size
+        config.min_ping_interval = opts.min_ping_interval
+        config.max_ping_strikes = opts.max_ping_strikes
+        config.permit_pings_without_calls = opts.keepalive_permit_without_calls
         self.h2_config = config
         self.default_encoding = to_encoding(compression)
         self.max_concurrent_rpcs = maximum_concurrent_rpcs
         # I/O thread state
         self.active_rpcs = 0
+        self.handshaking = 0  # connections that have not sent their preface and SETTINGS yet
         self.connections: Set[Connection] = set()
         self.sockets: List[socket.socket] = []
         self.ssl_contexts: Dict[socket.socket, ssl.SSLContext] = {}  # TLS sockets

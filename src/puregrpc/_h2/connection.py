@@ -173,6 +173,15 @@ class H2Config:
     # ACKs and RST_STREAMs we generated that the caller has not taken with
     # data_to_send() yet: bounds our output when the peer does not read.
     max_queued_control_frames: int = 1000
+    # Client PING policing (gRFC A8, grpc-core's server rules): a PING that comes
+    # sooner than ``min_ping_interval`` seconds after the previous one, with no
+    # HEADERS or DATA sent by us in between, is a strike; more than
+    # ``max_ping_strikes`` ends the connection with GOAWAY ENHANCE_YOUR_CALM and debug
+    # data "too_many_pings". With no stream open the interval is two hours unless
+    # ``permit_pings_without_calls``. 0 strikes (the engine's default) turns it off.
+    min_ping_interval: float = 300.0
+    max_ping_strikes: int = 0
+    permit_pings_without_calls: bool = False
     # CONTINUATION frames in one header block (CVE-2024-27316 family); the
     # compressed block is also bounded by max_header_block_size.
     max_continuation_frames: int = 128
@@ -308,6 +317,9 @@ class H2Connection:
         self._useless_budget = _Budget(cfg.useless_frame_rate, cfg.useless_frame_burst)
         self._queued_control = 0
         self._pings_outstanding = 0
+        self._last_ping_received: float | None = None
+        self._ping_strikes = 0
+        self._sent_since_ping = False  # HEADERS or DATA written since the last PING came
 
         self._handlers: Dict[int, Callable[[int, int, bytes], None]] = {
             PRIORITY: self._on_priority,
@@ -330,6 +342,11 @@ class H2Connection:
     @property
     def terminated(self) -> bool:
         return self._terminated
+
+    @property
+    def handshake_done(self) -> bool:
+        """The peer sent the connection preface and its first SETTINGS frame."""
+        return self._settings_received
 
     @property
     def outbound_window(self) -> int:
@@ -406,6 +423,7 @@ class H2Connection:
         if pending is None:
             if n <= st.send_window and n <= self._conn_send_window and n <= self._peer_max_frame:
                 # Fast path: the whole message fits in one frame right now.
+                self._sent_since_ping = True
                 out = self._out
                 out += _pack_header(n << 8, FLAG_END_STREAM if end_stream else 0, stream_id)
                 out += data
@@ -1013,9 +1031,29 @@ class H2Connection:
                 self._charge_useless("unsolicited ACKs")
             return
         self._charge_control()
+        if self.config.max_ping_strikes:
+            self._police_ping()
         out = self._out
         out += _pack_header(8 << 8 | PING, FLAG_ACK, 0)
         out += payload
+
+    def _police_ping(self) -> None:
+        now = self._now
+        last = self._last_ping_received
+        if self._sent_since_ping:
+            self._sent_since_ping = False
+            self._ping_strikes = 0
+            last = None
+        self._last_ping_received = now
+        if last is None:
+            return
+        cfg = self.config
+        interval = cfg.min_ping_interval if self._streams or cfg.permit_pings_without_calls else 7200.0
+        if now - last >= interval:
+            return
+        self._ping_strikes += 1
+        if self._ping_strikes > cfg.max_ping_strikes:
+            raise ConnectionViolation(ErrorCode.ENHANCE_YOUR_CALM, "too_many_pings")
 
     # GOAWAY (RFC 9113 6.8)
     def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:
@@ -1153,6 +1191,7 @@ class H2Connection:
         out += debug
 
     def _write_headers(self, sid: int, block: bytes, end_stream: bool) -> None:
+        self._sent_since_ping = True
         out = self._out
         flags = FLAG_END_STREAM if end_stream else 0
         n = len(block)
@@ -1194,6 +1233,7 @@ class H2Connection:
             sent_end = last and st.pending_end and st.trailers is None
             out += _pack_header(size << 8, FLAG_END_STREAM if sent_end else 0, sid)
             out += pending[:size]
+            self._sent_since_ping = True
             del pending[:size]
             self.pending_total -= size
             st.send_window -= size
