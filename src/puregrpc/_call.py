@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from ._connection import Connection
 
 _LOGGER = logging.getLogger("puregrpc")
+# One INFO line per finished RPC when enabled (``puregrpc serve --access-log``, or this
+# logger's level set to INFO): peer, method, status, duration, messages in and out. Its
+# own level is WARNING, so a root logger at INFO does not turn it on; off, it costs one
+# cached level check per RPC.
+_ACCESS = logging.getLogger("puregrpc.access")
+_ACCESS.setLevel(logging.WARNING)
 
 # Request bytes queued unread before the loop withholds WINDOW_UPDATE.
 REQUEST_QUEUE_LIMIT = 1 << 20
@@ -306,6 +312,16 @@ class ServerCall:
             self.decoder.clear()
         self.conn.release_partial(self)
         self.conn.call_done(self)
+        if _ACCESS.isEnabledFor(logging.INFO):
+            _ACCESS.info(
+                "%s %s %s %.1fms in=%d out=%d",
+                self.conn.peer,
+                self.method,
+                self.final_code.name,
+                (time.monotonic() - self.started_at) * 1000.0,
+                self.messages_in,
+                self.messages_out,
+            )
         if self.rpc_type is not None:
             observers = self.conn.core.observers
             if observers:

@@ -1,0 +1,365 @@
+"""Connection management with grpcio's option names (gRFC A8, A9): keepalive, client
+PING policing, idle and age limits, the handshake timeout; options checked or warned
+about; the access log. Real sockets: the ``h2`` library where the wire is the point,
+grpcio's client where the outcome is what a user sees."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterator, List, Optional
+
+import grpc
+import pytest
+
+import puregrpc
+from puregrpc import _connection
+
+from ._support import H2, TIMEOUT, Recorder, capture_log, grpc_frame, grpc_request, serve
+
+SERVICE = "conn.Probe"
+
+
+def _handlers(extra: Optional[Dict[str, Any]] = None) -> List[Any]:
+    def sleep(request: bytes, context: Any) -> bytes:
+        end = time.monotonic() + float(request.decode() or "0")
+        while time.monotonic() < end and context.is_active():
+            time.sleep(0.01)
+        return b"slept" if context.is_active() else b""
+
+    methods = {
+        "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request),
+        "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
+    }
+    methods.update(extra or {})
+    return [grpc.method_handlers_generic_handler(SERVICE, methods)]
+
+
+class ConnectionTerminated:
+    """A GOAWAY read from raw bytes, shaped like the h2 library's event."""
+
+    def __init__(self, error_code: int, additional_data: bytes) -> None:
+        self.error_code = error_code
+        self.additional_data = additional_data
+
+
+def _goaways(data: bytes) -> List[Any]:
+    found = []
+    pos = 0
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if data[pos + 3] == 0x7:
+            payload = data[pos + 9 : pos + 9 + length]
+            found.append(ConnectionTerminated(int.from_bytes(payload[4:8], "big"), payload[8:]))
+        pos += 9 + length
+    return found
+
+
+class Peer:
+    """The h2 library on a socket; reads only when told (so PINGs go unanswered)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("localhost", port), timeout=TIMEOUT)
+        self.conn = H2.connection.H2Connection(H2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.events: List[Any] = []
+        self.closed = False
+
+    def send(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def read(self, timeout: float) -> None:
+        """Read for up to ``timeout`` seconds (the h2 library ACKs PINGs it reads)."""
+        end = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < end:
+            self.sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionError:
+                self.closed = True
+                break
+            if not data:
+                self.closed = True
+                break
+            try:
+                self.events += self.conn.receive_data(data)
+            except Exception:
+                # The h2 library refuses any frame after a GOAWAY, even the PING of a
+                # graceful two-step GOAWAY (RFC 9113 6.8 allows it), and loses the
+                # batch's events: read the GOAWAY from the bytes then.
+                goaways = _goaways(data)
+                if not goaways:
+                    raise
+                self.events += goaways
+                continue
+            self.send()
+
+    def of(self, kind: str) -> List[Any]:
+        return [e for e in self.events if type(e).__name__ == kind]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture()
+def peers() -> Iterator[List[Peer]]:
+    made: List[Peer] = []
+    yield made
+    for peer in made:
+        peer.close()
+
+
+# --- keepalive ----------------------------------------------------------------------------------
+
+
+def test_keepalive_disconnects_a_silent_peer_and_cancels_its_calls(peers: List[Peer]) -> None:
+    active = Recorder()
+
+    def hold(request: bytes, context: Any) -> bytes:
+        active.add("entered")
+        while context.is_active():
+            time.sleep(0.01)
+        active.add("inactive")
+        return b""
+
+    options = [("grpc.keepalive_time_ms", 300), ("grpc.keepalive_timeout_ms", 300)]
+    with serve(handlers=_handlers({"Hold": grpc.unary_unary_rpc_method_handler(hold)}), options=options) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        sid = peer.conn.get_next_available_stream_id()
+        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Hold"))
+        peer.conn.send_data(sid, grpc_frame(b""), end_stream=True)
+        peer.send()
+        assert active.wait_for("entered")
+        started = time.monotonic()
+        # The peer reads nothing from now on: the keepalive PING goes unanswered.
+        assert active.wait_for("inactive", timeout=5)
+        elapsed = time.monotonic() - started
+        assert elapsed < 0.3 + 0.3 + 1.0, f"disconnected after {elapsed:.2f}s"
+        peer.read(1.0)
+        assert peer.closed
+        assert peer.of("PingReceived"), "the server never sent a keepalive PING"
+
+
+def test_keepalive_pings_an_answering_peer_and_keeps_it(peers: List[Peer]) -> None:
+    options = [("grpc.keepalive_time_ms", 200), ("grpc.keepalive_timeout_ms", 500)]
+    with serve(handlers=_handlers(), options=options) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        sid = peer.conn.get_next_available_stream_id()
+        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Sleep"))
+        peer.conn.send_data(sid, grpc_frame(b"1.5"), end_stream=True)
+        peer.send()
+        peer.read(2.0)  # reading: the h2 library acknowledges every PING
+        assert not peer.closed
+        assert len(peer.of("PingReceived")) >= 3
+        assert [e.stream_id for e in peer.of("StreamEnded")] == [sid]
+
+
+@pytest.mark.parametrize("permit", [0, 1])
+def test_keepalive_without_calls_only_when_permitted(permit: int, peers: List[Peer]) -> None:
+    options = [("grpc.keepalive_time_ms", 100), ("grpc.keepalive_permit_without_calls", permit)]
+    with serve(handlers=_handlers(), options=options) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        peer.read(0.8)
+        assert bool(peer.of("PingReceived")) == bool(permit)
+        assert not peer.closed
+
+
+# --- client PING policing -----------------------------------------------------------------------
+
+
+def test_too_many_pings_get_goaway_enhance_your_calm(peers: List[Peer]) -> None:
+    with serve(handlers=_handlers()) as running:  # grpcio's defaults: 5 min, 2 strikes
+        peer = Peer(running.port)
+        peers.append(peer)
+        peer.conn.ping(b"first\x00\x00\x00")
+        peer.send()
+        peer.read(0.3)
+        assert [e.ping_data for e in peer.of("PingAckReceived")] == [b"first\x00\x00\x00"]  # permitted: acked
+        for n in range(3):  # three more with no call and no data: strikes 1, 2, then over
+            peer.conn.ping(bytes([n]) * 8)
+            peer.send()
+            peer.read(0.2)
+        goaways = peer.of("ConnectionTerminated")
+        assert goaways and goaways[0].error_code == 0xB  # ENHANCE_YOUR_CALM
+        assert goaways[0].additional_data == b"too_many_pings"
+
+
+def test_pings_at_the_permitted_rate_are_acknowledged(peers: List[Peer]) -> None:
+    options = [("grpc.http2.min_ping_interval_without_data_ms", 100), ("grpc.keepalive_permit_without_calls", 1)]
+    with serve(handlers=_handlers(), options=options) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        for n in range(6):
+            peer.conn.ping(bytes([n]) * 8)
+            peer.send()
+            peer.read(0.15)
+        assert len(peer.of("PingAckReceived")) == 6
+        assert not peer.of("ConnectionTerminated")
+
+
+# --- idle and age -------------------------------------------------------------------------------
+
+
+def test_idle_connection_gets_goaway_but_never_with_a_call_in_flight(peers: List[Peer]) -> None:
+    with serve(handlers=_handlers(), options=[("grpc.max_connection_idle_ms", 300)]) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        sid = peer.conn.get_next_available_stream_id()
+        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Sleep"))
+        peer.conn.send_data(sid, grpc_frame(b"1.0"), end_stream=True)
+        peer.send()
+        peer.read(0.9)  # three idle periods with the call in flight
+        assert not peer.of("ConnectionTerminated") and not peer.closed
+        peer.read(1.0)  # the call ends at 1 s, then 300 ms idle
+        assert [e.stream_id for e in peer.of("StreamEnded")] == [sid]
+        goaways = peer.of("ConnectionTerminated")
+        assert goaways and goaways[0].error_code == 0  # graceful
+        peer.read(1.0)
+        assert peer.closed
+
+
+def test_max_connection_age_rotates_connections_without_failed_rpcs() -> None:
+    """A client calling in a loop sees its connection replaced every ~300 ms (how clients
+    rebalance across replicas behind a load balancer) and not one failed RPC."""
+    options = [("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 5000)]
+    with serve(handlers=_handlers(), options=options) as running, running.channel() as ch:
+        echo = ch.unary_unary(f"/{SERVICE}/Echo")
+        sleep = ch.unary_unary(f"/{SERVICE}/Sleep")
+        long_call = sleep.future(b"0.8", timeout=TIMEOUT)  # spans an age GOAWAY: finishes
+        failures = 0
+        calls = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            try:
+                echo(b"x", timeout=TIMEOUT)
+            except grpc.RpcError:
+                failures += 1
+            calls += 1
+        assert long_call.result() == b"slept"
+        assert failures == 0, f"{failures} of {calls} RPCs failed"
+        assert running.server.stats().connections_total >= 4
+
+
+def test_max_connection_age_grace_ends_long_calls() -> None:
+    options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 300)]
+    with serve(handlers=_handlers(), options=options) as running, running.channel() as ch:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(f"/{SERVICE}/Sleep")(b"5", timeout=TIMEOUT)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 2.0
+
+
+# --- handshake ----------------------------------------------------------------------------------
+
+
+def test_handshake_timeout_closes_a_silent_connection() -> None:
+    with serve(handlers=_handlers(), options=[("grpc.server_handshake_timeout_ms", 300)]) as running:
+        with socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock:
+            started = time.monotonic()
+            sock.sendall(b"PRI * HTTP/2.0\r\n")  # half a preface, then nothing
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert time.monotonic() - started < 0.3 + 1.0
+        # The server still serves well-behaved clients.
+        with running.channel() as ch:
+            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"ok", timeout=TIMEOUT) == b"ok"
+
+
+def test_connections_in_handshake_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_connection, "MAX_HANDSHAKING", 5)
+    with serve(handlers=_handlers(), options=[("grpc.server_handshake_timeout_ms", 1000)]) as running:
+        silent = [socket.create_connection(("localhost", running.port), timeout=TIMEOUT) for _ in range(5)]
+        try:
+            time.sleep(0.2)
+            with socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as extra:
+                started = time.monotonic()
+                try:
+                    assert extra.recv(65536) == b""  # closed at once, before any SETTINGS
+                except ConnectionResetError:
+                    pass
+                assert time.monotonic() - started < 0.5
+        finally:
+            for sock in silent:
+                sock.close()
+        time.sleep(0.2)
+        with running.channel() as ch:
+            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"ok", timeout=TIMEOUT) == b"ok"
+
+
+# --- options --------------------------------------------------------------------------------------
+
+
+def test_unsupported_options_warn_once_naming_them() -> None:
+    executor = ThreadPoolExecutor(1)
+    with capture_log() as log:
+        server = puregrpc.server(
+            executor,
+            options=[
+                ("grpc.keepalive_time_ms", 60000),
+                ("grpc.keepalive_tme_ms", 1),  # misspelt
+                ("grpc.primary_user_agent", "x"),
+                ("grpc.primary_user_agent", "y"),
+            ],
+        )
+    warnings = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "'grpc.keepalive_tme_ms'" in warnings[0] and "did you mean 'grpc.keepalive_time_ms'" in warnings[0]
+    assert "'grpc.primary_user_agent'" in warnings[1]
+    server.stop(None)
+    executor.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("grpc.keepalive_time_ms", "7200000"),
+        ("grpc.keepalive_time_ms", 0),
+        ("grpc.max_connection_age_ms", -5),
+        ("grpc.max_receive_message_length", -2),
+        ("grpc.so_reuseport", True),
+        ("grpc.http2.max_ping_strikes", 1.5),
+    ],
+)
+def test_bad_option_values_raise_naming_the_option(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=option.replace(".", r"\.")):
+        puregrpc.server(ThreadPoolExecutor(1), options=[(option, value)])
+
+
+# --- access log -----------------------------------------------------------------------------------
+
+
+def test_access_log_one_line_per_rpc_only_when_enabled() -> None:
+    access = logging.getLogger("puregrpc.access")
+    with serve(handlers=_handlers()) as running, running.channel() as ch, capture_log() as log:
+        ch.unary_unary(f"/{SERVICE}/Echo")(b"quiet", timeout=TIMEOUT)
+        time.sleep(0.1)
+        assert not [r for r in log.records if r.name == "puregrpc.access"]
+        access.setLevel(logging.INFO)
+        try:
+            ch.unary_unary(f"/{SERVICE}/Echo")(b"loud", timeout=TIMEOUT)
+            with pytest.raises(grpc.RpcError):
+                ch.unary_unary(f"/{SERVICE}/Nope")(b"", timeout=TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while len([r for r in log.records if r.name == "puregrpc.access"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            access.setLevel(logging.WARNING)
+    lines = [r.getMessage() for r in log.records if r.name == "puregrpc.access"]
+    assert len(lines) == 2
+    assert f"/{SERVICE}/Echo OK" in lines[0] and "in=1 out=1" in lines[0] and lines[0].startswith("ipv")
+    assert f"/{SERVICE}/Nope UNIMPLEMENTED" in lines[1]
