@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 from . import __version__, _server
 from ._addresses import _split_host_port
 from ._credentials import ServerCredentials, ssl_server_credentials, to_ssl_context
-from ._run import run, serve_summary
+from ._run import serve_summary, serve_until_signal
 
 _LOGGER = logging.getLogger("puregrpc")
 ACCESS_LOGGER = "puregrpc.access"
@@ -436,12 +436,24 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
     server.start()
     started = time.monotonic()
     tls = "" if credentials is None else " with TLS" if args.tls_client_ca is None else " with mTLS"
-    _LOGGER.info("serving %s on %s%s (pid %d)", args.target, ", ".join(bound), tls, os.getpid())
-    if args.worker_fd is not None:
-        _tell_supervisor(args.worker_fd)
-    run(server, grace=args.grace, drain_delay=args.drain_delay)
+
+    def ready() -> None:  # SIGTERM and SIGINT drain from here on
+        _LOGGER.info("serving %s on %s%s (pid %d)", args.target, ", ".join(bound), tls, os.getpid())
+        if args.worker_fd is not None:
+            _tell_supervisor(args.worker_fd)
+
+    serve_until_signal(server, args.grace, args.drain_delay, ready)
     _LOGGER.info(serve_summary(server, started))
     return 0
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Log lines on stderr at --log-level; with --workers each line names its process."""
+    supervised = args.workers is not None or args.worker_fd is not None
+    logging.basicConfig(level=args.log_level, format=_FORMAT_WITH_PID if supervised else _FORMAT)
+    # The access log is the server's (one INFO line per finished RPC); the command shows it on request only,
+    # whatever --log-level says (the root logger's stderr handler takes every level).
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if args.access_log else logging.WARNING)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -450,10 +462,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, unknown = parser.parse_known_args(arguments)
     if unknown:  # named by the command's parser, so that its --help is the one suggested
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    supervised = args.workers is not None or args.worker_fd is not None
-    logging.basicConfig(level=args.log_level, format=_FORMAT_WITH_PID if supervised else _FORMAT)
-    # The access log is the server's (one INFO line per finished RPC); the command shows it on request only.
-    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if args.access_log else logging.WARNING)
+    configure_logging(args)
     addresses = _addresses(args)
     credentials = _credentials(args)
     if args.workers is not None and args.worker_fd is None:

@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ._lifecycle import State
 
@@ -29,6 +29,14 @@ def run(server: Any, grace: Optional[float] = 10.0, drain_delay: float = 0.0) ->
     every RPC at once (``stop(None)``). Returns once the server has terminated.
     Starts the server if it was not started yet.
     """
+    serve_until_signal(server, grace, drain_delay)
+
+
+def serve_until_signal(
+    server: Any, grace: Optional[float], drain_delay: float, ready: Optional[Callable[[], None]] = None
+) -> None:
+    """``run()``, calling ``ready()`` once the signal handlers are in place (so that a
+    signal sent as soon as ``ready()`` has said so drains, rather than kills)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "puregrpc.run() must be called from the main thread (signal handlers can only "
@@ -68,6 +76,8 @@ def run(server: Any, grace: Optional[float] = 10.0, drain_delay: float = 0.0) ->
     try:
         for sig in _SIGNALS:
             previous[int(sig)] = signal.signal(sig, on_signal)
+        if ready is not None:
+            ready()
         server.wait_for_termination()
     finally:
         for signum, handler in previous.items():
