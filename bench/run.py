@@ -2,6 +2,11 @@
 
     python bench/run.py [--duration 5] [--warm-up 1] [--rounds 3]
                         [--servers grpcio,grpclib,puregrpc] [--scenarios 1x1,1x32,8x8]
+    python bench/run.py --servers grpcio,puregrpc-w1,puregrpc-w2,puregrpc-w4 --server-cpu 0,1
+
+``puregrpc-wN`` is ``python -m puregrpc serve serve_echo:register --workers N`` on a fixed
+free port: a supervisor and N worker processes sharing it (SO_REUSEPORT, Linux). Its
+workers inherit the supervisor's CPU pinning, so give them as many CPUs as they should use.
 
 Each run starts one server process pinned to one core (taskset -c 0), checks with a grpcio
 client that it echoes correctly, warms it up with a short h2load run, measures with a timed
@@ -22,6 +27,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +46,7 @@ SERVER_SCRIPTS: Dict[str, str] = {
     "grpclib": "grpclib_server.py",
     "puregrpc": "puregrpc_server.py",
 }
+WORKERS = re.compile(r"puregrpc-w([1-9][0-9]*)")  # puregrpc serve --workers N
 DEFAULT_SCENARIOS = "1x1,1x32,8x8"
 START_TIMEOUT = 20.0
 CHECK_TIMEOUT = 30.0
@@ -201,9 +208,17 @@ class ServerProcess:
         env = dict(os.environ)
         src = os.path.join(REPO_DIR, "src")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        script = os.path.join(BENCH_DIR, SERVER_SCRIPTS[name])
+        self.workers = worker_count(name)
+        if self.workers:
+            # The supervisor prints no port: it needs a fixed one, and logs when all workers serve.
+            env["PYTHONPATH"] = os.pathsep.join((BENCH_DIR, env["PYTHONPATH"]))
+            self.port = free_port()
+            command = [sys.executable, "-m", "puregrpc", "serve", "serve_echo:register"]
+            command += ["--address", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--grace", "1"]
+        else:
+            command = [sys.executable, os.path.join(BENCH_DIR, SERVER_SCRIPTS[name])]
         self.proc = subprocess.Popen(
-            ["taskset", "-c", cpu, sys.executable, script],
+            ["taskset", "-c", cpu, *command],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
@@ -213,6 +228,8 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float) -> str | None:
         """Read the port line. Returns None when ready, else what went wrong."""
+        if self.workers:
+            return self._wait_workers(timeout)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         buf = b""
@@ -235,6 +252,17 @@ class ServerProcess:
         except ValueError:
             return f"printed {line[:80]!r} instead of a port number"
         return None
+
+    def _wait_workers(self, timeout: float) -> str | None:
+        """Wait for the supervisor's "serving ... with N workers" line in its log file."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f"with {self.workers} workers" in self.stderr_tail(lines=10**6):
+                return None
+            if self.proc.poll() is not None:
+                return f"exited with status {self.proc.returncode} before its workers served"
+            time.sleep(0.1)
+        return f"its {self.workers} workers did not all serve within {timeout:g}s"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -262,6 +290,18 @@ class ServerProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def worker_count(name: str) -> int:
+    """N for ``puregrpc-wN``; 0 for the other servers."""
+    match = WORKERS.fullmatch(name)
+    return int(match.group(1)) if match else 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def check_server(port: int, cpu: str) -> str | None:
@@ -298,8 +338,7 @@ class CpuSnapshot:
         try:
             with open("/proc/stat", encoding="ascii") as f:
                 fields = [int(x) for x in f.readline().split()[1:]]
-            with open(f"/proc/{server_pid}/stat", encoding="ascii") as f:
-                stat = f.read().rsplit(")", 1)[1].split()
+            server_ticks = process_tree_ticks(server_pid)
         except (OSError, ValueError, IndexError):
             return None
         # /proc/stat: user nice system idle iowait irq softirq steal ...
@@ -311,9 +350,27 @@ class CpuSnapshot:
             wall=time.monotonic(),
             machine_busy=busy / CLK_TCK,
             machine_steal=steal / CLK_TCK,
-            server=(int(stat[11]) + int(stat[12])) / CLK_TCK,  # utime + stime
+            server=server_ticks / CLK_TCK,
             ours=children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime,
         )
+
+
+def process_tree_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` and of its living children (a supervisor's workers), in ticks."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        stat = f.read().rsplit(")", 1)[1].split()
+    ticks = int(stat[11]) + int(stat[12])
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                child = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(child[1]) == pid:  # its parent
+            ticks += int(child[11]) + int(child[12])
+    return ticks
 
 
 def foreign_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
@@ -363,6 +420,9 @@ def column_titles(servers: List[str], grpclib_loop: str) -> List[str]:
         "grpclib": f"grpclib ({grpclib_loop})",
         "puregrpc": "puregrpc (10 threads)",
     }
+    for name in servers:
+        if worker_count(name):
+            names[name] = f"puregrpc --workers {worker_count(name)}"
     titles = ["scenario", *(names[s] for s in servers)]
     if "puregrpc" in servers and "grpcio" in servers:
         titles.append("puregrpc / grpcio")
@@ -439,7 +499,9 @@ def parse_args(argv: List[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
     p.add_argument("--warm-up", type=float, default=1.0, help="seconds of warm-up per run")
     p.add_argument("--rounds", type=int, default=3, help="runs per server and scenario")
-    p.add_argument("--servers", default="grpcio,grpclib,puregrpc", help="comma-separated")
+    p.add_argument(
+        "--servers", default="grpcio,grpclib,puregrpc", help="comma-separated; puregrpc-wN: puregrpc serve --workers N"
+    )
     p.add_argument("--scenarios", default=DEFAULT_SCENARIOS, help="comma-separated CONNSxSTREAMS")
     p.add_argument("--server-cpu", default="0", help="taskset CPU list for the servers")
     p.add_argument("--client-cpu", default="1", help="taskset CPU list for h2load")
@@ -470,9 +532,11 @@ def main(argv: List[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = {s.strip() for s in args.servers.split(",") if s.strip()}
     servers = [s for s in SERVER_SCRIPTS if s in chosen]  # fixed order: grpcio, grpclib, ...
-    unknown = sorted(chosen - set(SERVER_SCRIPTS))
+    servers += sorted((s for s in chosen if worker_count(s)), key=worker_count)  # then puregrpc-w1, -w2, ...
+    unknown = sorted(chosen - set(servers))
     if unknown or not servers:
-        raise SystemExit(f"unknown server(s) {unknown}; choose from {', '.join(SERVER_SCRIPTS)}")
+        choices = ", ".join([*SERVER_SCRIPTS, "puregrpc-wN"])
+        raise SystemExit(f"unknown server(s) {unknown}; choose from {choices}")
     scenarios = parse_scenarios(args.scenarios)
     h2load = shutil.which(args.h2load)
     if h2load is None:
@@ -573,8 +637,8 @@ def main(argv: List[str] | None = None) -> int:
         )
     print(
         f"Unary echo, {gen.PAYLOAD_SIZE}-byte payload, h2load client; req/s, median of"
-        f" {args.rounds} runs of {args.duration:g} s after {args.warm_up:g} s warm-up; server"
-        f" pinned to one core, h2load on another. {tool_versions(h2load, grpclib_loop)};"
+        f" {args.rounds} runs of {args.duration:g} s after {args.warm_up:g} s warm-up; servers"
+        f" on CPU {args.server_cpu}, h2load on CPU {args.client_cpu}. {tool_versions(h2load, grpclib_loop)};"
         f" {cpu_model()}."
     )
     all_ok = all(c.ok for per in results.values() for c in per.values())

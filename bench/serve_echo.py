@@ -1,0 +1,18 @@
+"""The echo service for ``puregrpc serve``: ``puregrpc serve serve_echo:register --workers N``.
+
+The same servicer as grpcio_server.py and puregrpc_server.py (sync_server.make_servicer);
+run.py's ``puregrpc-wN`` servers use it, with bench/ on PYTHONPATH so each worker can
+import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gen
+import sync_server
+
+
+def register(server: Any) -> None:
+    pb2, pb2_grpc = gen.load()
+    pb2_grpc.add_EchoServicer_to_server(sync_server.make_servicer(pb2, pb2_grpc), server)
