@@ -18,6 +18,7 @@ from h2_helpers import (
     goaway_of,
     headers_frame,
     of_type,
+    parse_frames,
     ping_frame,
     raw_server,
     rst_frame,
@@ -355,3 +356,52 @@ def test_recently_closed_memory_is_bounded() -> None:
     assert len(server._recent) == RECENTLY_CLOSED_LIMIT
     # The oldest are forgotten: HEADERS reusing them are a protocol error.
     assert server.receive_data(headers_frame(1))[-1].error_code == 1  # type: ignore[attr-defined]
+
+
+# -- client PING policing (gRFC A8) ------------------------------------------------------
+
+
+def _acks(server: H2Connection) -> int:
+    return len([f for f in parse_frames(server.data_to_send()) if f[0] == 0x6 and f[1] & 0x1])
+
+
+def test_ping_policing_is_off_by_default() -> None:
+    server = raw_server()
+    for n in range(50):
+        server.receive_data(ping_frame(bytes([n]) * 8), now=0.0)
+    assert not server.terminated
+
+
+def test_ping_strikes_end_the_connection_with_too_many_pings() -> None:
+    server = raw_server(H2Config(max_ping_strikes=2, min_ping_interval=10.0))
+    server.receive_data(headers_frame(1))  # a stream is open: the interval is 10 s
+    events: list[Event] = []
+    for n, now in enumerate((0.0, 1.0, 2.0, 3.0)):  # the first is free, then strikes 1, 2, 3
+        events += server.receive_data(ping_frame(bytes([n]) * 8), now=now)
+    assert events[-1].message == "too_many_pings"
+    goaway = goaway_of(server.data_to_send())
+    assert goaway is not None and goaway[1:] == (ENHANCE_YOUR_CALM, b"too_many_pings")
+
+
+def test_pings_far_enough_apart_or_after_data_are_not_strikes() -> None:
+    server = raw_server(H2Config(max_ping_strikes=1, min_ping_interval=10.0))
+    server.receive_data(headers_frame(1))
+    for n, now in enumerate((0.0, 10.0, 20.0, 30.0)):  # exactly the interval apart
+        server.receive_data(ping_frame(bytes([n]) * 8), now=now)
+    assert not server.terminated
+    for n in range(5):  # quick, but the server sends HEADERS/DATA in between
+        server.send_headers(1, RESPONSE_BLOCK) if n == 0 else server.send_data(1, b"d")
+        server.receive_data(ping_frame(bytes([n]) * 8), now=31.0 + n * 0.01)
+    assert not server.terminated
+    assert _acks(server) >= 5
+
+
+def test_without_calls_pings_need_two_hours_unless_permitted() -> None:
+    strict = raw_server(H2Config(max_ping_strikes=1, min_ping_interval=1.0))
+    for n, now in enumerate((0.0, 60.0, 120.0)):  # no stream open: 2 h apart needed
+        strict.receive_data(ping_frame(bytes([n]) * 8), now=now)
+    assert strict.terminated
+    lenient = raw_server(H2Config(max_ping_strikes=1, min_ping_interval=1.0, permit_pings_without_calls=True))
+    for n, now in enumerate((0.0, 60.0, 120.0)):
+        lenient.receive_data(ping_frame(bytes([n]) * 8), now=now)
+    assert not lenient.terminated
