@@ -25,12 +25,20 @@ Only RPCs that find a handler are counted (an unknown method never starts), as w
 the interceptor-based libraries. Messages are counted for every RPC type (the
 interceptors count them only for streams). Several servers may be counted by one
 ``PrometheusMetrics``; its numbers are their sums.
+
+Several processes (``puregrpc serve --workers N``): each worker writes its counts to a
+file in a shared folder (``SnapshotWriter``, once a second and when it stops), and the
+supervisor serves their sums (``FolderCollector``). The files of workers that have
+exited are kept, so counters never go backwards when a worker is restarted.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
+import os
 import threading
+import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -106,51 +114,131 @@ class PrometheusMetrics(Collector):
             entry.sum += record.seconds
 
     # -- Collector (called by prometheus_client when scraped) ---------------------
-    def _copy(self) -> List[Tuple[_Key, int, Dict[str, int], int, int, List[int], float]]:
+    def _copy(self) -> List[_Row]:
         with self._lock:
             return [
                 (key, m.started, dict(m.handled), m.received, m.sent, list(m.buckets), m.sum)
                 for key, m in self._methods.items()
             ]
 
+    def snapshot(self) -> Dict[str, Any]:
+        """What was counted, as JSON-able data (see ``FolderCollector``)."""
+        return {"bounds": list(self._bounds), "rows": [[list(row[0]), *row[1:]] for row in self._copy()]}
+
     def collect(self) -> Iterable[Any]:
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
-        started = CounterMetricFamily(
-            "grpc_server_started", "Total number of RPCs started on the server.", labels=labels
-        )
-        handled = CounterMetricFamily(
-            "grpc_server_handled",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            labels=[*labels, "grpc_code"],
-        )
-        received = CounterMetricFamily(
-            "grpc_server_msg_received", "Total number of RPC stream messages received on the server.", labels=labels
-        )
-        sent = CounterMetricFamily(
-            "grpc_server_msg_sent", "Total number of gRPC stream messages sent by the server.", labels=labels
-        )
-        seconds = HistogramMetricFamily(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
-            labels=labels,
-        )
-        for key, n_started, n_handled, n_received, n_sent, buckets, total in self._copy():
-            values = list(key)
-            started.add_metric(values, n_started)
-            for code, count in sorted(n_handled.items()):
-                handled.add_metric([*values, code], count)
-            received.add_metric(values, n_received)
-            sent.add_metric(values, n_sent)
-            cumulative = 0
-            points = []
-            for bound, count in zip([*self._bounds, float("inf")], buckets):
-                cumulative += count
-                points.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            seconds.add_metric(values, points, total)
-        yield from (started, handled, received, sent, seconds)
+        return _families(self._bounds, self._copy())
 
     def describe(self) -> Iterator[Any]:
         return iter(())  # unchecked collector: names are only known once scraped
+
+
+_Row = Tuple[_Key, int, Dict[str, int], int, int, List[int], float]
+
+
+def _families(bounds: List[float], rows: List[_Row]) -> Iterable[Any]:
+    """The metric families of ``rows`` (one process's counts, or the sum of many)."""
+    labels = ["grpc_type", "grpc_service", "grpc_method"]
+    started = CounterMetricFamily("grpc_server_started", "Total number of RPCs started on the server.", labels=labels)
+    handled = CounterMetricFamily(
+        "grpc_server_handled",
+        "Total number of RPCs completed on the server, regardless of success or failure.",
+        labels=[*labels, "grpc_code"],
+    )
+    received = CounterMetricFamily(
+        "grpc_server_msg_received", "Total number of RPC stream messages received on the server.", labels=labels
+    )
+    sent = CounterMetricFamily(
+        "grpc_server_msg_sent", "Total number of gRPC stream messages sent by the server.", labels=labels
+    )
+    seconds = HistogramMetricFamily(
+        "grpc_server_handling_seconds",
+        "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+        labels=labels,
+    )
+    for key, n_started, n_handled, n_received, n_sent, buckets, total in rows:
+        values = list(key)
+        started.add_metric(values, n_started)
+        for code, count in sorted(n_handled.items()):
+            handled.add_metric([*values, code], count)
+        received.add_metric(values, n_received)
+        sent.add_metric(values, n_sent)
+        cumulative = 0
+        points = []
+        for bound, count in zip([*bounds, float("inf")], buckets):
+            cumulative += count
+            points.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        seconds.add_metric(values, points, total)
+    yield from (started, handled, received, sent, seconds)
+
+
+class SnapshotWriter:
+    """Writes ``metrics.snapshot()`` to ``folder/puregrpc-<pid>-<ns>.json`` every ``interval``
+    seconds (atomically: write, then rename) on a daemon thread, and once more on ``stop()``."""
+
+    def __init__(self, metrics: PrometheusMetrics, folder: str, interval: float = 1.0) -> None:
+        self._metrics = metrics
+        # pid and start time: a later process with a reused pid gets a file of its own
+        self._path = os.path.join(folder, f"puregrpc-{os.getpid()}-{time.time_ns()}.json")
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="puregrpc-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self.write()
+
+    def write(self) -> None:
+        temporary = self._path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(self._metrics.snapshot(), f)
+        os.replace(temporary, self._path)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self.write()
+
+
+class FolderCollector(Collector):
+    """The sums of the snapshots in ``folder`` (one per process; see ``SnapshotWriter``)."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+
+    def _load(self) -> Tuple[List[float], List[_Row]]:
+        bounds: List[float] = list(DEFAULT_BUCKETS)
+        merged: Dict[_Key, _Method] = {}
+        for name in sorted(os.listdir(self._folder)):
+            if not (name.startswith("puregrpc-") and name.endswith(".json")):
+                continue
+            try:
+                with open(os.path.join(self._folder, name), encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue  # being replaced, or unreadable: the next scrape sees it
+            bounds = [float(b) for b in data["bounds"]]
+            for key_list, started, handled, received, sent, buckets, total in data["rows"]:
+                key = (str(key_list[0]), str(key_list[1]), str(key_list[2]))
+                entry = merged.get(key)
+                if entry is None:
+                    entry = merged[key] = _Method(len(buckets))
+                entry.started += int(started)
+                for code, count in handled.items():
+                    entry.handled[code] = entry.handled.get(code, 0) + int(count)
+                entry.received += int(received)
+                entry.sent += int(sent)
+                entry.buckets = [a + int(b) for a, b in zip(entry.buckets, buckets)]
+                entry.sum += float(total)
+        rows = [(k, m.started, m.handled, m.received, m.sent, m.buckets, m.sum) for k, m in merged.items()]
+        return bounds, rows
+
+    def collect(self) -> Iterable[Any]:
+        bounds, rows = self._load()
+        return _families(bounds, rows)
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
 
 
 def enable_prometheus(
@@ -167,4 +255,4 @@ def enable_prometheus(
     return metrics
 
 
-__all__ = ["DEFAULT_BUCKETS", "PrometheusMetrics", "enable_prometheus"]
+__all__ = ["DEFAULT_BUCKETS", "FolderCollector", "PrometheusMetrics", "SnapshotWriter", "enable_prometheus"]
