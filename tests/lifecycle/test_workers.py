@@ -349,7 +349,7 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(supervisors: List[
     [
         (["--address", "127.0.0.1:0"], 2, "--workers needs a fixed port, not 0"),
         (["--port", "0"], 2, "--workers needs a fixed port, not 0"),
-        (["--address", "unix:/tmp/puregrpc-workers.sock"], 2, "--workers serves TCP addresses only"),
+        (["--address", "unix:workers.sock"], 2, "--workers serves TCP addresses only"),
         (["--address", "nonsense"], 2, "cannot parse address"),
         (["--address", "127.0.0.1:1", "--metrics-port", "9000"], 2, "--metrics-port cannot be used with --workers"),
     ],
