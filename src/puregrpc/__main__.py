@@ -407,7 +407,8 @@ def _tell_supervisor(fd: int) -> None:
 def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional[ServerCredentials]) -> int:
     register = _load(args.target)
     options: List[Tuple[str, OptionValue]] = list(args.option)
-    if args.worker_fd is not None and "grpc.so_reuseport" not in dict(options):
+    if args.worker_fd is not None:  # every worker binds the same port
+        options = [option for option in options if option[0] != "grpc.so_reuseport"]
         options.append(("grpc.so_reuseport", 1))
     # Looked up now, not at import: an instrumentor (opentelemetry-instrument) may wrap it.
     pool = ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="puregrpc-handler")

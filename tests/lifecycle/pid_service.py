@@ -3,6 +3,7 @@
 ``lifecycle.Pid``:
 
 - ``Get``: the serving process's pid, as ASCII digits;
+- ``Slot``: the ``PUREGRPC_WORKER`` environment variable (a worker's slot), or ``-``;
 - ``Sleep``: sleeps ``float(request)`` seconds without looking at the context
   (an uncooperative handler), then answers the pid.
 
@@ -24,6 +25,10 @@ def _get(request: bytes, context: Any) -> bytes:
     return str(os.getpid()).encode()
 
 
+def _slot(request: bytes, context: Any) -> bytes:
+    return os.environ.get("PUREGRPC_WORKER", "-").encode()
+
+
 def _sleep(request: bytes, context: Any) -> bytes:
     time.sleep(float(request))
     return str(os.getpid()).encode()
@@ -32,6 +37,7 @@ def _sleep(request: bytes, context: Any) -> bytes:
 def register(server: Any) -> None:
     handlers = {
         "Get": puregrpc.unary_unary_rpc_method_handler(_get),
+        "Slot": puregrpc.unary_unary_rpc_method_handler(_slot),
         "Sleep": puregrpc.unary_unary_rpc_method_handler(_sleep),
     }
     server.add_generic_rpc_handlers((puregrpc.method_handlers_generic_handler(SERVICE, handlers),))

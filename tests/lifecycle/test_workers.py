@@ -154,12 +154,26 @@ def all_gone(pids: Set[int], timeout: float = TIMEOUT) -> bool:
     return False
 
 
-def health_status(target: str) -> int:
+def health_status(target: str) -> Tuple[int, int]:
+    """(the answering worker's pid, its health status for "") over one fresh connection."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    with grpc.insecure_channel(target, options=FRESH) as channel:
+        pid = get_pid(target, channel)
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=15)
-    return int(reply.status)
+    return pid, int(reply.status)
+
+
+def wait_health(target: str, workers: Set[int], status: int, timeout: float) -> Dict[int, int]:
+    """Ask fresh connections until every worker has answered ``status``; the last status of each."""
+    last: Dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, answer = health_status(target)
+        last[pid] = answer
+        if set(last) == workers and all(value == status for value in last.values()):
+            break
+    return last
 
 
 # -- the tests -------------------------------------------------------------------------
@@ -167,18 +181,18 @@ def health_status(target: str) -> int:
 
 def test_workers_share_one_port_and_sigterm_drains_them_all(supervisors: List[Supervisor]) -> None:
     pytest.importorskip("grpc_health")
-    sup = start(supervisors, 2, "--health", "--drain-delay", "3", "--grace", "20")
+    # so_reuseport=0 is overridden: workers always share the port
+    sup = start(supervisors, 2, "--health", "--drain-delay", "6", "--grace", "20", "--option", "grpc.so_reuseport=0")
     workers = sup.serving()
     assert pids_answering(sup.target, workers) == workers  # both answer, and nobody else
-    assert health_status(sup.target) == 1  # SERVING
+    assert wait_health(sup.target, workers, 1, TIMEOUT) == dict.fromkeys(workers, 1)  # SERVING
     with grpc.insecure_channel(sup.target) as channel:
         slow = channel.unary_unary("/lifecycle.Pid/Sleep").future(b"4", timeout=40)
         time.sleep(0.5)  # let the RPC reach its handler
         sup.proc.kill(signal.SIGTERM)
         sup.until("SIGTERM received: draining 2 workers")
-        sup.until("SIGTERM received: draining (drain delay 3s")  # the first worker got it ...
-        sup.until("SIGTERM received: draining (drain delay 3s")  # ... and the second
-        assert health_status(sup.target) == 2  # NOT_SERVING, while the drain delay lasts
+        # NOT_SERVING from both, while the drain delay lasts (new connections are still served)
+        assert wait_health(sup.target, workers, 2, 5.0) == dict.fromkeys(workers, 2)
         assert int(slow.result(timeout=40)) in workers  # the running RPC finished in the drain
     assert sup.proc.wait_exit(TIMEOUT) == 0, sup.proc.describe()
     assert all(gone(pid) for pid in workers)
@@ -217,6 +231,8 @@ def test_a_worker_that_exits_cleanly_unasked_is_restarted_too(supervisors: List[
     assert "restarting it in 0.5s" in line, line
     sup.until("(slot 0) ready")
     assert get_pid(sup.target) != worker
+    with grpc.insecure_channel(sup.target) as channel:
+        assert channel.unary_unary("/lifecycle.Pid/Slot")(b"", timeout=15) == b"0"  # PUREGRPC_WORKER
     sup.proc.kill(signal.SIGINT)  # SIGINT drains as SIGTERM does
     assert sup.proc.wait_exit(TIMEOUT) == 0, sup.proc.describe()
 
@@ -379,3 +395,14 @@ def test_workers_that_cannot_start_stop_the_supervisor_with_their_status(kind: s
     assert "before it was ready: stopping" in log, log
     wanted = "has no attribute 'no_such_attr'" if kind == "bad target" else "failed to bind to address"
     assert wanted in log, log
+
+
+def test_workers_need_linux(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from puregrpc import __main__ as cli
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["serve", TARGET, "--address", "127.0.0.1:50051", "--workers", "2"])
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("puregrpc serve: --workers needs Linux") and "on darwin" in line, line
