@@ -264,26 +264,64 @@ def _parser() -> _Parser:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve Prometheus metrics over HTTP on this port, all interfaces (needs prometheus-client)",
+        help="serve Prometheus metrics over HTTP on this port, all interfaces (needs prometheus-client); "
+        "with --workers the supervisor serves the sums of every worker's",
     )
     # A worker of --workers: the supervisor's end of a socket pair (ready line, lifeline).
     serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     return parser
 
 
-def _serve_metrics(server: Any, port: int) -> None:
+# With --workers, the supervisor serves the metrics: each worker writes its counts into
+# this folder (named in the workers' environment), and the supervisor sums them.
+_METRICS_FOLDER_ENV = "PUREGRPC_METRICS_FOLDER"
+
+
+def _serve_metrics(server: Any, port: int) -> Optional[Any]:
+    """--metrics-port: serve this process's metrics over HTTP, or, in a worker, start
+    writing them for the supervisor (the writer is returned, to be stopped at the end)."""
     try:
         import prometheus_client
 
-        from .prometheus import enable_prometheus
+        from .prometheus import SnapshotWriter, enable_prometheus
     except ImportError:
         _fail("--metrics-port needs the prometheus-client package (pip install prometheus-client)")
+    folder = os.environ.get(_METRICS_FOLDER_ENV)
+    if folder is not None:
+        return SnapshotWriter(enable_prometheus(server, registry=None), folder)
     enable_prometheus(server)
+    _start_metrics_http(prometheus_client, port, None)
+    return None
+
+
+def _start_metrics_http(prometheus_client: Any, port: int, registry: Any) -> None:
     try:
-        prometheus_client.start_http_server(port)
+        if registry is None:
+            prometheus_client.start_http_server(port)
+        else:
+            prometheus_client.start_http_server(port, registry=registry)
     except OSError as exc:
         print(f"{PROG}: cannot serve metrics on port {port}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def _supervisor_metrics(port: int) -> str:
+    """The supervisor's side of --metrics-port: a folder for the workers' counts (named in
+    their environment) and an HTTP endpoint serving the sums."""
+    import tempfile
+
+    try:
+        import prometheus_client
+
+        from .prometheus import FolderCollector
+    except ImportError:
+        _fail("--metrics-port needs the prometheus-client package (pip install prometheus-client)")
+    folder = tempfile.mkdtemp(prefix="puregrpc-metrics-")
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(FolderCollector(folder))
+    _start_metrics_http(prometheus_client, port, registry)
+    os.environ[_METRICS_FOLDER_ENV] = folder
+    return folder
 
 
 # -- checking the arguments (in the supervisor too, before any worker starts) --------
@@ -331,8 +369,6 @@ def _check_for_workers(args: argparse.Namespace, addresses: List[str]) -> None:
             f"--workers needs Linux (several processes sharing a port with SO_REUSEPORT); on {sys.platform} "
             "run one process per port instead"
         )
-    if args.metrics_port is not None:
-        _fail("--metrics-port cannot be used with --workers: every worker would need a port of its own")
     for address in addresses:
         if address.startswith("unix"):
             _fail(f"--workers serves TCP addresses only (SO_REUSEPORT), not {address!r}")
@@ -418,8 +454,7 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
         _fail(f"bad --option: {exc}")
     register(server)
     _add_builtin_services(server, args)
-    if args.metrics_port is not None:
-        _serve_metrics(server, args.metrics_port)
+    metrics_writer = None if args.metrics_port is None else _serve_metrics(server, args.metrics_port)
     bound = []
     for address in addresses:
         try:
@@ -444,6 +479,8 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
             _tell_supervisor(args.worker_fd)
 
     serve_until_signal(server, args.grace, args.drain_delay, ready)
+    if metrics_writer is not None:
+        metrics_writer.stop()  # the last counts, for the supervisor
     _LOGGER.info(serve_summary(server, started))
     return 0
 
@@ -470,7 +507,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         _check_for_workers(args, addresses)
         from ._supervisor import supervise
 
-        return supervise(arguments, args.workers, target=args.target, addresses=addresses)
+        folder = None if args.metrics_port is None else _supervisor_metrics(args.metrics_port)
+        try:
+            return supervise(arguments, args.workers, target=args.target, addresses=addresses)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     return _serve(args, addresses, credentials)
 
 

@@ -367,7 +367,6 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(supervisors: List[
         (["--port", "0"], 2, "--workers needs a fixed port, not 0"),
         (["--address", "unix:workers.sock"], 2, "--workers serves TCP addresses only"),
         (["--address", "nonsense"], 2, "cannot parse address"),
-        (["--address", "127.0.0.1:1", "--metrics-port", "9000"], 2, "--metrics-port cannot be used with --workers"),
     ],
 )
 def test_workers_bad_arguments_give_one_line_and_exit_2(args: List[str], code: int, message: str) -> None:
@@ -406,3 +405,48 @@ def test_workers_need_linux(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     assert info.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("puregrpc serve: --workers needs Linux") and "on darwin" in line, line
+
+
+def _handled_total(port: int) -> float:
+    """The sum of grpc_server_handled_total on the supervisor's metrics port (0 if none yet)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("grpc_server_handled_total{")
+    )
+
+
+def _wait_total(port: int, expected: float, timeout: float = TIMEOUT) -> float:
+    deadline = time.monotonic() + timeout
+    total = _handled_total(port)
+    while total != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        total = _handled_total(port)
+    return total
+
+
+def test_metrics_port_sums_every_worker_and_survives_restarts(supervisors: List[Supervisor]) -> None:
+    pytest.importorskip("prometheus_client")
+    metrics_port = free_port()
+    sup = start(supervisors, 2, "--metrics-port", str(metrics_port))
+    workers = sup.serving()
+    calls = 0
+    answered: Set[int] = set()
+    while answered != workers and calls < 80:
+        answered.add(get_pid(sup.target))
+        calls += 1
+    assert answered == workers  # both workers served: the sum covers two processes
+    assert _wait_total(metrics_port, calls) == calls  # workers write their counts once a second
+    time.sleep(1.5)  # the victim's latest counts are on disk
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    sup.until(f"worker {victim} (slot {sup.ready[victim]}) killed by SIGKILL")
+    sup.until("ready")
+    assert _handled_total(metrics_port) == calls  # a killed worker's counts stay: no counter goes back
+    for _ in range(10):
+        get_pid(sup.target)
+    assert _wait_total(metrics_port, calls + 10) == calls + 10
+    sup.proc.kill(signal.SIGTERM)
+    assert sup.proc.wait_exit(TIMEOUT) == 0, sup.proc.describe()
