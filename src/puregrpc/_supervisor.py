@@ -1,6 +1,6 @@
 """``puregrpc serve ... --workers N``: a supervisor keeping N worker processes on one port.
 
-The supervisor serves no RPC, binds no socket and never imports the user's module.
+The supervisor serves no RPC, binds no gRPC address and never imports the user's module.
 Each worker is a fresh interpreter running the same command line with the hidden
 ``--worker-fd FD`` option (``sys.executable -m puregrpc serve ...``): it imports
 MODULE, calls ATTR(server), binds every address with SO_REUSEPORT, starts, and
