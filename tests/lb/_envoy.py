@@ -44,8 +44,12 @@ class Envoy(Process):
         argv += ["--log-level", "warning", "--admin-address-path", str(self._admin_file)]
         super().__init__(argv, "envoy")
         self.ports = {port_a: "a", port_b: "b"}
-        self.admin = self._admin_address()
-        wait_listening(self.port, self)
+        try:
+            self.admin = self._admin_address()
+            wait_listening(self.port, self)
+        except BaseException:
+            self.close()
+            raise
 
     def _admin_address(self, timeout: float = 30.0) -> str:
         """Envoy writes its admin address (port 0 picked a free one) once it listens: a poll."""

@@ -66,9 +66,13 @@ class Process:
         self.exited = threading.Event()
         self.exit_time = 0.0
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout_lines, True), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr_lines, False), daemon=True).start()
-        threading.Thread(target=self._reap, daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout_lines, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr_lines, False), daemon=True),
+            threading.Thread(target=self._reap, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _read(self, pipe: IO[str], log: List[str], queued: bool) -> None:
         for line in pipe:
@@ -115,9 +119,16 @@ class Process:
         return f"argv={self.argv} returncode={self.proc.poll()}\n--- stdout:\n{out}\n--- stderr:\n{err}"
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        """Kill the process and its process group (nginx's workers are children of its master)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # its own group: start_new_session=True
+        except (ProcessLookupError, PermissionError):
+            pass
         self.proc.wait(10)
+        for thread in self._threads:
+            thread.join(5)
+        if any(thread.is_alive() for thread in self._threads):
+            return  # a pipe still held open elsewhere: closing it would block on its reader
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -141,8 +152,12 @@ class Replica(Process):
             argv += ["--option", f"{option}={value}"]
         super().__init__(argv, f"replica {name}")
         self.port = port
-        self.ready_time, line = self.expect("READY")
-        assert int(line.split()[1]) == port, line
+        try:
+            self.ready_time, line = self.expect("READY")
+            assert int(line.split()[1]) == port, line
+        except BaseException:
+            self.close()
+            raise
 
 
 def wait_listening(port: int, proc: Process, timeout: float = STARTUP_TIMEOUT) -> None:

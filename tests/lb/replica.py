@@ -12,6 +12,8 @@ Methods of ``lb.Replica``:
 - ``Whoami`` (unary): the replica's name;
 - ``Count`` (server streaming): request ``b"N"``, answers ``N`` messages ``b"<name>:<i>"``;
 - ``Sum`` (client streaming): requests are ASCII integers, answers their sum;
+- ``Size`` (client streaming): answers the total size of the requests, in ASCII;
+- ``Echo`` (unary): answers the request;
 - ``Fail`` (unary): request ``b"CODE details"``, aborts with that status code name and details;
 - ``FailAfter`` (server streaming): request ``b"N CODE details"``, sends ``N`` messages, then aborts;
 - ``Slow`` (unary): sleeps ``float(request)`` seconds, then answers the name.
@@ -55,6 +57,12 @@ def make_handler(name: str) -> Any:
     def total(requests: Iterator[bytes], context: Any) -> bytes:
         return str(sum(int(item) for item in requests)).encode()
 
+    def size(requests: Iterator[bytes], context: Any) -> bytes:
+        return str(sum(len(item) for item in requests)).encode()
+
+    def echo(request: bytes, context: Any) -> bytes:
+        return request
+
     def fail(request: bytes, context: Any) -> bytes:
         code, _, details = request.decode().partition(" ")
         context.abort(puregrpc.StatusCode[code], details)
@@ -74,6 +82,8 @@ def make_handler(name: str) -> Any:
         "Whoami": puregrpc.unary_unary_rpc_method_handler(whoami),
         "Count": puregrpc.unary_stream_rpc_method_handler(count),
         "Sum": puregrpc.stream_unary_rpc_method_handler(total),
+        "Size": puregrpc.stream_unary_rpc_method_handler(size),
+        "Echo": puregrpc.unary_unary_rpc_method_handler(echo),
         "Fail": puregrpc.unary_unary_rpc_method_handler(fail),
         "FailAfter": puregrpc.unary_stream_rpc_method_handler(fail_after),
         "Slow": puregrpc.unary_unary_rpc_method_handler(slow),

@@ -41,16 +41,17 @@ class Cluster:
         assert ENVOY is not None
         self.options = options
         self.processes: List[Process] = []
-        self.port_a, self.port_b = free_port(), free_port()
-        self.a = self.replica("a", self.port_a)
-        self.b = self.replica("b", self.port_b)
-        self.envoy = self.track(Envoy(ENVOY, workdir, self.port_a, self.port_b))
-        self.envoy.wait_health(HEALTHY)
+        try:
+            self.port_a, self.port_b = free_port(), free_port()
+            self.a = self.replica("a", self.port_a)
+            self.b = self.replica("b", self.port_b)
+            self.envoy = Envoy(ENVOY, workdir, self.port_a, self.port_b)
+            self.processes.append(self.envoy)
+            self.envoy.wait_health(HEALTHY)
+        except BaseException:
+            self.close()
+            raise
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.envoy.port}")
-
-    def track(self, process: Envoy) -> Envoy:
-        self.processes.append(process)
-        return process
 
     def replica(self, name: str, port: int) -> Replica:
         replica = Replica(name, port, drain_delay=DRAIN_DELAY, grace=5.0, options=self.options)
@@ -67,7 +68,9 @@ class Cluster:
         return sent, unhealthy, self.a.exit_time
 
     def close(self) -> None:
-        self.channel.close()
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.close()
         for process in reversed(self.processes):
             process.close()
 
