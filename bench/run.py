@@ -161,6 +161,9 @@ def parse_h2load(output: str, response_len: int) -> H2loadResult:
 
 
 def h2load_cmd(h2load: str, port: int, scenario: Scenario, duration: float, data_file: str, cpu: str) -> List[str]:
+    # H2LOAD_THREADS: client threads, for servers that outrun one h2load thread (--workers
+    # on many cores); at most one per connection.
+    threads = min(int(os.environ.get("H2LOAD_THREADS", "1")), scenario.connections)
     return [
         "taskset",
         "-c",
@@ -168,7 +171,7 @@ def h2load_cmd(h2load: str, port: int, scenario: Scenario, duration: float, data
         h2load,
         f"-c{scenario.connections}",
         f"-m{scenario.streams}",
-        "-t1",
+        f"-t{threads}",
         "-D",
         f"{round(duration * 1000)}ms",
         "-d",

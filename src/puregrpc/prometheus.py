@@ -17,7 +17,7 @@ Use::
     prometheus_client.start_http_server(9100)
 
 or ``puregrpc serve ... --metrics-port 9100``. Counting happens on the server's I/O
-thread in plain integers (a few per RPC, under one uncontended lock); the metric
+thread in plain integers (a few per RPC, no lock: only that thread writes them); the metric
 families are built only when Prometheus scrapes. Needs the ``prometheus-client``
 package (an optional dependency), imported only here.
 
@@ -44,6 +44,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from ._loop import io_thread
 from ._stats import RpcRecord
 
 # Prometheus' default buckets (seconds), as go-grpc-prometheus uses them.
@@ -61,7 +62,7 @@ def _split(method: str) -> Tuple[str, str]:
 class _Method:
     """Counts of one (type, service, method)."""
 
-    __slots__ = ("buckets", "count", "handled", "received", "sent", "started", "sum")
+    __slots__ = ("buckets", "handled", "received", "sent", "started", "sum")
 
     def __init__(self, n_buckets: int) -> None:
         self.started = 0
@@ -69,7 +70,6 @@ class _Method:
         self.received = 0
         self.sent = 0
         self.buckets = [0] * n_buckets  # non-cumulative; the last is +Inf
-        self.count = 0
         self.sum = 0.0
 
 
@@ -81,45 +81,42 @@ class PrometheusMetrics(Collector):
         if not bounds or any(b != b for b in bounds):
             raise ValueError("buckets must be a non-empty sequence of numbers")
         self._bounds: List[float] = bounds
-        self._methods: Dict[_Key, _Method] = {}
-        self._names: Dict[Tuple[str, str], _Key] = {}  # (method path, type) -> key
-        self._lock = threading.Lock()
+        # (method path, type) -> counts. Written by the I/O thread only (observers run
+        # there), so counting takes no lock; readers copy it on that thread too (_copy).
+        self._methods: Dict[Tuple[str, str], _Method] = {}
 
-    # -- RpcObserver (called on a server's I/O thread) ----------------------------
-    def _entry(self, method: str, grpc_type: str) -> _Method:
-        key = self._names.get((method, grpc_type))
-        if key is None:
-            service, name = _split(method)
-            key = (grpc_type, service, name)
-            self._names[(method, grpc_type)] = key
-        entry = self._methods.get(key)
-        if entry is None:
-            entry = self._methods[key] = _Method(len(self._bounds) + 1)
+    # -- RpcObserver (called on the I/O thread) -----------------------------------
+    def _new_entry(self, method: str, grpc_type: str) -> _Method:
+        entry = self._methods[(method, grpc_type)] = _Method(len(self._bounds) + 1)
         return entry
 
     def rpc_started(self, method: str, grpc_type: str) -> None:
-        with self._lock:
-            self._entry(method, grpc_type).started += 1
+        entry = self._methods.get((method, grpc_type)) or self._new_entry(method, grpc_type)
+        entry.started += 1
 
     def rpc_finished(self, record: RpcRecord) -> None:
+        entry = self._methods.get((record.method, record.grpc_type)) or self._new_entry(
+            record.method, record.grpc_type
+        )
+        handled = entry.handled
         code = record.code.name
-        slot = bisect.bisect_left(self._bounds, record.seconds)
-        with self._lock:
-            entry = self._entry(record.method, record.grpc_type)
-            entry.handled[code] = entry.handled.get(code, 0) + 1
-            entry.received += record.messages_received
-            entry.sent += record.messages_sent
-            entry.buckets[slot] += 1
-            entry.count += 1
-            entry.sum += record.seconds
+        handled[code] = handled.get(code, 0) + 1
+        entry.received += record.messages_received
+        entry.sent += record.messages_sent
+        entry.buckets[bisect.bisect_left(self._bounds, record.seconds)] += 1
+        entry.sum += record.seconds
 
     # -- Collector (called by prometheus_client when scraped) ---------------------
+    def _copy_here(self) -> List[_Row]:
+        rows: List[_Row] = []
+        for (method, kind), m in list(self._methods.items()):
+            service, name = _split(method)
+            rows.append(((kind, service, name), m.started, dict(m.handled), m.received, m.sent, list(m.buckets), m.sum))
+        return rows
+
     def _copy(self) -> List[_Row]:
-        with self._lock:
-            return [
-                (key, m.started, dict(m.handled), m.received, m.sent, list(m.buckets), m.sum)
-                for key, m in self._methods.items()
-            ]
+        """A consistent copy of the counts, made on the I/O thread that writes them."""
+        return io_thread().call(self._copy_here, timeout=10.0)
 
     def snapshot(self) -> Dict[str, Any]:
         """What was counted, as JSON-able data (see ``FolderCollector``)."""
