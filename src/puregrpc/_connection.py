@@ -90,6 +90,7 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.closed = False
         self.shutting_down = False
+        self.refusing = False  # the server is draining: new streams get REFUSED_STREAM
         self._final_goaway_sent = False
         self._ping_timer: Optional[asyncio.TimerHandle] = None
         # Connection management (gRFC A8/A9): one timer per connection, armed for the
@@ -225,7 +226,7 @@ class Connection(asyncio.Protocol):
     # -- streams ---------------------------------------------------------------
     def _open_call(self, event: ev.RequestReceived) -> Optional[ServerCall]:
         sid = event.stream_id
-        if self.shutting_down:
+        if self.refusing:
             # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
             # REFUSED_STREAM tells the client it may retry elsewhere.
             self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
@@ -381,13 +382,13 @@ class Connection(asyncio.Protocol):
             elif now - self._idle_since >= idle:
                 self._idle_due = None
                 _LOGGER.debug("connection from %s idle for %g s: GOAWAY (grpc.max_connection_idle_ms)", self.peer, idle)
-                self.begin_shutdown()
+                self.begin_shutdown(refuse_new=False)
             else:
                 self._idle_due = self._idle_since + idle
         if self._age_due is not None and now >= self._age_due:
             self._age_due = None
             _LOGGER.debug("connection from %s reached its age: GOAWAY (grpc.max_connection_age_ms)", self.peer)
-            self.begin_shutdown()
+            self.begin_shutdown(refuse_new=False)
             if opts.max_connection_age_grace is not None:
                 self._age_grace_due = now + opts.max_connection_age_grace
         if self._age_grace_due is not None and now >= self._age_grace_due:
@@ -524,15 +525,27 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     # -- graceful shutdown (RFC 9113 6.8) --------------------------------------
-    def begin_shutdown(self) -> None:
+    def begin_shutdown(self, refuse_new: bool = True) -> None:
         """First GOAWAY (last-stream-id 2^31-1) and a PING; the final GOAWAY follows
-        on the PING's ack (or after a timeout), naming the last stream accepted."""
-        if self.shutting_down or self.closed:
+        on the PING's ack (or after a timeout), naming the last stream accepted.
+
+        ``refuse_new`` (the server drains, lifecycle.md 12): streams that arrive from
+        now on get REFUSED_STREAM, and an idle connection gets its final GOAWAY at
+        once. Otherwise (connection age or idleness, gRFC A9) streams the client opened
+        before it saw the first GOAWAY are served, and the final GOAWAY waits for the
+        PING's round trip even when no RPC is running."""
+        if self.closed:
+            return
+        if refuse_new:
+            self.refusing = True
+        if self.shutting_down:
+            if refuse_new and not self.calls:
+                self._send_final_goaway()
             return
         self.shutting_down = True
         self.h2.goaway(_MAX_STREAM_ID, ErrorCode.NO_ERROR)
         self.h2.ping(_SHUTDOWN_PING)
-        if not self.calls:
+        if refuse_new and not self.calls:
             # Idle: nothing to wait for, so the final GOAWAY goes out at once.
             self._send_final_goaway()
         else:

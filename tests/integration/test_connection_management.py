@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import grpc
 import pytest
@@ -363,3 +363,56 @@ def test_access_log_one_line_per_rpc_only_when_enabled() -> None:
     assert len(lines) == 2
     assert f"/{SERVICE}/Echo OK" in lines[0] and "in=1 out=1" in lines[0] and lines[0].startswith("ipv")
     assert f"/{SERVICE}/Nope UNIMPLEMENTED" in lines[1]
+
+
+def _frames(data: bytes) -> List[Tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, payload) of each whole frame in ``data``."""
+    out = []
+    pos = 0
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if pos + 9 + length > len(data):
+            break
+        sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        out.append((data[pos + 3], data[pos + 4], sid, data[pos + 9 : pos + 9 + length]))
+        pos += 9 + length
+    return out
+
+
+def test_streams_sent_before_the_client_saw_the_age_goaway_are_served() -> None:
+    """gRFC A9 / RFC 9113 6.8: after the first GOAWAY (last stream 2^31-1) the server still
+    serves streams the client opened before it read that GOAWAY; only the final GOAWAY, a
+    round trip later, names the last stream. (Envoy, without retries, found this.) Raw
+    frames: the h2 library accepts nothing after a GOAWAY."""
+    import hpack
+
+    options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 5000)]
+    with (
+        serve(handlers=_handlers(), options=options) as running,
+        socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+        time.sleep(0.5)  # the age GOAWAY and its PING are sent, but not read (nor acked)
+        block = hpack.Encoder().encode(grpc_request(f"/{SERVICE}/Echo"))
+        body = grpc_frame(b"late")
+        headers = len(block).to_bytes(3, "big") + bytes([0x1, 0x4]) + (1).to_bytes(4, "big") + block
+        data = len(body).to_bytes(3, "big") + bytes([0x0, 0x1]) + (1).to_bytes(4, "big") + body
+        sock.sendall(headers + data)
+        received = b""
+        end = time.monotonic() + 2.0
+        sock.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            received += chunk
+    frames = _frames(received)
+    goaways = [int.from_bytes(p[:4], "big") for t, _, _, p in frames if t == 0x7]
+    assert goaways and goaways[0] == 2**31 - 1  # the first GOAWAY came before the request
+    assert not [f for f in frames if f[0] == 0x3 and f[2] == 1], "stream 1 was reset (refused)"
+    decoder = hpack.Decoder()
+    statuses = [dict(decoder.decode(p)).get("grpc-status") for t, flags, sid, p in frames if t == 0x1 and sid == 1]
+    assert "0" in statuses, statuses

@@ -122,7 +122,9 @@ def test_calls_and_statuses_pass_through(stack: Stack) -> None:
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
 
     statuses = [line.split()[1] for line in nginx.access_log()]
-    assert statuses and set(statuses) == {"200"}, statuses  # gRPC errors are HTTP 200 + grpc-status
+    # gRPC errors are HTTP 200 + grpc-status; 499 ("client closed") only for the deadline
+    # call, when the client's own deadline ended it before the replica's status arrived
+    assert statuses.count("200") >= len(statuses) - 1 and set(statuses) <= {"200", "499"}, statuses
 
 
 # nginx's answer when a replica's final GOAWAY names the request's stream as never processed
