@@ -1,7 +1,8 @@
 """Benchmark server (c): puregrpc, the same code as grpcio_server.py on puregrpc.server.
 
 With PUREGRPC_BENCH_METRICS=1 in the environment, the server also counts its RPCs for
-Prometheus (puregrpc.prometheus), to measure what metrics cost.
+Prometheus (puregrpc.prometheus), to measure what metrics cost; with
+PUREGRPC_BENCH_ACCESS_LOG=1 it writes the access log (one line per RPC) to stderr.
 """
 
 from __future__ import annotations
@@ -25,5 +26,11 @@ def with_metrics(pool: ThreadPoolExecutor) -> Any:
 
 
 if __name__ == "__main__":
+    if os.environ.get("PUREGRPC_BENCH_ACCESS_LOG") == "1":
+        import logging
+
+        access = logging.getLogger("puregrpc.access")
+        access.setLevel(logging.INFO)
+        access.addHandler(logging.StreamHandler())
     metrics = os.environ.get("PUREGRPC_BENCH_METRICS") == "1"
     sys.exit(sync_server.serve(with_metrics if metrics else puregrpc.server))
