@@ -32,6 +32,8 @@ _LOGGER = logging.getLogger("puregrpc")
 _MAX_STREAM_ID = 2**31 - 1
 _SHUTDOWN_PING = b"puregrpc"
 _KEEPALIVE_PING = b"keepaliv"
+# How long a connection we closed keeps reading after its FIN (see Connection._close).
+_LINGER = 2.0
 # Connections of one server still before their preface and SETTINGS; more are closed at
 # once (slowloris: each one would otherwise hold a socket until its handshake timeout).
 MAX_HANDSHAKING = 1000
@@ -106,6 +108,8 @@ class Connection(asyncio.Protocol):
         self._age_grace_due: Optional[float] = None
         self._last_read = 0.0
         self._handshaking = False
+        self._linger: Optional[asyncio.TimerHandle] = None
+        self._close_when_flushed: Optional[asyncio.TimerHandle] = None
         self._auth: Optional[Dict[str, List[bytes]]] = None  # TLS only
         self._identity_key: Optional[str] = None
 
@@ -206,6 +210,12 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._close_when_flushed is not None:
+            self._close_when_flushed.cancel()
+            self._close_when_flushed = None
         if self._handshaking:
             self._handshaking = False
             self.core.handshaking -= 1
@@ -518,11 +528,28 @@ class Connection(asyncio.Protocol):
         self.output_level = self.h2.pending_total + self.transport.get_write_buffer_size()
         if self.held and self.output_level + self._posted_out <= OUTPUT_LIMIT // 2:
             self._release_held()
+        if self._close_when_flushed is not None and not self.h2.pending_total:
+            self._close_when_flushed.cancel()
+            self._close_when_flushed = None
+            self._close()
 
     def _close(self) -> None:
+        """Close after the final GOAWAY. Where the transport can half-close, send FIN and
+        go on reading (and discarding) until the peer closes too or _LINGER passes:
+        closing a socket with unread input makes the kernel send a TCP reset, which can
+        destroy responses the peer has received but not yet read (RFC 9113 6.8)."""
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            transport = self.transport
+            try:
+                if transport.can_write_eof():
+                    transport.write_eof()
+                    self._linger = self.io.loop.call_later(_LINGER, transport.abort)
+                    return
+            except OSError:  # the peer is gone already (ENOTCONN, EPIPE): nothing to wait for
+                transport.abort()
+                return
+            transport.close()
 
     # -- graceful shutdown (RFC 9113 6.8) --------------------------------------
     def begin_shutdown(self, refuse_new: bool = True) -> None:
@@ -567,6 +594,12 @@ class Connection(asyncio.Protocol):
     def _close_if_idle(self) -> None:
         if not self.calls:
             self.flush()
+            if self.h2.pending_total and not self.closed:
+                # Finished responses still wait for the client's flow-control window:
+                # close once they are out (flush), or give up after _LINGER.
+                if self._close_when_flushed is None:
+                    self._close_when_flushed = self.io.loop.call_later(_LINGER, self._close)
+                return
             self._close()
 
     def finish_shutdown(self) -> None:

@@ -32,6 +32,10 @@ def run(server: Any, grace: Optional[float] = 10.0, drain_delay: float = 0.0) ->
     serve_until_signal(server, grace, drain_delay)
 
 
+# How long run() waits, after the server terminated, for its connections to close.
+_CLOSE_WAIT = 1.0
+
+
 def serve_until_signal(
     server: Any, grace: Optional[float], drain_delay: float, ready: Optional[Callable[[], None]] = None
 ) -> None:
@@ -79,6 +83,9 @@ def serve_until_signal(
         if ready is not None:
             ready()
         server.wait_for_termination()
+        # The process usually exits next: let the connections finish their graceful
+        # close (final GOAWAY, FIN, the peer's FIN) first, for at most a second.
+        core.sockets_closed.wait(_CLOSE_WAIT)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

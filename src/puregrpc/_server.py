@@ -86,6 +86,10 @@ class ServerCore:
         self.counters = Counters()
         self.observers: Tuple[RpcObserver, ...] = ()  # replaced whole, never mutated
         self.observers_lock = threading.Lock()
+        # Set once the server has terminated and every connection is closed (after the
+        # final GOAWAY, the peer's FIN or a linger timeout): a process about to exit
+        # waits for it briefly, so that no socket is torn down under unsent responses.
+        self.sockets_closed = threading.Event()
         # Called once when a drain begins (e.g. health: every service NOT_SERVING).
         self._drain_listeners: List[Callable[[], None]] = []
         self._drain_lock = threading.Lock()
@@ -172,6 +176,8 @@ class ServerCore:
         if conn in self.connections:
             self.connections.discard(conn)
             self.counters.connections -= 1
+        if not self.connections and self.lifecycle.terminated:
+            self.sockets_closed.set()
 
     def call_finished(self, completed: bool, code: StatusCode) -> None:
         self.active_rpcs -= 1
@@ -225,6 +231,8 @@ class ServerCore:
         self.io.flush_dirty()
         _live_cores.discard(self)
         self.lifecycle.apply(Input.DRAINED)
+        if not self.connections:
+            self.sockets_closed.set()
 
 
 _live_cores: Set[ServerCore] = set()
