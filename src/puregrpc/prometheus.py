@@ -95,9 +95,7 @@ class PrometheusMetrics(Collector):
         entry.started += 1
 
     def rpc_finished(self, record: RpcRecord) -> None:
-        entry = self._methods.get((record.method, record.grpc_type)) or self._new_entry(
-            record.method, record.grpc_type
-        )
+        entry = self._methods.get((record.method, record.grpc_type)) or self._new_entry(record.method, record.grpc_type)
         handled = entry.handled
         code = record.code.name
         handled[code] = handled.get(code, 0) + 1
