@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures  # noqa: F401  (imported first: see _register_exit_hook)
-import importlib.util
 import logging
 import math
 import socket
 import ssl
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -295,6 +295,7 @@ class Server:
 
     def start(self) -> None:
         """Start serving; does not block. ValueError if already started or stopped."""
+        _register_with_grpcio()
         self._core.start()
 
     def stop(self, grace: Optional[float]) -> threading.Event:
@@ -355,21 +356,17 @@ _registered = False
 
 
 def _register_with_grpcio() -> None:
-    """Where grpcio is installed, make ``isinstance(x, grpc.ServicerContext)`` (and
+    """Where grpcio has been imported, make ``isinstance(x, grpc.ServicerContext)`` (and
     ``grpc.Server``, ``grpc.HandlerCallDetails``, ...) true for puregrpc's objects, as
     code written for grpcio checks. grpc's classes are ABCs: registering is enough.
-    Never imports grpcio where it is absent."""
+    Called by ``server()`` and ``start()``: code that checks against grpc's classes has
+    imported grpc by then (generated ``*_pb2_grpc`` modules do). puregrpc itself never
+    imports grpcio, so a process that does not use it pays nothing."""
     global _registered
-    if _registered:
+    grpc = sys.modules.get("grpc")
+    if _registered or grpc is None:
         return
     _registered = True
-    try:
-        if importlib.util.find_spec("grpc") is None:
-            return
-        import grpc  # type: ignore[import-untyped,unused-ignore]
-    except Exception:  # a broken (or blocked) grpcio must not break puregrpc
-        _LOGGER.debug("grpcio is installed but does not import; puregrpc's types are not registered with it")
-        return
     from ._context import ServicerContext
     from ._handlers import GenericRpcHandler, HandlerCallDetails, RpcMethodHandler, ServerInterceptor
 
