@@ -254,3 +254,51 @@ def grpc_messages(data: bytes) -> List[Tuple[bool, bytes]]:
 def grpc_request(path: str, *extra: Tuple[str, str]) -> List[Tuple[str, str]]:
     headers = [(k, path if k == ":path" else v) for k, v in GRPC_REQUEST]
     return headers + list(extra)
+
+
+# --- raw HTTP/2 frames, for what no client library will send or accept ----------------
+
+Frame = Tuple[int, int, int, bytes]  # type, flags, stream id, payload
+
+# The client preface and an empty SETTINGS frame.
+CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
+def frame_bytes(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
+
+
+def raw_request(stream_id: int, path: str, message: bytes) -> bytes:
+    """HEADERS and one DATA frame (END_STREAM) of a unary gRPC request."""
+    import hpack
+
+    block = hpack.Encoder().encode(grpc_request(path))
+    return frame_bytes(0x1, 0x4, stream_id, block) + frame_bytes(0x0, 0x1, stream_id, grpc_frame(message))
+
+
+def split_frames(data: bytes) -> Tuple[List[Frame], bytes]:
+    """The whole frames at the start of ``data``, and what is left of a partial one."""
+    frames: List[Frame] = []
+    while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+        length = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9 : 9 + length]))
+        data = data[9 + length :]
+    return frames, data
+
+
+def read_frames(sock: socket.socket, until: Callable[[List[Frame]], bool], timeout: float = TIMEOUT) -> List[Frame]:
+    """Read frames until ``until(frames)`` holds, the peer closes, or ``timeout`` passes."""
+    frames: List[Frame] = []
+    buffer = b""
+    end = time.monotonic() + timeout
+    sock.settimeout(0.2)
+    while not until(frames) and time.monotonic() < end:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        more, buffer = split_frames(buffer + chunk)
+        frames += more
+    return frames

@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import grpc
 import pytest
@@ -17,7 +17,19 @@ import pytest
 import puregrpc
 from puregrpc import _connection
 
-from ._support import H2, TIMEOUT, Recorder, capture_log, grpc_frame, grpc_request, serve
+from ._support import (
+    CLIENT_PREFACE,
+    H2,
+    TIMEOUT,
+    Recorder,
+    capture_log,
+    grpc_frame,
+    grpc_request,
+    raw_request,
+    read_frames,
+    serve,
+    split_frames,
+)
 
 SERVICE = "conn.Probe"
 
@@ -46,15 +58,8 @@ class ConnectionTerminated:
 
 
 def _goaways(data: bytes) -> List[Any]:
-    found = []
-    pos = 0
-    while pos + 9 <= len(data):
-        length = int.from_bytes(data[pos : pos + 3], "big")
-        if data[pos + 3] == 0x7:
-            payload = data[pos + 9 : pos + 9 + length]
-            found.append(ConnectionTerminated(int.from_bytes(payload[4:8], "big"), payload[8:]))
-        pos += 9 + length
-    return found
+    frames, _ = split_frames(data)
+    return [ConnectionTerminated(int.from_bytes(p[4:8], "big"), p[8:]) for kind, _, _, p in frames if kind == 0x7]
 
 
 class Peer:
@@ -72,6 +77,14 @@ class Peer:
         data = self.conn.data_to_send()
         if data:
             self.sock.sendall(data)
+
+    def call(self, path: str, message: bytes) -> int:
+        """Send a unary request; its stream id."""
+        sid: int = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, grpc_request(path))
+        self.conn.send_data(sid, grpc_frame(message), end_stream=True)
+        self.send()
+        return sid
 
     def read(self, timeout: float) -> None:
         """Read for up to ``timeout`` seconds (the h2 library ACKs PINGs it reads)."""
@@ -133,10 +146,7 @@ def test_keepalive_disconnects_a_silent_peer_and_cancels_its_calls(peers: List[P
     with serve(handlers=_handlers({"Hold": grpc.unary_unary_rpc_method_handler(hold)}), options=options) as running:
         peer = Peer(running.port)
         peers.append(peer)
-        sid = peer.conn.get_next_available_stream_id()
-        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Hold"))
-        peer.conn.send_data(sid, grpc_frame(b""), end_stream=True)
-        peer.send()
+        peer.call(f"/{SERVICE}/Hold", b"")
         assert active.wait_for("entered")
         started = time.monotonic()
         # The peer reads nothing from now on: the keepalive PING goes unanswered.
@@ -153,10 +163,7 @@ def test_keepalive_pings_an_answering_peer_and_keeps_it(peers: List[Peer]) -> No
     with serve(handlers=_handlers(), options=options) as running:
         peer = Peer(running.port)
         peers.append(peer)
-        sid = peer.conn.get_next_available_stream_id()
-        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Sleep"))
-        peer.conn.send_data(sid, grpc_frame(b"1.5"), end_stream=True)
-        peer.send()
+        sid = peer.call(f"/{SERVICE}/Sleep", b"1.5")
         peer.read(2.0)  # reading: the h2 library acknowledges every PING
         assert not peer.closed
         assert len(peer.of("PingReceived")) >= 3
@@ -214,10 +221,7 @@ def test_idle_connection_gets_goaway_but_never_with_a_call_in_flight(peers: List
     with serve(handlers=_handlers(), options=[("grpc.max_connection_idle_ms", 300)]) as running:
         peer = Peer(running.port)
         peers.append(peer)
-        sid = peer.conn.get_next_available_stream_id()
-        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Sleep"))
-        peer.conn.send_data(sid, grpc_frame(b"1.0"), end_stream=True)
-        peer.send()
+        sid = peer.call(f"/{SERVICE}/Sleep", b"1.0")
         peer.read(0.9)  # three idle periods with the call in flight
         assert not peer.of("ConnectionTerminated") and not peer.closed
         peer.read(1.0)  # the call ends at 1 s, then 300 ms idle
@@ -365,20 +369,6 @@ def test_access_log_one_line_per_rpc_only_when_enabled() -> None:
     assert f"/{SERVICE}/Nope UNIMPLEMENTED" in lines[1]
 
 
-def _frames(data: bytes) -> List[Tuple[int, int, int, bytes]]:
-    """(type, flags, stream id, payload) of each whole frame in ``data``."""
-    out = []
-    pos = 0
-    while pos + 9 <= len(data):
-        length = int.from_bytes(data[pos : pos + 3], "big")
-        if pos + 9 + length > len(data):
-            break
-        sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-        out.append((data[pos + 3], data[pos + 4], sid, data[pos + 9 : pos + 9 + length]))
-        pos += 9 + length
-    return out
-
-
 def test_streams_sent_before_the_client_saw_the_age_goaway_are_served() -> None:
     """gRFC A9 / RFC 9113 6.8: after the first GOAWAY (last stream 2^31-1) the server still
     serves streams the client opened before it read that GOAWAY; only the final GOAWAY, a
@@ -391,25 +381,10 @@ def test_streams_sent_before_the_client_saw_the_age_goaway_are_served() -> None:
         serve(handlers=_handlers(), options=options) as running,
         socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
     ):
-        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+        sock.sendall(CLIENT_PREFACE)
         time.sleep(0.5)  # the age GOAWAY and its PING are sent, but not read (nor acked)
-        block = hpack.Encoder().encode(grpc_request(f"/{SERVICE}/Echo"))
-        body = grpc_frame(b"late")
-        headers = len(block).to_bytes(3, "big") + bytes([0x1, 0x4]) + (1).to_bytes(4, "big") + block
-        data = len(body).to_bytes(3, "big") + bytes([0x0, 0x1]) + (1).to_bytes(4, "big") + body
-        sock.sendall(headers + data)
-        received = b""
-        end = time.monotonic() + 2.0
-        sock.settimeout(0.2)
-        while time.monotonic() < end:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                break
-            received += chunk
-    frames = _frames(received)
+        sock.sendall(raw_request(1, f"/{SERVICE}/Echo", b"late"))
+        frames = read_frames(sock, lambda frames: False, timeout=2.0)
     goaways = [int.from_bytes(p[:4], "big") for t, _, _, p in frames if t == 0x7]
     assert goaways and goaways[0] == 2**31 - 1  # the first GOAWAY came before the request
     assert not [f for f in frames if f[0] == 0x3 and f[2] == 1], "stream 1 was reset (refused)"

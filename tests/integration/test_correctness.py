@@ -18,7 +18,20 @@ import pytest
 
 import puregrpc
 
-from ._support import H2, TIMEOUT, Recorder, grpc_frame, grpc_messages, grpc_request, serve
+from ._support import (
+    CLIENT_PREFACE,
+    H2,
+    TIMEOUT,
+    Frame,
+    Recorder,
+    frame_bytes,
+    grpc_frame,
+    grpc_messages,
+    grpc_request,
+    raw_request,
+    read_frames,
+    serve,
+)
 
 SERVICE = "correctness.Probe"
 KiB = 1024
@@ -565,28 +578,6 @@ def test_server_collected_on_the_io_thread_drains_on_its_own_iteration() -> None
     pool.shutdown()
 
 
-def _raw_frames(sock: socket.socket, until: Any, timeout: float = TIMEOUT) -> List[Tuple[int, int, int, bytes]]:
-    """Read whole frames (type, flags, stream, payload) until ``until(frames)`` or EOF."""
-    frames: List[Tuple[int, int, int, bytes]] = []
-    buffer = b""
-    end = time.monotonic() + timeout
-    sock.settimeout(0.2)
-    while not until(frames) and time.monotonic() < end:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        if not chunk:
-            break
-        buffer += chunk
-        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
-            length = int.from_bytes(buffer[:3], "big")
-            sid = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
-            frames.append((buffer[3], buffer[4], sid, buffer[9 : 9 + length]))
-            buffer = buffer[9 + length :]
-    return frames
-
-
 def test_termination_does_not_cut_off_a_finished_response_waiting_for_window() -> None:
     """A unary answer larger than the client's window is complete on the server (the
     call is over) but partly unsent when the server terminates: the connection stays
@@ -598,29 +589,17 @@ def test_termination_does_not_cut_off_a_finished_response_waiting_for_window() -
         serve(handlers=_handlers({})) as running,
         socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
     ):
-        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
-        block = hpack.Encoder().encode(grpc_request(f"/{SERVICE}/Sized"))
-        body = grpc_frame(b"200000")
-        sock.sendall(
-            len(block).to_bytes(3, "big")
-            + bytes([0x1, 0x4])
-            + (1).to_bytes(4, "big")
-            + block
-            + len(body).to_bytes(3, "big")
-            + bytes([0x0, 0x1])
-            + (1).to_bytes(4, "big")
-            + body
-        )
+        sock.sendall(CLIENT_PREFACE + raw_request(1, f"/{SERVICE}/Sized", b"200000"))
 
-        def data_of(frames: List[Tuple[int, int, int, bytes]]) -> int:
+        def data_of(frames: List[Frame]) -> int:
             return sum(len(f[3]) for f in frames if f[0] == 0x0 and f[2] == 1)
 
-        first = _raw_frames(sock, lambda frames: data_of(frames) >= 65535)
+        first = read_frames(sock, lambda frames: data_of(frames) >= 65535)
         assert data_of(first) == 65535  # the default stream window, then nothing
         assert running.server.stop(5).wait(TIMEOUT)  # no RPC left: terminated at once
         update = (1 << 20).to_bytes(4, "big")
-        sock.sendall(bytes.fromhex("000004080000000000") + update + bytes.fromhex("000004080000000001") + update)
-        rest = _raw_frames(sock, lambda frames: any(f[0] == 0x1 and f[1] & 0x1 and f[2] == 1 for f in frames))
+        sock.sendall(frame_bytes(0x8, 0, 0, update) + frame_bytes(0x8, 0, 1, update))
+        rest = read_frames(sock, lambda frames: any(f[0] == 0x1 and f[1] & 0x1 and f[2] == 1 for f in frames))
     assert data_of(first) + data_of(rest) == 200000 + 5, "the response was cut off"
     trailers = [hpack.Decoder().decode(f[3]) for f in rest if f[0] == 0x1 and f[2] == 1]
     assert trailers and ("grpc-status", "0") in trailers[-1]
