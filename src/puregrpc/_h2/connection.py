@@ -357,6 +357,89 @@ class H2Connection:
         st = self._streams.get(stream_id)
         return st.send_window if st is not None else 0
 
+    def invariant_violations(self) -> List[str]:
+        """Descriptions of every broken internal invariant (empty when all hold).
+
+        For tests and fuzzing: meant to be called between inputs and commands, it
+        costs a pass over the open streams. It reads the state and changes nothing."""
+        bad: List[str] = []
+        cfg = self.config
+        terminated = self._terminated
+        # Connection windows (RFC 9113 6.9.1: never above 2**31-1). SETTINGS never moves
+        # the connection windows, and we never send past the send window, so neither
+        # goes below 0; the receive window only does in the frame that ends the
+        # connection with FLOW_CONTROL_ERROR.
+        if not 0 <= self._conn_send_window <= MAX_WINDOW:
+            bad.append(f"connection send window {self._conn_send_window} out of [0, 2**31-1]")
+        if not (-MAX_WINDOW if terminated else 0) <= self._conn_recv_window <= MAX_WINDOW:
+            bad.append(f"connection receive window {self._conn_recv_window} out of range")
+        if self._conn_unacked < 0:
+            bad.append(f"connection unacknowledged bytes {self._conn_unacked} < 0")
+        # A stream receive window goes negative only when our SETTINGS ACK shrinks
+        # it (RFC 9113 6.9.2), by at most the distance from the default window; DATA
+        # beyond the window resets the stream at once.
+        recv_floor = min(0, cfg.initial_window_size - DEFAULT_WINDOW)
+        pending_sum = 0
+        for sid, st in self._streams.items():
+            if st.stream_id != sid:
+                bad.append(f"stream {st.stream_id} filed under id {sid}")
+            if not sid & 1 or sid > self._highest_id:
+                bad.append(f"stream {sid}: not a client stream id at or below {self._highest_id}")
+            if not -MAX_WINDOW <= st.send_window <= MAX_WINDOW:
+                bad.append(f"stream {sid}: send window {st.send_window} out of [-(2**31-1), 2**31-1]")
+            if not recv_floor <= st.recv_window <= MAX_WINDOW:
+                bad.append(f"stream {sid}: receive window {st.recv_window} out of [{recv_floor}, 2**31-1]")
+            if st.recv_unacked < 0:
+                bad.append(f"stream {sid}: unacknowledged bytes {st.recv_unacked} < 0")
+            if st.local_closed and st.remote_closed:
+                bad.append(f"stream {sid}: closed in both directions but still in the stream table")
+            if st.local_closed and not st.end_queued:
+                bad.append(f"stream {sid}: END_STREAM written but not requested")
+            if st.local_closed and (st.pending is not None or st.trailers is not None):
+                bad.append(f"stream {sid}: output queued after END_STREAM")
+            if st.pending is not None:
+                if not st.pending:
+                    bad.append(f"stream {sid}: empty DATA queue left in place")
+                pending_sum += len(st.pending)
+            elif st.trailers is not None:
+                bad.append(f"stream {sid}: header block queued behind no DATA")
+            if st.content_length >= 0 and st.received > st.content_length:
+                bad.append(f"stream {sid}: {st.received} bytes received past content-length {st.content_length}")
+            if sid in self._recent:
+                bad.append(f"stream {sid}: open and remembered as closed")
+        if pending_sum != self.pending_total:
+            bad.append(f"pending_total {self.pending_total} != {pending_sum} queued on the streams")
+        for sid, st in self._ready.items():
+            if self._streams.get(sid) is not st:
+                bad.append(f"stream {sid}: waiting for connection window but not open")
+            elif not st.pending:
+                bad.append(f"stream {sid}: waiting for connection window with nothing queued")
+        if len(self._streams) > cfg.max_concurrent_streams:
+            bad.append(f"{len(self._streams)} streams open, above MAX_CONCURRENT_STREAMS {cfg.max_concurrent_streams}")
+        if len(self._recent) > RECENTLY_CLOSED_LIMIT:
+            bad.append(f"{len(self._recent)} closed streams remembered, above {RECENTLY_CLOSED_LIMIT}")
+        if self.last_stream_id > self._highest_id:
+            bad.append(f"last reported stream {self.last_stream_id} above highest id seen {self._highest_id}")
+        if self.pending_total < 0 or self._queued_control < 0 or self._pings_outstanding < 0:
+            bad.append("negative counter (pending_total, queued control frames or outstanding pings)")
+        for name, budget in (
+            ("reset", self._reset_budget),
+            ("control frame", self._control_budget),
+            ("useless frame", self._useless_budget),
+        ):
+            if budget.tokens > budget.burst:
+                bad.append(f"{name} budget holds {budget.tokens} tokens, above its burst {budget.burst}")
+        if not self._hb_sid and self._hb_buf:
+            bad.append("header block bytes left behind with no block in progress")
+        if self._hb_frames > cfg.max_continuation_frames and not terminated:
+            bad.append(f"{self._hb_frames} CONTINUATION frames taken, above {cfg.max_continuation_frames}")
+        if terminated:
+            if self._streams or self._ready or self.pending_total or self._inbuf:
+                bad.append("terminated connection still holds streams, queued DATA or input")
+        elif self._inbuf and len(self._inbuf) >= self._need:
+            bad.append(f"{len(self._inbuf)} input bytes buffered, enough for a frame ({self._need}) yet unparsed")
+        return bad
+
     # ---------------------------------------------------------------- commands
 
     def initiate_connection(self) -> None:
