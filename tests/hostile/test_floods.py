@@ -239,9 +239,10 @@ def test_hpack_bomb_refuses_streams_then_the_connection(target: Target) -> None:
     with GoodClient(target) as good:
         rounds = repeat(attack)
     label = "HPACK bomb"
+    built = max(r.units for r, _ in rounds) * 200 * 4038
     print(
         f"{label}: {summary([r for r, _ in rounds])}; at most {max(n for _, n in rounds)} streams refused "
-        f"RESOURCE_EXHAUSTED per connection; decoded size if built {max(r.units for r, _ in rounds) * 200 * 4038 / MiB:.0f} MiB for the worst connection"
+        f"RESOURCE_EXHAUSTED per connection; decoded size if built {built / MiB:.0f} MiB for the worst connection"
     )
     for result, refused in rounds:
         assert result.goaway is not None and result.goaway[0] == ENHANCE_YOUR_CALM, result
