@@ -1,0 +1,38 @@
+"""Run one fuzz target under atheris (coverage-guided, libFuzzer options pass through).
+
+    python fuzz/run.py TARGET [libFuzzer options] [CORPUS_DIR ...]
+
+e.g. ``python fuzz/run.py h2_frames -max_total_time=600 fuzz/work/h2_frames fuzz/corpus/h2_frames``.
+Targets: see ``fuzz/targets.py`` (``TARGETS``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import atheris
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+# Coverage is collected for the code under test and for the hpack package it builds on.
+with atheris.instrument_imports(include=["puregrpc", "hpack"]):
+    import hpack  # noqa: F401
+
+    import puregrpc._h2.connection
+    import puregrpc._protocol  # noqa: F401
+
+import targets  # noqa: E402
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in targets.TARGETS:
+        sys.exit(f"usage: run.py TARGET [libFuzzer options]; targets: {', '.join(targets.TARGETS)}")
+    target = targets.TARGETS[sys.argv[1]]
+    atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
