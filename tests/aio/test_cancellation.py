@@ -177,10 +177,9 @@ def test_done_callbacks_run_once_with_the_context_on_every_outcome(served: Any) 
         time.sleep(SETTLE)
     expected = [name for outcome in outcomes for name in (outcome, outcome + " second")]
     assert sorted(name for name, _ in calls) == sorted(expected)
-    for (name, args), context in zip(
-        sorted(calls, key=lambda c: expected.index(c[0])), [c for c in contexts for _ in (0, 1)]
-    ):
-        assert args == (context,), name
+    by_outcome = dict(zip(outcomes, contexts))
+    for name, args in calls:
+        assert args == (by_outcome[name.split()[0]],), name
 
 
 def test_done_and_cancelled_while_the_rpc_runs(served: Any) -> None:
