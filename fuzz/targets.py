@@ -189,13 +189,14 @@ def parse_output(data: bytes) -> List[Tuple[int, int, int, bytes]]:
 
 
 class _StreamModel:
-    __slots__ = ("acked", "closed", "decoder", "deferred_ack", "local_ended", "recv_flow", "remote_ended")
+    __slots__ = ("acked", "closed", "decoder", "deferred_ack", "failed", "local_ended", "recv_flow", "remote_ended")
 
     def __init__(self, limit: int) -> None:
         self.decoder = MessageDecoder(limit)
         self.local_ended = False
         self.remote_ended = False
         self.closed = False  # reset (either side)
+        self.failed = False  # a bad gRPC message: the application resets the stream
         self.recv_flow = 0
         self.acked = 0
         self.deferred_ack = 0
@@ -223,6 +224,7 @@ class Driver:
         self.app_pings_unread = 0
         self.conn_unacked = 0  # reported flow the application has not acknowledged
         self.goaway_sent = False
+        self.drained = False
         self.check_state()
         self.take_output()
 
@@ -234,6 +236,7 @@ class Driver:
         if was_terminated:
             self.take_output()  # the GOAWAY, if the peer had not read it yet
         pending_before = conn.pending_total
+        drained = self.drained  # nothing the application queued is still unread
         events = conn.receive_data(data, self.now)  # no exception may escape
         if was_terminated:
             check(events == [], "events after ConnectionTerminated")
@@ -241,7 +244,7 @@ class Driver:
             return
         self.check_events(events)
         self.check_state()
-        if self.rng.random() < 0.8:
+        if self.rng.random() < 0.8 and drained:
             produced = self.take_output()
             engine_bytes = 0
             data_bytes = 0
@@ -257,6 +260,7 @@ class Driver:
             check(engine_bytes <= bound, f"{engine_bytes} control bytes out for {len(data)} bytes in")
         if not self.terminated:
             self.respond(events)
+            self.drained = False
             self.check_state()
             if self.rng.random() < 0.8:
                 self.take_output()
@@ -293,14 +297,12 @@ class Driver:
                     self.conn_unacked <= cfg.connection_window_size,
                     f"connection: {self.conn_unacked} unacknowledged > {cfg.connection_window_size}",
                 )
-                if not model.closed:
+                if not model.failed:
                     try:
                         model.decoder.feed(bytes(event.data))
                         check_decoder_bound(model.decoder, self.MAX_MESSAGE)
                     except ProtocolViolation:
-                        self.app_resets_unread += 1
-                        self.conn.reset_stream(event.stream_id, ErrorCode.CANCEL)  # as the server does
-                        model.closed = model.local_ended = True
+                        model.failed = True  # the application resets the call (respond)
                 if event.end_stream:
                     model.remote_ended = True
             elif isinstance(event, TrailersReceived):
@@ -358,6 +360,12 @@ class Driver:
                     model.deferred_ack += event.flow_length
             elif isinstance(event, (RequestReceived, RequestHeadersTooLarge)):
                 self.answer(event.stream_id, rng.randrange(6))
+            elif isinstance(event, StreamReset):
+                # Its data is acknowledged all the same (the connection window).
+                model_or_none = self.streams.get(event.stream_id)
+                if model_or_none is not None and model_or_none.deferred_ack:
+                    self.ack(event.stream_id, model_or_none, model_or_none.deferred_ack)
+                    model_or_none.deferred_ack = 0
         # Some deferred acknowledgements, and some work on streams left open.
         for sid, model in list(self.streams.items()):
             if model.deferred_ack and rng.random() < 0.5:
@@ -380,7 +388,11 @@ class Driver:
     def answer(self, sid: int, how: int) -> None:
         conn = self.conn
         model = self.streams[sid]
-        if model.local_ended or model.closed:
+        if model.closed:
+            return
+        if model.failed:
+            how = 2  # as the server does on a bad message
+        elif model.local_ended:
             return
         if how == 0:  # a whole unary answer
             conn.send_headers(sid, RESPONSE_BLOCK)
@@ -417,6 +429,7 @@ class Driver:
         limit = self.config.max_queued_control_frames + 2 + self.app_resets_unread
         check(controls <= limit, f"{controls} control frames queued for an unread peer (limit {limit})")
         self.app_resets_unread = 0
+        self.drained = True
         return frames
 
     def check_state(self) -> None:
