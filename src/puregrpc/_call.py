@@ -1,27 +1,35 @@
-"""One RPC on the server: the bridge between the I/O thread and a handler thread.
+"""The call core: one RPC's state, shared by the sync and the asyncio flavour.
 
-A ``ServerCall`` has two sides. Methods named ``on_*`` and ``*_loop`` run on the
-I/O thread only; they own the wire (``done``, the HTTP/2 stream). The others run
-on the handler's thread and talk to the loop through ``IOThread.post``. State
-shared by both (the request queue, ``active``, the write budget) is guarded by
-``cond``. Backpressure both ways: the loop stops acknowledging request data
-(no WINDOW_UPDATE) while too much is queued unread, and a handler writing
-responses blocks while too much is queued unsent.
+A ``CallCore`` holds what every RPC has whoever runs its handler: the request
+queue and its flow credit, the response framing and its write budget, the status
+and trailers, the deadline. It talks to its connection only through ``CallLink``
+(commands to the HTTP/2 engine and to the connection's bounds), and never runs a
+handler: an adapter does (``_sync_call.SyncDriver`` on a thread pool,
+``_aio_call.TaskDriver`` as a task on the loop).
+
+Methods named ``on_*`` and ``*_loop`` run on the loop's thread only; they own
+the wire (``done``, the HTTP/2 stream). The others run on the handler's side and
+reach the loop through ``to_loop`` (a post to the loop for a thread, a direct call
+for a task). State shared by both (the request queue, ``active``, the write budget)
+is guarded by ``cond``. Backpressure both ways: the loop stops acknowledging
+request data (no WINDOW_UPDATE) while too much is queued unread, and a handler
+writing responses waits while too much is queued unsent.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
+from ._callbacks import run_callbacks
 from ._compression import DecompressionError, MessageTooLarge, compress, decompress
-from ._context import AbortError, RpcError, ServicerContext
+from ._errors import Stop
+from ._h2.connection import H2Connection
 from ._h2.errors import ErrorCode
-from ._handlers import HandlerCallDetails, intercepted_lookup
+from ._loop import LoopIO
 from ._protocol import (
     MessageDecoder,
     ProtocolViolation,
@@ -32,11 +40,8 @@ from ._protocol import (
     trailers_block,
     trailers_only_block,
 )
-from ._stats import RpcRecord, grpc_type
+from ._stats import RpcObserver, RpcRecord, grpc_type
 from ._status import StatusCode
-
-if TYPE_CHECKING:
-    from ._connection import Connection
 
 _LOGGER = logging.getLogger("puregrpc")
 # One INFO line per finished RPC when enabled (``puregrpc serve --access-log``, or this
@@ -48,7 +53,7 @@ _ACCESS.setLevel(logging.WARNING)
 
 # Request bytes queued unread before the loop withholds WINDOW_UPDATE.
 REQUEST_QUEUE_LIMIT = 1 << 20
-# Response bytes queued unsent before a writing handler blocks.
+# Response bytes queued unsent before a writing handler waits.
 RESPONSE_QUEUE_LIMIT = 1 << 18
 # After a server-side end (deadline, grace) whose trailers had to queue behind DATA
 # the client is not taking, how long to wait for them to go out before resetting.
@@ -57,23 +62,50 @@ TRAILERS_FLUSH_TIMEOUT = 1.0
 _CONTENT_TYPE = "application/grpc"
 
 
-class _Stop(Exception):
-    """Ends a handler run with a status (or silently, if ``code`` is None)."""
+class CallSettings(Protocol):
+    """The server-wide settings a call reads."""
 
-    def __init__(self, code: Optional[StatusCode], details: str = "") -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
-class _IterationError(Exception):
-    """Wraps an exception raised by a handler's response iterator."""
+    max_receive: int
+    max_send: int
+    default_encoding: Optional[str]
+    observers: Tuple[RpcObserver, ...]
 
 
-class ServerCall:
-    def __init__(self, conn: Connection, stream_id: int, head: RequestHead, request_ended: bool) -> None:
-        self.conn = conn
-        self.io = conn.io
+class CallLink(Protocol):
+    """What a call needs of its connection (``_connection.Connection`` implements it)."""
+
+    h2: H2Connection
+    io: LoopIO
+    settings: CallSettings
+    peer: str
+    paused: bool  # the transport's buffer is full: writers wait
+
+    def mark_dirty(self) -> None: ...
+    def call_done(self, call: CallCore) -> None: ...
+    def request_ready(self, call: CallCore) -> None: ...
+    def stream_blocked(self, call: CallCore, blocked: bool) -> None: ...
+    def partial_changed(self, call: CallCore, delta: int) -> None: ...
+    def partial_over_limit(self, call: CallCore) -> bool: ...
+    def withhold_partial(self, call: CallCore, length: int) -> None: ...
+    def favour_leader(self) -> None: ...
+    def release_partial(self, call: CallCore) -> None: ...
+    def output_posted(self, length: int) -> None: ...
+    def output_taken(self, length: int) -> None: ...
+    def output_over_limit(self) -> bool: ...
+    def worker_started(self) -> None: ...
+    def hold(self, call: CallCore) -> None: ...
+    def await_request(self, call: CallCore) -> None: ...
+    def peer_identities(self) -> Optional[List[bytes]]: ...
+    def peer_identity_key(self) -> Optional[str]: ...
+    def auth_context(self) -> Dict[str, List[bytes]]: ...
+
+
+class CallCore:
+    def __init__(self, link: CallLink, stream_id: int, head: RequestHead, request_ended: bool) -> None:
+        self.link = link
+        self.io = link.io
+        self.settings = link.settings
+        self.to_loop: Callable[..., None] = link.io.post
         self.stream_id = stream_id
         self.method = head.method
         self.metadata = head.metadata
@@ -93,6 +125,9 @@ class ServerCall:
         self.writer_waiting = False
         self.callbacks: Optional[List[Callable[[], None]]] = []
         # loop side
+        self.waker: Optional[Callable[[], None]] = None  # a task adapter waiting for news
+        self.on_terminated: Optional[Callable[[], None]] = None  # the adapter's own end hook
+        self.awaiting_request = False  # dispatch waits for the request message
         self.partial_flow = 0  # flow bytes withheld for an unfinished message (connection bound)
         self.handler: Optional[Any] = None  # found on the loop when no user code is needed
         self.rpc_type: Optional[str] = None  # set once a handler is found (observers are told)
@@ -103,7 +138,7 @@ class ServerCall:
         self.done = False
         self.completed = False  # ended with the handler's own status
         self.headers_sent = False
-        self.decoder = MessageDecoder(conn.core.max_receive)
+        self.decoder = MessageDecoder(link.settings.max_receive)
         # handler side
         self.code: Optional[StatusCode] = None
         self.details: Optional[str] = None
@@ -115,14 +150,14 @@ class ServerCall:
         self.request_compressed = False  # the last request message read arrived compressed
         self.serializer: Optional[Callable[[Any], bytes]] = None
         self.deserializer: Optional[Callable[[bytes], Any]] = None
-        self.set_response_encoding(conn.core.default_encoding)
+        self.set_response_encoding(link.settings.default_encoding)
 
     # ======================================================================
-    # I/O thread side
+    # loop side
     # ======================================================================
     def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
-        conn = self.conn
-        h2 = conn.h2
+        link = self.link
+        h2 = link.h2
         if self.done:
             h2.acknowledge_received_data(self.stream_id, flow_length)
             return
@@ -132,14 +167,14 @@ class ServerCall:
             messages = decoder.feed(data) if data else []
         except ProtocolViolation as exc:
             if decoder.buffered != before:
-                conn.partial_changed(self, decoder.buffered - before)
+                link.partial_changed(self, decoder.buffered - before)
             h2.acknowledge_received_data(self.stream_id, flow_length)
             self.abort_loop(exc.code, exc.message)
             return
         after = decoder.buffered
         if after != before:
-            conn.partial_changed(self, after - before)
-        hold_partial = after > 0 and conn.partial_over_limit(self)
+            link.partial_changed(self, after - before)
+        hold_partial = after > 0 and link.partial_over_limit(self)
         if messages:
             self.messages_in += len(messages)
         with self.cond:
@@ -153,13 +188,19 @@ class ServerCall:
                 self.deferred_flow += flow_length
             self.cond.notify_all()
         if hold_partial and not withhold:
-            conn.withhold_partial(self, flow_length)
+            link.withhold_partial(self, flow_length)
         elif not withhold:
             h2.acknowledge_received_data(self.stream_id, flow_length)
             if after:
-                conn.favour_leader()
+                link.favour_leader()
         if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
+            return
+        if self.waker is not None:
+            self.waker()
+        if self.awaiting_request and (messages or end_stream):
+            self.awaiting_request = False
+            link.request_ready(self)
 
     def on_end(self) -> None:
         """The client half-closed (END_STREAM without data, or trailers)."""
@@ -181,7 +222,7 @@ class ServerCall:
         if self.done:
             return
         self.final_code = code
-        h2 = self.conn.h2
+        h2 = self.link.h2
         sid = self.stream_id
         if self.headers_sent:
             # Queued behind any DATA still waiting for window: the status goes out
@@ -203,7 +244,7 @@ class ServerCall:
             return
         kind = grpc_type(bool(handler.request_streaming), bool(handler.response_streaming))
         self.rpc_type = kind
-        for observer in self.conn.core.observers:
+        for observer in self.settings.observers:
             observer.rpc_started(self.method, kind)
 
     def _settle_stream(self, h2: Any) -> None:
@@ -216,12 +257,13 @@ class ServerCall:
             h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
         elif h2.stream_remote_open(self.stream_id):
             h2.reset_stream(self.stream_id, ErrorCode.NO_ERROR)
-        self.conn.mark_dirty()
+        self.link.mark_dirty()
 
     def send_loop(self, headers: Optional[bytes], message: bytes) -> None:
         if self.done:
             return
-        h2 = self.conn.h2
+        link = self.link
+        h2 = link.h2
         if headers is not None:
             h2.send_headers(self.stream_id, headers)
             self.headers_sent = True
@@ -229,40 +271,42 @@ class ServerCall:
         self.messages_out += 1
         pending = h2.pending_bytes(self.stream_id)
         if pending:
-            self.conn.blocked.add(self)
+            link.stream_blocked(self, True)
         with self.cond:
             self.posted_bytes -= len(message)
             self.engine_pending = pending
             if self.writer_waiting:
                 self.cond.notify_all()
-        self.conn.output_taken(len(message))
-        self.conn.mark_dirty()
+        link.output_taken(len(message))
+        link.mark_dirty()
 
     def window_opened_loop(self) -> None:
-        """More send window: recount what is still unsent; wake a blocked writer."""
-        pending = 0 if self.done else self.conn.h2.pending_bytes(self.stream_id)
+        """More send window: recount what is still unsent; wake a waiting writer."""
+        pending = 0 if self.done else self.link.h2.pending_bytes(self.stream_id)
         if not pending:
-            self.conn.blocked.discard(self)
+            self.link.stream_blocked(self, False)
         with self.cond:
             self.engine_pending = pending
             if self.writer_waiting:
                 self.cond.notify_all()
+        if self.waker is not None:
+            self.waker()
 
     def headers_loop(self, headers: bytes) -> None:
         if not self.done:
-            self.conn.h2.send_headers(self.stream_id, headers)
+            self.link.h2.send_headers(self.stream_id, headers)
             self.headers_sent = True
-            self.conn.mark_dirty()
+            self.link.mark_dirty()
 
     def finish_loop(
         self, headers: Optional[bytes], message: Optional[bytes], trailers: bytes, code: StatusCode
     ) -> None:
         if message is not None:
-            self.conn.output_taken(len(message))
+            self.link.output_taken(len(message))
         if self.done:
             return
         self.final_code = code
-        h2 = self.conn.h2
+        h2 = self.link.h2
         sid = self.stream_id
         if headers is not None:
             h2.send_headers(sid, headers)
@@ -280,16 +324,16 @@ class ServerCall:
 
     def cancel_loop(self) -> None:
         if not self.done:
-            self.conn.h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
+            self.link.h2.reset_stream(self.stream_id, ErrorCode.CANCEL)
             self._end_loop()
 
     def release_flow_loop(self, length: int) -> None:
-        self.conn.h2.acknowledge_received_data(self.stream_id, length)
-        self.conn.mark_dirty()
+        self.link.h2.acknowledge_received_data(self.stream_id, length)
+        self.link.mark_dirty()
 
     def _end_loop(self) -> None:
         self.done = True
-        self.conn.mark_dirty()
+        self.link.mark_dirty()
         self._terminate()
 
     def _terminate(self) -> None:
@@ -304,18 +348,18 @@ class ServerCall:
             # (a late release_flow_loop finds 0 here).
             deferred, self.deferred_flow = self.deferred_flow, 0
             self.cond.notify_all()
-        h2 = self.conn.h2
+        link = self.link
         if deferred:
-            h2.acknowledge_received_data(self.stream_id, deferred)
+            link.h2.acknowledge_received_data(self.stream_id, deferred)
         if self.decoder.buffered:
-            self.conn.partial_changed(self, -self.decoder.buffered)
+            link.partial_changed(self, -self.decoder.buffered)
             self.decoder.clear()
-        self.conn.release_partial(self)
-        self.conn.call_done(self)
+        link.release_partial(self)
+        link.call_done(self)
         if _ACCESS.isEnabledFor(logging.INFO):
             _ACCESS.info(
                 "%s %s %s %.1fms in=%d out=%d",
-                self.conn.peer,
+                link.peer,
                 self.method,
                 self.final_code.name,
                 (time.monotonic() - self.started_at) * 1000.0,
@@ -323,7 +367,7 @@ class ServerCall:
                 self.messages_out,
             )
         if self.rpc_type is not None:
-            observers = self.conn.core.observers
+            observers = self.settings.observers
             if observers:
                 record = RpcRecord(
                     self.method,
@@ -337,9 +381,13 @@ class ServerCall:
                     observer.rpc_finished(record)
         if callbacks:
             run_callbacks(callbacks)
+        if self.waker is not None:
+            self.waker()
+        if self.on_terminated is not None:
+            self.on_terminated()
 
     # ======================================================================
-    # handler thread side
+    # handler side (never blocks: the adapters wait)
     # ======================================================================
     def add_callback(self, callback: Callable[[], None]) -> bool:
         with self.cond:
@@ -359,9 +407,9 @@ class ServerCall:
             was_active, self.active = self.active, False
             self.cond.notify_all()
         if was_active:
-            self.io.post(self.cancel_loop)
+            self.to_loop(self.cancel_loop)
 
-    def _take_headers(self) -> Optional[bytes]:
+    def take_headers(self) -> Optional[bytes]:
         if self.initial_sent:
             return None
         self.initial_sent = True
@@ -373,38 +421,35 @@ class ServerCall:
         fields = encode_metadata(metadata)
         self.initial_sent = True
         block = response_headers_block(_CONTENT_TYPE, self.response_encoding, fields)
-        self.io.post(self.headers_loop, block)
+        self.to_loop(self.headers_loop, block)
 
-    def _frame(self, response: Any) -> bytes:
+    def frame(self, response: Any) -> bytes:
+        """Serialize, check the size limit, compress and frame one response message."""
         try:
             data = self.serializer(response) if self.serializer is not None else response
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"serializer returned {type(data).__name__}, not bytes")
         except Exception:
             _LOGGER.exception("Failed to serialize response for %s", self.method)
-            raise _Stop(StatusCode.INTERNAL, "Failed to serialize response!") from None
-        limit = self.conn.core.max_send
+            raise Stop(StatusCode.INTERNAL, "Failed to serialize response!") from None
+        limit = self.settings.max_send
         if len(data) > limit:
-            raise _Stop(StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {limit})")
+            raise Stop(StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {limit})")
         if self.response_encoding is not None and not self.skip_next_compression:
             return frame_message(compress(bytes(data), self.response_encoding), True)
         self.skip_next_compression = False
         return frame_message(bytes(data))
 
-    def write(self, response: Any) -> bool:
-        """Send one response message; blocks while the client is not reading."""
-        framed = self._frame(response)
+    def write_blocked(self) -> bool:
+        """Under ``cond``: too much is queued unsent for another message now."""
+        return self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.link.paused
+
+    def post_framed(self, framed: bytes) -> None:
+        """Hand a framed message to the loop (after ``write_blocked`` said there is room)."""
         with self.cond:
-            while self.active and (self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.conn.paused):
-                self.writer_waiting = True
-                self.cond.wait(1.0)
-            self.writer_waiting = False
-            if not self.active:
-                return False
             self.posted_bytes += len(framed)
-        self.conn.output_posted(len(framed))
-        self.io.post(self.send_loop, self._take_headers(), framed)
-        return True
+        self.link.output_posted(len(framed))
+        self.to_loop(self.send_loop, self.take_headers(), framed)
 
     def finish(self, framed: Optional[bytes], code: StatusCode, details: Optional[str]) -> None:
         """Send the status (and a last message): the handler's last word."""
@@ -425,209 +470,58 @@ class ServerCall:
             status_details = None
         number = code.value[0]
         if framed is not None:
-            self.conn.output_posted(len(framed))
+            self.link.output_posted(len(framed))
         if framed is None and not self.initial_sent:
             block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing, status_details)
             self.initial_sent = True
-            self.io.post(self.finish_loop, None, None, block, code)
+            self.to_loop(self.finish_loop, None, None, block, code)
             return
-        headers = self._take_headers()
+        headers = self.take_headers()
         block = trailers_block(number, details, trailing, status_details)
-        self.io.post(self.finish_loop, headers, framed, block, code)
+        self.to_loop(self.finish_loop, headers, framed, block, code)
 
-    def next_request(self) -> Optional[Any]:
-        """The next request message, None at the end; raises RpcError if cancelled."""
-        with self.cond:
-            while not self.requests and not self.request_ended and self.active:
-                self.cond.wait()
-            if not self.requests:
-                if not self.active:
-                    raise RpcError("the RPC was cancelled or has ended")
-                return None
-            compressed, payload = self.requests.popleft()
-            self.queued_bytes -= len(payload)
-            release = 0
-            if self.deferred_flow and self.queued_bytes <= REQUEST_QUEUE_LIMIT // 2:
-                release, self.deferred_flow = self.deferred_flow, 0
-        if release:
-            self.io.post(self.release_flow_loop, release)
-        return self._decode(compressed, payload)
+    def pop_request(self) -> Tuple[bool, bytes]:
+        """Under ``cond``, with ``requests`` not empty: the next message; the flow
+        withheld for backpressure goes back (via the loop) once half has been read."""
+        compressed, payload = self.requests.popleft()
+        self.queued_bytes -= len(payload)
+        if self.deferred_flow and self.queued_bytes <= REQUEST_QUEUE_LIMIT // 2:
+            release, self.deferred_flow = self.deferred_flow, 0
+            self.to_loop(self.release_flow_loop, release)
+        return compressed, payload
 
-    def _decode(self, compressed: bool, payload: bytes) -> Any:
+    def decode(self, compressed: bool, payload: bytes) -> Any:
         self.request_compressed = compressed
         if compressed:
             encoding = self.head.encoding
             if encoding is None:
-                raise _Stop(StatusCode.INTERNAL, "compressed message received without grpc-encoding")
-            limit = self.conn.core.max_receive
+                raise Stop(StatusCode.INTERNAL, "compressed message received without grpc-encoding")
+            limit = self.settings.max_receive
             try:
                 payload = decompress(payload, encoding, limit)
             except MessageTooLarge:
-                raise _Stop(
+                raise Stop(
                     StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max (more than {limit})"
                 ) from None
             except DecompressionError as exc:
-                raise _Stop(StatusCode.INTERNAL, str(exc)) from None
+                raise Stop(StatusCode.INTERNAL, str(exc)) from None
         if self.deserializer is None:
             return payload
         try:
             return self.deserializer(payload)
         except Exception:
             _LOGGER.exception("Failed to deserialize request for %s", self.method)
-            raise _Stop(StatusCode.INTERNAL, "Exception deserializing request!") from None
+            raise Stop(StatusCode.INTERNAL, "Exception deserializing request!") from None
 
-    def run(self) -> None:
-        """The whole RPC on a handler thread: lookup, handler, status."""
-        if not self.active:
-            return  # cancelled while it waited for a thread
-        conn = self.conn
-        if conn.output_over_limit():
-            # The client is not taking what this connection already answered:
-            # wait (on the loop, holding no thread) until its output drains.
-            self.io.post(conn.hold, self)
-            return
-        try:
-            self._run()
-        except _Stop as stop:
-            if stop.code is not None:
-                self.finish(None, stop.code, stop.details)
-        except BaseException:
-            _LOGGER.exception("puregrpc internal error serving %s", self.method)
-            self.finish(None, StatusCode.INTERNAL, "internal server error")
-            raise
+    def unary_request_missing(self) -> Stop:
+        """The error for a unary method whose client sent no message (grpcio's words)."""
+        return Stop(StatusCode.UNIMPLEMENTED, f'"{self.method}" requires exactly one request message.')
 
-    def _run(self) -> None:
-        core = self.conn.core
-        try:
-            handler = self.handler
-            if handler is None:
-                handler = intercepted_lookup(
-                    core.registry, core.interceptors, HandlerCallDetails(self.method, self.metadata)
-                )
-        except Exception as exc:
-            _LOGGER.exception("Exception servicing handler for %s: %s", self.method, exc)
-            raise _Stop(StatusCode.UNKNOWN, "Error in service handler!") from None
-        if handler is None:
-            raise _Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
-        if self.handler is None and core.observers:
-            self.io.post(self.handler_found_loop, handler)
-        self.serializer = handler.response_serializer
-        self.deserializer = handler.request_deserializer
-        context = ServicerContext(self)
-        if handler.request_streaming:
-            request: Any = RequestIterator(self)
-            behavior = handler.stream_stream if handler.response_streaming else handler.stream_unary
-        else:
-            request = self._read_unary()
-            behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
-        try:
-            result = behavior(request, context)
-            if handler.response_streaming:
-                try:
-                    self._stream_responses(result)
-                except (_Stop, AbortError, RpcError):
-                    raise
-                except Exception as exc:
-                    raise _IterationError(exc) from exc
-                framed = None
-            elif self.code is None or self.code is StatusCode.OK:
-                framed = self._frame(result)
-            else:
-                framed = None
-        except (_Stop, AbortError, RpcError) as exc:
-            if isinstance(exc, _Stop) and exc.code is not None and not self.aborted:
-                raise
-            if not self.active:
-                raise _Stop(None) from None
-            code = self.code if self.code is not None else StatusCode.UNKNOWN
-            raise _Stop(code, self.details or "") from None
-        except Exception as exc:
-            if not self.active:
-                raise _Stop(None) from None
-            if self.aborted:  # context.abort() raises a bare Exception, as grpcio's does
-                raise _Stop(self.code if self.code is not None else StatusCode.UNKNOWN, self.details or "") from None
-            # grpcio's wording: which side of the handler raised
-            what = "iterating responses" if isinstance(exc, _IterationError) else "calling application"
-            cause = exc.__cause__ if isinstance(exc, _IterationError) else exc
-            _LOGGER.error("Exception %s: %s", what, self.method, exc_info=cause)
-            code = self.code if self.code is not None and self.code is not StatusCode.OK else StatusCode.UNKNOWN
-            details = self.details if self.details is not None else f"Exception {what}: {cause}"
-            raise _Stop(code, details) from None
-        if self.active:
-            self.finish(framed, self.code or StatusCode.OK, self.details)
+    def __hash__(self) -> int:
+        return id(self)
 
-    def _read_unary(self) -> Any:
-        with self.cond:
-            while not self.requests and not self.request_ended and self.active:
-                self.cond.wait()
-            if not self.active:
-                raise _Stop(None)
-            if not self.requests:
-                # as grpcio
-                message = f'"{self.method}" requires exactly one request message.'
-                raise _Stop(StatusCode.UNIMPLEMENTED, message)
-            compressed, payload = self.requests.popleft()
-            self.queued_bytes -= len(payload)
-        return self._decode(compressed, payload)
-
-    def _stream_responses(self, responses: Any) -> None:
-        iterator: Iterator[Any] = iter(responses)
-        try:
-            for response in iterator:
-                if not self.write(response):
-                    break
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None and not self.active:
-                close()
+    def __eq__(self, other: Any) -> bool:
+        return self is other
 
 
-class RequestIterator:
-    """The request stream of a client-streaming RPC, as a blocking iterator."""
-
-    def __init__(self, call: ServerCall) -> None:
-        self._call = call
-
-    def __iter__(self) -> RequestIterator:
-        return self
-
-    def __next__(self) -> Any:
-        message = self._call.next_request()
-        if message is None:
-            raise StopIteration
-        return message
-
-    def next(self) -> Any:
-        return self.__next__()
-
-
-# --- callbacks --------------------------------------------------------------
-# add_callback callbacks are user code: they never run on the I/O thread, and
-# not in the user's pool either (a full pool must not delay a cancellation).
-
-_callback_queue: queue.SimpleQueue[List[Callable[[], None]]] = queue.SimpleQueue()
-_callback_thread: Optional[threading.Thread] = None
-_callback_lock = threading.Lock()
-
-
-def _callback_worker() -> None:
-    while True:
-        for callback in _callback_queue.get():
-            try:
-                callback()
-            except Exception:
-                _LOGGER.exception("RPC termination callback %r raised", callback)
-
-
-def run_callbacks(callbacks: List[Callable[[], None]]) -> None:
-    global _callback_thread
-    if _callback_thread is None:
-        with _callback_lock:
-            if _callback_thread is None:
-                thread = threading.Thread(target=_callback_worker, name="puregrpc-callbacks", daemon=True)
-                thread.start()
-                _callback_thread = thread
-    _callback_queue.put(callbacks)
-
-
-__all__ = ["RequestIterator", "ServerCall"]
+__all__ = ["CallCore", "CallLink", "CallSettings"]

@@ -1,8 +1,10 @@
 """One client connection on the I/O thread: socket <-> HTTP/2 engine <-> calls.
 
-Runs on the I/O thread only. Requests become ``ServerCall`` objects handed to
-the user's thread pool; everything a call writes comes back through the
-engine and leaves in one ``transport.write`` per loop iteration.
+Runs on its loop's thread only. Requests become ``CallCore`` objects that the
+server dispatches (to a thread pool, or as tasks); everything a call writes comes
+back through the engine and leaves in one ``transport.write`` per loop iteration.
+The connection implements ``CallLink`` for its calls, and knows its server only as
+``ServerSide``.
 """
 
 from __future__ import annotations
@@ -14,18 +16,18 @@ import math
 import random
 import socket
 import threading
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set
+from typing import Any, Deque, Dict, List, Optional, Protocol, Set, Tuple
 
-from ._call import ServerCall
+from ._call import CallCore, CallSettings
 from ._credentials import ALPN_H2, auth_properties
 from ._h2 import events as ev
-from ._h2.connection import H2Connection
+from ._h2.connection import H2Config, H2Connection
 from ._h2.errors import ErrorCode
+from ._loop import LoopIO
+from ._options import ServerOptions
 from ._protocol import RequestRejected, parse_request, trailers_only_block
+from ._stats import Counters, RpcObserver
 from ._status import StatusCode
-
-if TYPE_CHECKING:
-    from ._server import ServerCore
 
 _LOGGER = logging.getLogger("puregrpc")
 
@@ -50,6 +52,33 @@ OUTPUT_LIMIT = 4 << 20
 # WINDOW_UPDATE) until messages complete or their calls end; the oldest is always
 # credited, so one large message can always finish (see Connection.favour_leader).
 PARTIAL_LIMIT = 16 << 20
+# Calls of one connection handed to the server (a thread pool's queue) and not yet
+# started by a worker; more wait here, so that one client cannot fill the pool's
+# queue ahead of every other client.
+MAX_WAITING_FOR_WORKER = 32
+
+
+class ServerSide(Protocol):
+    """What a connection needs of its server (``_server.ServerCore`` implements it)."""
+
+    io: LoopIO
+    h2_config: H2Config
+    options: ServerOptions
+    counters: Counters
+    max_receive: int
+    max_send: int
+    default_encoding: Optional[str]
+    observers: Tuple[RpcObserver, ...]
+    handshaking: int
+    draining: bool
+    active_rpcs: int
+    max_concurrent_rpcs: Optional[int]
+
+    def find_handler_on_loop(self, method: str) -> Tuple[bool, Optional[Any]]: ...
+    def dispatch(self, call: CallCore) -> None: ...
+    def connection_opened(self, conn: Connection) -> None: ...
+    def connection_closed(self, conn: Connection) -> None: ...
+    def call_finished(self, completed: bool, code: StatusCode) -> None: ...
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:
@@ -71,23 +100,27 @@ def _peer_name(transport: asyncio.BaseTransport) -> str:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, core: ServerCore) -> None:
+    def __init__(self, core: ServerSide) -> None:
         self.core = core
+        self.settings: CallSettings = core
         self.io = core.io
         self.h2 = H2Connection(core.h2_config)
         # uvloop's transports implement asyncio.Transport's methods without
         # subclassing it, so the transport is typed by what we use, not checked.
         self.transport: Optional[Any] = None
         self.peer = "unknown"
-        self.calls: Dict[int, ServerCall] = {}
-        self.blocked: Set[ServerCall] = set()
-        self.held: Deque[ServerCall] = collections.deque()  # waiting for output to drain
+        self.calls: Dict[int, CallCore] = {}
+        self.blocked: Set[CallCore] = set()
+        # Calls not dispatched yet: waiting for output to drain, or for a worker.
+        self.held: Deque[CallCore] = collections.deque()
+        self._new: List[CallCore] = []  # calls to dispatch once this read is handled
+        self._waiting = 0  # dispatched, not started by a worker (under _out_lock)
         self.output_level = 0  # engine + transport bytes unsent, as of the last flush
         self._posted_out = 0  # response bytes handlers posted that the loop has not taken
         self._out_lock = threading.Lock()
         self.partial_bytes = 0  # bytes of unfinished request messages, all calls
-        self._partial_calls: Dict[ServerCall, None] = {}  # calls holding one, oldest first
-        self._partial_held: Dict[ServerCall, None] = {}  # calls whose flow is withheld
+        self._partial_calls: Dict[CallCore, None] = {}  # calls holding one, oldest first
+        self._partial_held: Dict[CallCore, None] = {}  # calls whose flow is withheld
         self._overgrant = 0  # connection credit given beyond what was consumed (see _favour_leader)
         self.paused = False
         self.closed = False
@@ -152,7 +185,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        new_calls: List[ServerCall] = []
+        new_calls = self._new
         self.core.counters.bytes_received += len(data)
         now = self._last_read = self.io.loop.time()
         events = self.h2.receive_data(data, now)
@@ -168,7 +201,7 @@ class Connection(asyncio.Protocol):
                     self.h2.acknowledge_received_data(event.stream_id, event.flow_length)
             elif isinstance(event, ev.RequestReceived):
                 call = self._open_call(event)
-                if call is not None:
+                if call is not None and not call.awaiting_request:
                     new_calls.append(call)
             elif isinstance(event, ev.RequestHeadersTooLarge):
                 self._refuse_oversized(event)
@@ -192,13 +225,11 @@ class Connection(asyncio.Protocol):
                 self._close()
                 return
         self.flush()
-        for call in new_calls:
-            if call.done:
-                continue
-            if self.held or self.output_over_limit():
-                self.held.append(call)
-            else:
-                self.core.submit(call)
+        if new_calls:
+            self._new = []
+            for call in new_calls:
+                if not call.done:
+                    self._dispatch(call)
 
     def eof_received(self) -> Optional[bool]:
         return False
@@ -234,7 +265,7 @@ class Connection(asyncio.Protocol):
         self.mark_dirty()  # recount the output level: held calls may run
 
     # -- streams ---------------------------------------------------------------
-    def _open_call(self, event: ev.RequestReceived) -> Optional[ServerCall]:
+    def _open_call(self, event: ev.RequestReceived) -> Optional[CallCore]:
         sid = event.stream_id
         if self.refusing:
             # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
@@ -258,23 +289,26 @@ class Connection(asyncio.Protocol):
             if not event.end_stream:
                 self.h2.reset_stream(sid, ErrorCode.NO_ERROR)
             return None
-        call = ServerCall(self, sid, head, event.end_stream)
+        call = CallCore(self, sid, head, event.end_stream)
         self.calls[sid] = call
         core.active_rpcs += 1
         core.counters.started += 1
         if head.timeout is not None:
             call.timer = self.io.loop.call_later(head.timeout, call.expire)
-        if not core.interceptors:
-            # Without interceptors, finding the handler may need no user code: then
-            # it happens here, and an unknown method is answered at once, even when
-            # every handler thread is busy.
-            known, handler = core.registry.lookup_static(head.method)
-            if known and handler is None:
+        # Where finding the handler needs no user code (no interceptors), it happens
+        # here: an unknown method is answered at once, even when every worker is busy.
+        known, handler = core.find_handler_on_loop(head.method)
+        if known:
+            if handler is None:
                 call.abort_loop(StatusCode.UNIMPLEMENTED, "Method not found!")
                 return None
             call.handler = handler
-            if handler is not None and core.observers:
+            if core.observers:
                 call.handler_found_loop(handler)
+            if not handler.request_streaming and not event.end_stream:
+                # A unary request is dispatched once its message is here: a client that
+                # opens streams and sends nothing holds no worker (see request_ready).
+                call.awaiting_request = True
         return call
 
     def _refuse_oversized(self, event: ev.RequestHeadersTooLarge) -> None:
@@ -288,7 +322,48 @@ class Connection(asyncio.Protocol):
         if not event.end_stream:
             self.h2.reset_stream(event.stream_id, ErrorCode.NO_ERROR)
 
-    def call_done(self, call: ServerCall) -> None:
+    # -- dispatch: to the server once the request and a worker can be had ----------
+    def _dispatch(self, call: CallCore) -> None:
+        if self.held or self.output_over_limit():
+            self.held.append(call)
+            return
+        with self._out_lock:
+            if self._waiting >= MAX_WAITING_FOR_WORKER:
+                self.held.append(call)
+                return
+            self._waiting += 1
+        self.core.dispatch(call)
+
+    def request_ready(self, call: CallCore) -> None:
+        """Loop: the request message of a call waiting for it has come."""
+        self._new.append(call)
+
+    def await_request(self, call: CallCore) -> None:
+        """Loop: a call found its unary handler on a worker before its request came."""
+        if call.done:
+            return
+        with call.cond:
+            ready = bool(call.requests) or call.request_ended
+        if ready:
+            self._dispatch(call)
+        else:
+            call.awaiting_request = True
+
+    def worker_started(self) -> None:
+        """Any thread: a dispatched call has begun (a worker took it)."""
+        with self._out_lock:
+            self._waiting -= 1
+            wake = bool(self.held)
+        if wake:
+            self.io.post(self._release_held)
+
+    def stream_blocked(self, call: CallCore, blocked: bool) -> None:
+        if blocked:
+            self.blocked.add(call)
+        else:
+            self.blocked.discard(call)
+
+    def call_done(self, call: CallCore) -> None:
         if self.calls.pop(call.stream_id, None) is not None:
             self.blocked.discard(call)
             self.core.call_finished(call.completed, call.final_code)
@@ -431,7 +506,7 @@ class Connection(asyncio.Protocol):
         """Any thread; a snapshot, good enough for a bound."""
         return self.output_level + self._posted_out > OUTPUT_LIMIT
 
-    def hold(self, call: ServerCall) -> None:
+    def hold(self, call: CallCore) -> None:
         """Loop: run ``call`` once the connection's output has drained."""
         if not call.done and not self.closed:
             self.held.append(call)
@@ -439,14 +514,18 @@ class Connection(asyncio.Protocol):
 
     def _release_held(self) -> None:
         held = self.held
-        submit = self.core.submit
         while held and not self.output_over_limit():
-            call = held.popleft()
-            if not call.done:
-                submit(call)
+            with self._out_lock:
+                if self._waiting >= MAX_WAITING_FOR_WORKER:
+                    return  # worker_started releases more
+                call = held.popleft()
+                if call.done:
+                    continue
+                self._waiting += 1
+            self.core.dispatch(call)
 
     # -- unfinished request messages (see PARTIAL_LIMIT) ---------------------------
-    def partial_changed(self, call: ServerCall, delta: int) -> None:
+    def partial_changed(self, call: CallCore, delta: int) -> None:
         self.partial_bytes += delta
         if call.decoder.buffered and not call.done:
             self._partial_calls.setdefault(call)
@@ -466,11 +545,11 @@ class Connection(asyncio.Protocol):
                     self.release_partial(leader)
                     self.favour_leader()
 
-    def partial_over_limit(self, call: ServerCall) -> bool:
+    def partial_over_limit(self, call: CallCore) -> bool:
         """Withhold this call's flow: over the bound, and not the oldest message."""
         return self.partial_bytes > PARTIAL_LIMIT and next(iter(self._partial_calls), None) is not call
 
-    def withhold_partial(self, call: ServerCall, length: int) -> None:
+    def withhold_partial(self, call: CallCore, length: int) -> None:
         call.partial_flow += length
         self._partial_held[call] = None
         self.favour_leader()
@@ -507,7 +586,7 @@ class Connection(asyncio.Protocol):
                 f"(over {PARTIAL_LIMIT} bytes); retry",
             )
 
-    def release_partial(self, call: ServerCall) -> None:
+    def release_partial(self, call: CallCore) -> None:
         length, call.partial_flow = call.partial_flow, 0
         self._partial_held.pop(call, None)
         if length:

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ._call import CallCore
 from ._compression import to_encoding
+from ._errors import AbortError, InvalidMetadataError, RpcError
 from ._status import StatusCode, grpc_status_code, same_kind, to_status_code
 
-if TYPE_CHECKING:
-    from ._call import ServerCall
-
 _LOGGER = logging.getLogger("puregrpc")
-
-
-class RpcError(Exception):
-    """Raised into a handler reading requests from a call that has been cancelled."""
-
-
-class AbortError(Exception):
-    """Ends the RPC with the status set on the context (``InvalidMetadataError`` is one).
-
-    ``context.abort()`` itself raises a bare ``Exception``, as grpcio's does: libraries
-    written for grpcio (OpenTelemetry's interceptor) tell an abort from a handler's own
-    error by ``type(error) is Exception``."""
-
-
-class InvalidMetadataError(AbortError, ValueError):
-    """Raised by ``send_initial_metadata()`` given invalid metadata; the RPC ends with INTERNAL."""
 
 
 class _RpcState:
@@ -64,7 +47,7 @@ class _RpcState:
 class ServicerContext:
     """Per-RPC context handed to handlers; the same methods as ``grpc.ServicerContext``."""
 
-    def __init__(self, call: ServerCall) -> None:
+    def __init__(self, call: CallCore) -> None:
         self._call = call
         # the code object the handler passed, and the StatusCode it became on the wire
         self._code_given: Optional[Tuple[Any, StatusCode]] = None
@@ -83,16 +66,16 @@ class ServicerContext:
 
     def peer(self) -> str:
         """The client's address, e.g. ``ipv4:127.0.0.1:50000``."""
-        return self._call.conn.peer
+        return self._call.link.peer
 
     def peer_identities(self) -> Optional[List[bytes]]:
-        return self._call.conn.peer_identities()
+        return self._call.link.peer_identities()
 
     def peer_identity_key(self) -> Optional[str]:
-        return self._call.conn.peer_identity_key()
+        return self._call.link.peer_identity_key()
 
     def auth_context(self) -> Dict[str, List[bytes]]:
-        return self._call.conn.auth_context()
+        return self._call.link.auth_context()
 
     def is_active(self) -> bool:
         """False once the RPC is cancelled, timed out, or finished."""
@@ -202,3 +185,6 @@ class ServicerContext:
         """puregrpc extension (not in grpcio): whether the request message read last
         arrived compressed (its compressed flag set), e.g. for interop's expect_compressed."""
         return self._call.request_compressed
+
+
+__all__ = ["AbortError", "InvalidMetadataError", "RpcError", "ServicerContext"]

@@ -1,8 +1,12 @@
-"""The I/O thread: one asyncio loop for every socket of every server in the process.
+"""The loops that drive connections.
 
-It never blocks and never runs user code. Other threads hand it work with
-``post()``: calls queue in a deque and one wake-up of the loop runs them all,
-so a burst of completions from handler threads costs one wake-up, not one each.
+``IOThread``: one asyncio loop, on a thread of its own, for every socket of every
+sync server in the process. It never blocks and never runs user code.
+``LoopIO``: the same interface on a loop the caller already runs (``puregrpc.aio``).
+
+Other threads hand a loop work with ``post()``: calls queue in a deque and one
+wake-up of the loop runs them all, so a burst of completions from handler threads
+costs one wake-up, not one each.
 """
 
 from __future__ import annotations
@@ -30,20 +34,17 @@ class Flushable(Protocol):
     def flush(self) -> None: ...
 
 
-class IOThread:
-    def __init__(self) -> None:
-        self.loop = _new_event_loop()
+class LoopIO:
+    """Drives connections on ``loop``, which ``thread`` runs (the caller's own loop)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        self.loop = loop
+        self.thread = thread
         self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
         self._lock = threading.Lock()
         self._wake_pending = False
         self._dirty: Set[Flushable] = set()
         self._flush_scheduled = False
-        self.thread = threading.Thread(target=self._run, name="puregrpc-io", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
 
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self.thread
@@ -102,6 +103,18 @@ class IOThread:
             raise value
         result: T = value
         return result
+
+
+class IOThread(LoopIO):
+    """A loop of its own, run forever by a daemon thread named ``puregrpc-io``."""
+
+    def __init__(self) -> None:
+        super().__init__(_new_event_loop(), threading.Thread(target=self._run, name="puregrpc-io", daemon=True))
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
 
 
 _io: Optional[IOThread] = None

@@ -20,17 +20,19 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._addresses import bind
-from ._call import ServerCall, run_callbacks
+from ._call import CallCore
+from ._callbacks import run_callbacks
 from ._compression import to_encoding
 from ._connection import Connection
 from ._credentials import to_ssl_context
 from ._h2.connection import H2Config
 from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
-from ._loop import io_thread
+from ._loop import LoopIO, io_thread
 from ._options import parse_options
 from ._stats import Counters, RpcObserver, ServerStats
 from ._status import StatusCode
+from ._sync_call import SyncDriver
 
 _LOGGER = logging.getLogger("puregrpc")
 _TLS_HANDSHAKE_TIMEOUT = 10.0
@@ -53,7 +55,7 @@ class ServerCore:
             raise ValueError("maximum_concurrent_rpcs must be None or a positive int")
         opts = parse_options(options)
         self.options = opts
-        self.io = io_thread()
+        self.io: LoopIO = io_thread()
         self.pool = thread_pool
         self.lifecycle = Lifecycle()
         self.registry = Registry()
@@ -161,10 +163,23 @@ class ServerCore:
             self.sockets.clear()
 
     # -- I/O thread ---------------------------------------------------------------
-    def submit(self, call: ServerCall) -> None:
+    def find_handler_on_loop(self, method: str) -> Tuple[bool, Optional[Any]]:
+        """(True, handler or None) where finding it needs no user code; (False, None)
+        where it does (interceptors: the lookup runs with the handler)."""
+        if self.interceptors:
+            return False, None
+        return self.registry.lookup_static(method)
+
+    def dispatch(self, call: CallCore) -> None:
+        """Run the call's handler on the thread pool."""
+        self.submit_sync(call, self.pool)
+
+    def submit_sync(self, call: CallCore, pool: Any) -> None:
+        driver = SyncDriver(call, self.registry, self.interceptors)
         try:
-            self.pool.submit(call.run)
+            pool.submit(driver.run)
         except RuntimeError as exc:  # the user's pool was shut down
+            call.link.worker_started()
             call.abort_loop(StatusCode.UNAVAILABLE, f"server thread pool unavailable: {exc}")
 
     def connection_opened(self, conn: Connection) -> None:

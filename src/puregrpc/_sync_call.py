@@ -1,0 +1,207 @@
+"""The thread-pool adapter: runs a sync handler for one ``CallCore`` on a pool thread.
+
+The handler blocks, so this side waits on the core's condition: for a request
+message (``next_request``), or for room to write (``write``). It reaches the loop
+only through the core (``to_loop``: a post, batched into one wake-up per burst).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+from ._call import CallCore
+from ._context import ServicerContext
+from ._errors import AbortError, IterationError, RpcError, Stop
+from ._handlers import HandlerCallDetails, intercepted_lookup
+from ._status import StatusCode
+
+_LOGGER = logging.getLogger("puregrpc")
+
+
+class SyncDriver:
+    """Runs one RPC's handler on a thread: ``run`` is what the pool is given."""
+
+    __slots__ = ("call", "interceptors", "registry")
+
+    def __init__(self, call: CallCore, registry: Any, interceptors: Any) -> None:
+        self.call = call
+        self.registry = registry
+        self.interceptors = interceptors
+
+    def run(self) -> None:
+        """The whole RPC on a handler thread: lookup, handler, status."""
+        call = self.call
+        link = call.link
+        link.worker_started()
+        if not call.active:
+            return  # cancelled while it waited for a thread
+        if link.output_over_limit():
+            # The client is not taking what this connection already answered:
+            # wait (on the loop, holding no thread) until its output drains.
+            call.to_loop(link.hold, call)
+            return
+        try:
+            self._run()
+        except Stop as stop:
+            if stop.code is not None:
+                call.finish(None, stop.code, stop.details)
+        except BaseException:
+            _LOGGER.exception("puregrpc internal error serving %s", call.method)
+            call.finish(None, StatusCode.INTERNAL, "internal server error")
+            raise
+
+    def _run(self) -> None:
+        call = self.call
+        handler = call.handler
+        if handler is None:
+            try:
+                handler = intercepted_lookup(
+                    self.registry, self.interceptors, HandlerCallDetails(call.method, call.metadata)
+                )
+            except Exception as exc:
+                _LOGGER.exception("Exception servicing handler for %s: %s", call.method, exc)
+                raise Stop(StatusCode.UNKNOWN, "Error in service handler!") from None
+            if handler is None:
+                raise Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
+            call.handler = handler
+            if call.settings.observers:
+                call.to_loop(call.handler_found_loop, handler)
+            if not handler.request_streaming and not self._request_ready():
+                # Found by user code on this thread, but the request message is not
+                # here yet: give the thread back; the loop dispatches the call again
+                # once it is (a client cannot hold threads by withholding requests).
+                call.to_loop(call.link.await_request, call)
+                return
+        call.serializer = handler.response_serializer
+        call.deserializer = handler.request_deserializer
+        run_handler(call, handler, self)
+
+    def _request_ready(self) -> bool:
+        call = self.call
+        with call.cond:
+            return bool(call.requests) or call.request_ended or not call.active
+
+    # -- what the handler's blocking calls do ------------------------------------
+    def next_request(self) -> Any:
+        """The next request message, None at the end; raises RpcError if cancelled."""
+        call = self.call
+        with call.cond:
+            while not call.requests and not call.request_ended and call.active:
+                call.cond.wait()
+            if not call.requests:
+                if not call.active:
+                    raise RpcError("the RPC was cancelled or has ended")
+                return None
+            compressed, payload = call.pop_request()
+        return call.decode(compressed, payload)
+
+    def read_unary(self) -> Any:
+        call = self.call
+        with call.cond:
+            while not call.requests and not call.request_ended and call.active:
+                call.cond.wait()
+            if not call.active:
+                raise Stop(None)
+            if not call.requests:
+                raise call.unary_request_missing()
+            compressed, payload = call.pop_request()
+        return call.decode(compressed, payload)
+
+    def write(self, response: Any) -> bool:
+        """Send one response message; blocks while the client is not reading."""
+        call = self.call
+        framed = call.frame(response)
+        with call.cond:
+            while call.active and call.write_blocked():
+                call.writer_waiting = True
+                call.cond.wait(1.0)
+            call.writer_waiting = False
+            if not call.active:
+                return False
+        call.post_framed(framed)
+        return True
+
+
+def run_handler(call: CallCore, handler: Any, driver: SyncDriver) -> None:
+    """Call a sync handler and send what it returns; raises ``Stop`` to end otherwise."""
+    context = ServicerContext(call)
+    if handler.request_streaming:
+        request: Any = RequestIterator(driver)
+        behavior = handler.stream_stream if handler.response_streaming else handler.stream_unary
+    else:
+        request = driver.read_unary()
+        behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    try:
+        result = behavior(request, context)
+        if handler.response_streaming:
+            try:
+                _stream_responses(driver, result)
+            except (Stop, AbortError, RpcError):
+                raise
+            except Exception as exc:
+                raise IterationError(exc) from exc
+            framed = None
+        elif call.code is None or call.code is StatusCode.OK:
+            framed = call.frame(result)
+        else:
+            framed = None
+    except (Stop, AbortError, RpcError) as exc:
+        if isinstance(exc, Stop) and exc.code is not None and not call.aborted:
+            raise
+        if not call.active:
+            raise Stop(None) from None
+        code = call.code if call.code is not None else StatusCode.UNKNOWN
+        raise Stop(code, call.details or "") from None
+    except Exception as exc:
+        if not call.active:
+            raise Stop(None) from None
+        if call.aborted:  # context.abort() raises a bare Exception, as grpcio's does
+            raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
+        raise handler_error(call, exc) from None
+    if call.active:
+        call.finish(framed, call.code or StatusCode.OK, call.details)
+
+
+def handler_error(call: CallCore, exc: BaseException) -> Stop:
+    """The status for a handler that raised (grpcio's wording: which side raised)."""
+    what = "iterating responses" if isinstance(exc, IterationError) else "calling application"
+    cause = exc.__cause__ if isinstance(exc, IterationError) else exc
+    _LOGGER.error("Exception %s: %s", what, call.method, exc_info=cause)
+    code = call.code if call.code is not None and call.code is not StatusCode.OK else StatusCode.UNKNOWN
+    details = call.details if call.details is not None else f"Exception {what}: {cause}"
+    return Stop(code, details)
+
+
+def _stream_responses(driver: SyncDriver, responses: Any) -> None:
+    iterator: Iterator[Any] = iter(responses)
+    try:
+        for response in iterator:
+            if not driver.write(response):
+                break
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None and not driver.call.active:
+            close()
+
+
+class RequestIterator:
+    """The request stream of a client-streaming RPC, as a blocking iterator."""
+
+    def __init__(self, driver: SyncDriver) -> None:
+        self._driver = driver
+
+    def __iter__(self) -> RequestIterator:
+        return self
+
+    def __next__(self) -> Any:
+        message = self._driver.next_request()
+        if message is None:
+            raise StopIteration
+        return message
+
+    def next(self) -> Any:
+        return self.__next__()
+
+
+__all__ = ["RequestIterator", "SyncDriver"]
