@@ -25,11 +25,20 @@ with atheris.instrument_imports(include=["puregrpc", "hpack"]):
 
 import targets  # noqa: E402
 
+NAMES = sorted(targets.TARGETS)
+
+
+def every_target(data: bytes) -> None:
+    """Target "all": byte 0 picks the target, the rest is its input (one process for
+    a short run of all of them)."""
+    if data:
+        targets.TARGETS[NAMES[data[0] % len(NAMES)]](data[1:])
+
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in targets.TARGETS:
-        sys.exit(f"usage: run.py TARGET [libFuzzer options]; targets: {', '.join(targets.TARGETS)}")
-    target = targets.TARGETS[sys.argv[1]]
+    if len(sys.argv) < 2 or sys.argv[1] not in (*targets.TARGETS, "all"):
+        sys.exit(f"usage: run.py TARGET [libFuzzer options]; targets: {', '.join(NAMES)}, all")
+    target = every_target if sys.argv[1] == "all" else targets.TARGETS[sys.argv[1]]
     atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
     atheris.Fuzz()
 
