@@ -1,7 +1,8 @@
 """Generate and import the Python code for bench/echo.proto.
 
 The code is generated at run time with grpcio-tools into bench/_gen/ (gitignored) and is
-never committed.
+never committed. This module imports neither grpc nor grpcio-tools until asked to generate,
+so servers run by another interpreter (``--runtime``) can use it with protobuf alone.
 """
 
 from __future__ import annotations
@@ -12,14 +13,33 @@ import subprocess
 import sys
 import tempfile
 from types import ModuleType
-from typing import Tuple
+from typing import Dict, Tuple
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 PROTO_FILE = os.path.join(BENCH_DIR, "echo.proto")
 GEN_DIR = os.path.join(BENCH_DIR, "_gen")
 SERVICE_NAME = "bench.Echo"
 METHOD_PATH = "/bench.Echo/Unary"
+SERVER_STREAM_PATH = "/bench.Echo/ServerStream"
+CLIENT_STREAM_PATH = "/bench.Echo/ClientStream"
+BIDI_PATH = "/bench.Echo/Bidi"
 PAYLOAD_SIZE = 100
+MAX_STREAM_SIZE = 4 * 1024 * 1024  # the largest payload ServerStream makes (grpc's default message limit)
+_PATTERN = bytes(range(251))  # 251: a prime, so the pattern does not line up with frame sizes
+_patterns: Dict[int, bytes] = {}
+
+
+def pattern(size: int) -> bytes:
+    """The payload of ``size`` bytes that the streaming methods send and expect: 0, 1, ... 250, 0, 1, ..."""
+    block = _patterns.get(size)
+    if block is None:
+        if not 0 <= size <= MAX_STREAM_SIZE:
+            raise ValueError(f"payload size {size} out of range")
+        block = (_PATTERN * (size // len(_PATTERN) + 1))[:size]
+        if len(_patterns) >= 16:
+            _patterns.clear()
+        _patterns[size] = block
+    return block
 
 
 def generate(out_dir: str = GEN_DIR) -> None:
@@ -46,9 +66,18 @@ def generate(out_dir: str = GEN_DIR) -> None:
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
 
 
+def is_stale(gen_dir: str = GEN_DIR) -> bool:
+    """Whether the generated code is missing or older than echo.proto."""
+    try:
+        made = min(os.path.getmtime(os.path.join(gen_dir, n)) for n in ("echo_pb2.py", "echo_pb2_grpc.py"))
+    except OSError:
+        return True
+    return made < os.path.getmtime(PROTO_FILE)
+
+
 def load_pb2(gen_dir: str = GEN_DIR) -> ModuleType:
     """Import echo_pb2 (messages only; does not import grpc)."""
-    if not os.path.exists(os.path.join(gen_dir, "echo_pb2.py")):
+    if is_stale(gen_dir):
         generate(gen_dir)
     if gen_dir not in sys.path:
         sys.path.insert(0, gen_dir)
@@ -60,8 +89,6 @@ def load_pb2(gen_dir: str = GEN_DIR) -> ModuleType:
 def load(gen_dir: str = GEN_DIR) -> Tuple[ModuleType, ModuleType]:
     """Import (echo_pb2, echo_pb2_grpc). The second one imports grpc."""
     pb2 = load_pb2(gen_dir)
-    if not os.path.exists(os.path.join(gen_dir, "echo_pb2_grpc.py")):
-        generate(gen_dir)
     import echo_pb2_grpc
 
     return pb2, echo_pb2_grpc

@@ -1,4 +1,4 @@
-"""Benchmark server (b): grpclib (pure Python, asyncio; uvloop when installed).
+"""Benchmark server: grpclib (pure Python, asyncio; uvloop when installed).
 
 Prints the bound port on stdout once the server is started; exits on SIGTERM or SIGINT.
 """
@@ -26,7 +26,7 @@ def loop_name() -> str:
 
 
 class EchoService:
-    """Hand-written equivalent of grpclib's generated base class for bench.Echo."""
+    """Hand-written equivalent of grpclib's generated base class for bench.Echo (echo.proto)."""
 
     def __init__(self, pb2: Any) -> None:
         self._pb2 = pb2
@@ -36,8 +36,41 @@ class EchoService:
         assert request is not None
         await stream.send_message(self._pb2.EchoMsg(payload=request.payload))
 
+    async def ServerStream(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        EchoMsg = self._pb2.EchoMsg
+        payload = gen.pattern(request.size)
+        for seq in range(request.count):
+            await stream.send_message(EchoMsg(payload=payload, seq=seq))
+
+    async def ClientStream(self, stream: Stream[Any, Any]) -> None:
+        count = size = bad = 0
+        async for msg in stream:
+            payload = msg.payload
+            if msg.seq != count or payload != gen.pattern(len(payload)):
+                bad += 1
+            count += 1
+            size += len(payload)
+        await stream.send_message(self._pb2.StreamSummary(count=count, bytes=size, bad=bad))
+
+    async def Bidi(self, stream: Stream[Any, Any]) -> None:
+        EchoMsg = self._pb2.EchoMsg
+        async for msg in stream:
+            await stream.send_message(EchoMsg(payload=msg.payload, seq=msg.seq))
+
     def __mapping__(self) -> Dict[str, Handler]:
-        return {gen.METHOD_PATH: Handler(self.Unary, Cardinality.UNARY_UNARY, self._pb2.EchoMsg, self._pb2.EchoMsg)}
+        pb2 = self._pb2
+        return {
+            gen.METHOD_PATH: Handler(self.Unary, Cardinality.UNARY_UNARY, pb2.EchoMsg, pb2.EchoMsg),
+            gen.SERVER_STREAM_PATH: Handler(
+                self.ServerStream, Cardinality.UNARY_STREAM, pb2.StreamRequest, pb2.EchoMsg
+            ),
+            gen.CLIENT_STREAM_PATH: Handler(
+                self.ClientStream, Cardinality.STREAM_UNARY, pb2.EchoMsg, pb2.StreamSummary
+            ),
+            gen.BIDI_PATH: Handler(self.Bidi, Cardinality.STREAM_STREAM, pb2.EchoMsg, pb2.EchoMsg),
+        }
 
 
 async def main(host: str, port: int) -> int:

@@ -1,4 +1,7 @@
-"""Benchmark server (c): puregrpc, the same code as grpcio_server.py on puregrpc.server.
+"""Benchmark server: puregrpc, the same code as grpcio_server.py on puregrpc.server.
+
+Where grpcio does not import (another interpreter: run.py --runtime), the servicer is
+registered from the protobuf descriptor (puregrpc.add_servicer) instead of generated code.
 
 With PUREGRPC_BENCH_METRICS=1 in the environment, the server also counts its RPCs for
 Prometheus (puregrpc.prometheus), to measure what metrics cost; with
@@ -33,4 +36,5 @@ if __name__ == "__main__":
         access.setLevel(logging.INFO)
         access.addHandler(logging.StreamHandler())
     metrics = os.environ.get("PUREGRPC_BENCH_METRICS") == "1"
-    sys.exit(sync_server.serve(with_metrics if metrics else puregrpc.server))
+    pb2, pb2_grpc = sync_server.load_for_puregrpc()
+    sys.exit(sync_server.serve(with_metrics if metrics else puregrpc.server, pb2, pb2_grpc))

@@ -1,30 +1,38 @@
-"""Benchmark puregrpc beside grpcio's sync server and grpclib, with h2load as the client.
+"""Benchmark puregrpc beside grpcio (sync and grpc.aio) and grpclib: unary and streaming cases.
 
-    python bench/run.py [--duration 5] [--warm-up 1] [--rounds 3]
-                        [--servers grpcio,grpclib,puregrpc] [--scenarios 1x1,1x32,8x8]
-    python bench/run.py --servers grpcio,puregrpc-w1,puregrpc-w2,puregrpc-w4 --server-cpu 0,1
+    python bench/run.py --all --rounds 3       # every server, every case (the default)
+    python bench/run.py --quick                # every case once, tiny durations: a correctness smoke run
+    python bench/run.py --servers grpcio,puregrpc --cases unary-1x32,bidi
+    python bench/run.py --servers grpcio,puregrpc,puregrpc@pypy3        # puregrpc under PyPy too
+    python bench/run.py --servers grpcio,puregrpc-w1,puregrpc-w2 --cases unary-8x8 --server-cpu 0,1
 
-``puregrpc-wN`` is ``python -m puregrpc serve serve_echo:register --workers N`` on a fixed
-free port: a supervisor and N worker processes sharing it (SO_REUSEPORT, Linux). Its
-workers inherit the supervisor's CPU pinning, so give them as many CPUs as they should use.
+Servers (each its own process, pinned with taskset to --server-cpu): grpcio (grpcio's sync
+server, 10 threads), grpcio-aio (grpc.aio), grpclib, puregrpc (puregrpc.server, 10 threads),
+puregrpc-aio (puregrpc.aio), puregrpc-wN (``puregrpc serve --workers N``). NAME@PYTHON runs
+a server under another interpreter; --runtime PYTHON does so for every puregrpc server. A
+server whose modules do not import under its interpreter is skipped, saying why.
 
-Each run starts one server process pinned to one core (taskset -c 0), checks with a grpcio
-client that it echoes correctly, warms it up with a short h2load run, measures with a timed
-h2load run pinned to the other core (taskset -c 1), and stops the server. Servers alternate
-within each scenario and round; the table shows the median req/s over the rounds. A cell
-with any failed, errored, timed-out, non-2xx or message-less response is shown as FAILED,
-never as a number.
+Cases: unary-CxM (unary 100 B echo, h2load with C connections x M streams; unary-1x1,
+unary-1x32, unary-8x8 by default), ss-small / ss-large (server streaming, 100 B / 1 MiB
+messages), cs-large (client streaming, 1 MiB messages), bidi (100 B ping-pong). The
+streaming cases use grpcio's asyncio client (stream_client.py) in processes pinned to
+--client-cpu. Every reply is checked; a cell with any wrong reply or failed call is FAILED.
+
+Each round starts every server, checks all four methods with a grpcio client (check.py),
+runs every case against every server in turn (the servers' order rotates each round), checks
+them again and stops them. A cell's figures are the medians over the rounds.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
 import platform
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -34,212 +42,230 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import gen
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
+MIB = 1024 * 1024
 
 SERVER_SCRIPTS: Dict[str, str] = {
     "grpcio": "grpcio_server.py",
+    "grpcio-aio": "grpcio_aio_server.py",
     "grpclib": "grpclib_server.py",
     "puregrpc": "puregrpc_server.py",
+    "puregrpc-aio": "puregrpc_aio_server.py",
 }
+SERVER_MODULES: Dict[str, str] = {  # what must import for the server to run
+    "grpcio": "grpc",
+    "grpcio-aio": "grpc.aio",
+    "grpclib": "grpclib",
+    "puregrpc": "puregrpc",
+    "puregrpc-aio": "puregrpc.aio",
+}
+BASELINE = "grpcio"
 WORKERS = re.compile(r"puregrpc-w([1-9][0-9]*)")  # puregrpc serve --workers N
-DEFAULT_SCENARIOS = "1x1,1x32,8x8"
-START_TIMEOUT = 20.0
-CHECK_TIMEOUT = 30.0
+DEFAULT_CASES = "unary-1x1,unary-1x32,unary-8x8,ss-small,ss-large,cs-large,bidi"
+START_TIMEOUT = 30.0
+CHECK_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+GRACE = 20.0  # seconds the streaming calls running at the end of a run may take to finish
+NOISY_CORES = 0.10  # CPU used by other processes during a run, in cores, that flags it
+CLIENT_BOUND = 0.90  # share of the client's CPUs busy that flags a run as client-bound
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-# --------------------------------------------------------------------------- data types
+# --------------------------------------------------------------------------- cases
 
 
 @dataclass(frozen=True)
-class Scenario:
-    connections: int
-    streams: int
+class Case:
+    key: str
+    kind: str  # unary | ss | cs | bidi
+    size: int = gen.PAYLOAD_SIZE
+    connections: int = 1  # unary: h2load -c
+    streams: int = 1  # unary: h2load -m
+    calls: int = 1  # grpc client cases: concurrent calls, over all client processes
+    count: int = 1  # grpc client cases: messages per call
 
     @property
-    def key(self) -> str:
-        return f"{self.connections}x{self.streams}"
+    def large(self) -> bool:
+        return self.size >= MIB
+
+    @property
+    def unit(self) -> str:
+        return "req/s" if self.kind == "unary" else ("MB/s" if self.large else "msg/s")
+
+    @property
+    def per(self) -> str:
+        """What server CPU is divided by."""
+        return "call" if self.kind == "unary" else ("MiB message" if self.size == MIB else "message")
 
     @property
     def label(self) -> str:
-        c, m = self.connections, self.streams
-        return f"{c} conn{'s' if c != 1 else ''} x {m} stream{'s' if m != 1 else ''}"
+        size = f"{self.size // MIB} MiB" if self.large else f"{self.size} B"
+        if self.kind == "unary":
+            return f"unary {size}, {self.connections}x{self.streams} (h2load)"
+        what = {"ss": "server-streaming", "cs": "client-streaming", "bidi": "bidi ping-pong"}[self.kind]
+        return f"{what} {size}, {self.calls} {'streams' if self.kind == 'bidi' else 'calls'} x {self.count}"
 
 
-@dataclass
-class H2loadResult:
-    req_per_s: float = 0.0
-    total: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    errored: int = 0
-    timeout: int = 0
-    status_2xx: int = 0
-    status_other: int = 0
-    data_bytes: int = 0
-    problems: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class Cell:
-    """All runs of one server in one scenario."""
-
-    rates: List[float] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)
-    skipped: str | None = None
-    noisy: int = 0  # runs during which other processes used the CPUs
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.rates) and not self.problems and self.skipped is None
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.rates) if self.ok else None
-
-
-# --------------------------------------------------------------------------- h2load
-
-
-def parse_h2load(output: str, response_len: int) -> H2loadResult:
-    """Parse h2load's summary and decide whether every response was a good gRPC reply.
-
-    h2load does not read gRPC trailers, so an error status (e.g. UNIMPLEMENTED, sent as
-    HTTP 200 with a trailers-only response) counts as "succeeded" for it. Such responses
-    carry no message: every good reply carries exactly response_len bytes of DATA, so the
-    DATA byte count must cover every succeeded request.
-    """
-    res = H2loadResult()
-    m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", output)
-    if m:
-        res.req_per_s = float(m.group(1))
-    else:
-        res.problems.append("no 'finished in' line in h2load output")
-    m = re.search(
-        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
-        r"(\d+) failed, (\d+) errored, (\d+) timeout",
-        output,
-    )
-    if m:
-        res.total, _, _, res.succeeded, res.failed, res.errored, res.timeout = (int(g) for g in m.groups())
-    else:
-        res.problems.append("no 'requests:' line in h2load output")
-    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
-    if m:
-        res.status_2xx = int(m.group(1))
-        res.status_other = sum(int(g) for g in m.groups()[1:])
-    m = re.search(r"traffic: .*?, ([\d.]+\w*) \((\d+)\) data", output)
-    if m:
-        res.data_bytes = int(m.group(2))
-    else:
-        res.problems.append("no 'traffic:' line in h2load output")
-
-    if res.failed or res.errored or res.timeout:
-        res.problems.append(
-            f"{res.failed} failed, {res.errored} errored, {res.timeout} timed out of {res.total} requests"
-        )
-    if res.status_other:
-        res.problems.append(f"{res.status_other} responses with a non-2xx HTTP status")
-    if res.succeeded == 0 and not res.problems:
-        res.problems.append("no request succeeded")
-    with_message = res.data_bytes // response_len if response_len else res.succeeded
-    if res.succeeded > with_message:
-        res.problems.append(
-            f"{res.succeeded - with_message} of {res.succeeded} 'succeeded' responses had no"
-            f" {response_len}-byte message (gRPC error status?)"
-        )
-    return res
-
-
-def h2load_cmd(h2load: str, port: int, scenario: Scenario, duration: float, data_file: str, cpu: str) -> List[str]:
-    # H2LOAD_THREADS: client threads, for servers that outrun one h2load thread (--workers
-    # on many cores); at most one per connection.
-    threads = min(int(os.environ.get("H2LOAD_THREADS", "1")), scenario.connections)
-    return [
-        "taskset",
-        "-c",
-        cpu,
-        h2load,
-        f"-c{scenario.connections}",
-        f"-m{scenario.streams}",
-        f"-t{threads}",
-        "-D",
-        f"{round(duration * 1000)}ms",
-        "-d",
-        data_file,
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        f"http://127.0.0.1:{port}{gen.METHOD_PATH}",
-    ]
-
-
-def run_h2load(cmd: List[str], duration: float, response_len: int) -> Tuple[H2loadResult, str]:
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 30)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout if isinstance(exc.stdout, str) else ""
-        res = H2loadResult(problems=[f"h2load did not finish within {duration + 30:g}s"])
-        return res, out
-    res = parse_h2load(proc.stdout, response_len)
-    if proc.returncode != 0:
-        res.problems.insert(0, f"h2load exited with status {proc.returncode}")
-    return res, proc.stdout
+def make_cases(spec: str, quick: bool) -> List[Case]:
+    # --quick: calls short enough that several finish (status and summary checked) in its tiny runs.
+    named = {
+        "ss-small": Case("ss-small", "ss", size=gen.PAYLOAD_SIZE, calls=4, count=50 if quick else 1000),
+        "ss-large": Case("ss-large", "ss", size=MIB, calls=2, count=2 if quick else 16),
+        "cs-large": Case("cs-large", "cs", size=MIB, calls=2, count=2 if quick else 16),
+        "bidi": Case("bidi", "bidi", size=gen.PAYLOAD_SIZE, calls=8, count=20 if quick else 1000),
+    }
+    out: List[Case] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        m = re.fullmatch(r"(?:unary-)?(\d+)x(\d+)", item)
+        if m and int(m.group(1)) >= 1 and int(m.group(2)) >= 1:
+            c, s = int(m.group(1)), int(m.group(2))
+            out.append(Case(f"unary-{c}x{s}", "unary", connections=c, streams=s))
+        elif item in named:
+            out.append(named[item])
+        else:
+            raise SystemExit(f"unknown case {item!r}: choose from unary-CxM (e.g. unary-8x8), {', '.join(named)}")
+    return out
 
 
 # --------------------------------------------------------------------------- servers
 
 
-class ServerProcess:
-    """One benchmark server process, pinned to a core, announcing its port on stdout."""
+@dataclass
+class ServerSpec:
+    name: str  # as given, e.g. "puregrpc@pypy3"
+    base: str  # grpcio, grpcio-aio, grpclib, puregrpc, puregrpc-aio, puregrpc-wN
+    python: str
+    workers: int = 0
+    runtime: str = ""  # e.g. "CPython 3.11.7", from the interpreter itself
+    loop: str = ""  # asyncio servers: the event loop they run on
 
-    def __init__(self, name: str, cpu: str, log_dir: str, tag: str) -> None:
-        self.name = name
-        self.port: int | None = None
-        self.stderr_path = os.path.join(log_dir, f"{tag}-{name}.stderr")
+    @property
+    def module(self) -> str:
+        return "puregrpc" if self.workers else SERVER_MODULES[self.base]
+
+    @property
+    def label(self) -> str:
+        names = {
+            "grpcio": "grpcio sync",
+            "grpcio-aio": "grpc.aio",
+            "grpclib": f"grpclib ({self.loop})" if self.loop else "grpclib",
+            "puregrpc": "puregrpc",
+            "puregrpc-aio": f"puregrpc.aio ({self.loop})" if self.loop == "uvloop" else "puregrpc.aio",
+        }
+        text = names.get(self.base) or f"puregrpc --workers {self.workers}"
+        if self.python != sys.executable:
+            text += f" [{self.runtime or self.python}]"
+        return text
+
+
+def parse_servers(spec: str, runtime: Optional[str]) -> List[ServerSpec]:
+    out: List[ServerSpec] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        base, _, python = item.partition("@")
+        workers = WORKERS.fullmatch(base)
+        if base not in SERVER_SCRIPTS and not workers:
+            raise SystemExit(f"unknown server {base!r}: choose from {', '.join(SERVER_SCRIPTS)}, puregrpc-wN")
+        if not python and runtime and base.startswith("puregrpc"):
+            python = runtime
+        exe = sys.executable
+        if python:
+            found = shutil.which(python)
+            if found is None:
+                raise SystemExit(f"interpreter {python!r} for {item} not found")
+            exe = os.path.abspath(found) if os.sep in python else found
+        if any(s.name == item for s in out):
+            continue
+        out.append(ServerSpec(item, base, exe, int(workers.group(1)) if workers else 0))
+    if not out:
+        raise SystemExit("no servers given")
+    return out
+
+
+PROBE = """
+import platform, sys
+sys.path.insert(0, sys.argv[1])
+import gen
+gen.load_pb2()
+import {module}
+loop = "asyncio"
+try:
+    import uvloop
+    loop = "uvloop"
+except ImportError:
+    pass
+print(platform.python_implementation(), platform.python_version(), loop)
+"""
+
+
+def probe(spec: ServerSpec, env: Dict[str, str]) -> Optional[str]:
+    """Fill in spec.runtime and spec.loop; return why the server cannot run, or None."""
+    code = PROBE.format(module=spec.module)
+    try:
+        proc = subprocess.run(
+            [spec.python, "-c", code, BENCH_DIR], capture_output=True, text=True, env=env, cwd=REPO_DIR, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{spec.python}: {exc}"
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return f"cannot import {spec.module} under {spec.python}: {lines[-1] if lines else proc.returncode}"
+    impl, version, loop = proc.stdout.split()
+    spec.runtime = f"{impl} {version}"
+    spec.loop = "asyncio" if spec.base == "grpcio-aio" else loop  # grpc.aio runs on asyncio's loop here
+    return None
+
+
+def server_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    src = os.path.join(REPO_DIR, "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_DIR, src, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def pinned(cpus: Optional[str], command: List[str]) -> List[str]:
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
+class ServerProcess:
+    """One benchmark server process, pinned, announcing its port on stdout."""
+
+    def __init__(self, spec: ServerSpec, cpus: Optional[str], log_dir: str, tag: str) -> None:
+        self.spec = spec
+        self.port: Optional[int] = None
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)
+        self.stderr_path = os.path.join(log_dir, f"{tag}-{safe}.stderr")
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in stop)
-        env = dict(os.environ)
-        src = os.path.join(REPO_DIR, "src")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        self.workers = worker_count(name)
-        if self.workers:
+        if spec.workers:
             # The supervisor prints no port: it needs a fixed one, and logs when all workers serve.
-            env["PYTHONPATH"] = os.pathsep.join((BENCH_DIR, env["PYTHONPATH"]))
             self.port = free_port()
-            command = [sys.executable, "-m", "puregrpc", "serve", "serve_echo:register"]
-            command += ["--address", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--grace", "1"]
+            command = [spec.python, "-m", "puregrpc", "serve", "serve_echo:register"]
+            command += ["--address", f"127.0.0.1:{self.port}", "--workers", str(spec.workers), "--grace", "1"]
         else:
-            command = [sys.executable, os.path.join(BENCH_DIR, SERVER_SCRIPTS[name])]
+            command = [spec.python, os.path.join(BENCH_DIR, SERVER_SCRIPTS[spec.base])]
         self.proc = subprocess.Popen(
-            ["taskset", "-c", cpu, *command],
+            pinned(cpus, command),
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
             cwd=REPO_DIR,
-            env=env,
+            env=server_env(),
         )
 
-    def wait_ready(self, timeout: float) -> str | None:
+    def wait_ready(self, deadline: float) -> Optional[str]:
         """Read the port line. Returns None when ready, else what went wrong."""
-        if self.workers:
-            return self._wait_workers(timeout)
+        if self.spec.workers:
+            return self._wait_workers(deadline)
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
         buf = b""
         while b"\n" not in buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                return f"did not print its port within {timeout:g}s"
+                return "did not print its port in time"
             ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.2))
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 4096)
@@ -256,21 +282,20 @@ class ServerProcess:
             return f"printed {line[:80]!r} instead of a port number"
         return None
 
-    def _wait_workers(self, timeout: float) -> str | None:
+    def _wait_workers(self, deadline: float) -> Optional[str]:
         """Wait for the supervisor's "serving ... with N workers" line in its log file."""
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if f"with {self.workers} workers" in self.stderr_tail(lines=10**6):
+            if f"with {self.spec.workers} workers" in self.stderr_tail(lines=10**6):
                 return None
             if self.proc.poll() is not None:
                 return f"exited with status {self.proc.returncode} before its workers served"
             time.sleep(0.1)
-        return f"its {self.workers} workers did not all serve within {timeout:g}s"
+        return f"its {self.spec.workers} workers did not all serve in time"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> str | None:
+    def stop(self) -> Optional[str]:
         """SIGTERM, then SIGKILL if it lingers. Returns a note when it did not exit cleanly."""
         note = None
         if self.proc.poll() is None:
@@ -295,40 +320,63 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def worker_count(name: str) -> int:
-    """N for ``puregrpc-wN``; 0 for the other servers."""
-    match = WORKERS.fullmatch(name)
-    return int(match.group(1)) if match else 0
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def check_server(port: int, cpu: str) -> str | None:
-    """Ask a grpcio client (in its own process, on the client core) for correct echoes."""
-    cmd = ["taskset", "-c", cpu, sys.executable, os.path.join(BENCH_DIR, "check.py"), str(port)]
+def check_servers(ports: Dict[str, int], cpus: Optional[str]) -> Dict[str, str]:
+    """Check every server's four methods with a grpcio client (one process). Returns name -> problem."""
+    if not ports:
+        return {}
+    cmd = pinned(cpus, [sys.executable, os.path.join(BENCH_DIR, "check.py"), *map(str, ports.values())])
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHECK_TIMEOUT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHECK_TIMEOUT, env=server_env())
     except subprocess.TimeoutExpired:
-        return f"grpcio client check did not finish within {CHECK_TIMEOUT:g}s"
-    if proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        return "grpcio client check failed: " + (detail[-1] if detail else f"{proc.returncode}")
-    return None
+        return {name: f"grpcio client check did not finish within {CHECK_TIMEOUT:g}s" for name in ports}
+    said: Dict[int, str] = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        port, sep, rest = line.partition(": ")
+        if sep and port.isdigit():
+            said[int(port)] = rest
+    out = {}
+    for name, port in ports.items():
+        answer = said.get(port)
+        if answer != "ok":
+            tail = proc.stderr.strip().splitlines()
+            out[name] = "grpcio client check failed: " + (answer or (tail[-1] if tail else f"{proc.returncode}"))
+    return out
 
 
-# --------------------------------------------------------------------------- CPU noise
+# --------------------------------------------------------------------------- CPU accounting
 
-NOISY_CORES = 0.10  # CPU used by other processes during a run, in cores, that flags it
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+def proc_ticks(pid: int) -> Tuple[int, int]:
+    """(utime + stime, parent pid) of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        stat = f.read().rsplit(")", 1)[1].split()
+    return int(stat[11]) + int(stat[12]), int(stat[1])
+
+
+def process_tree_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` and of its living children (a supervisor's workers), in ticks."""
+    ticks = proc_ticks(pid)[0]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            child, parent = proc_ticks(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile, or not a process
+        if parent == pid:
+            ticks += child
+    return ticks
 
 
 @dataclass
 class CpuSnapshot:
-    """CPU seconds used so far: by the whole machine, the server, and this harness's children."""
+    """CPU seconds used so far: by the whole machine, the server, and this harness with its clients."""
 
     wall: float
     machine_busy: float
@@ -337,11 +385,12 @@ class CpuSnapshot:
     ours: float
 
     @classmethod
-    def take(cls, server_pid: int) -> CpuSnapshot | None:
+    def take(cls, server_pid: int, client_pids: List[int]) -> Optional[CpuSnapshot]:
         try:
             with open("/proc/stat", encoding="ascii") as f:
                 fields = [int(x) for x in f.readline().split()[1:]]
             server_ticks = process_tree_ticks(server_pid)
+            client_ticks = sum(process_tree_ticks(pid) for pid in client_pids)
         except (OSError, ValueError, IndexError):
             return None
         # /proc/stat: user nice system idle iowait irq softirq steal ...
@@ -354,30 +403,12 @@ class CpuSnapshot:
             machine_busy=busy / CLK_TCK,
             machine_steal=steal / CLK_TCK,
             server=server_ticks / CLK_TCK,
-            ours=children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime,
+            ours=children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime + client_ticks / CLK_TCK,
         )
 
 
-def process_tree_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` and of its living children (a supervisor's workers), in ticks."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read().rsplit(")", 1)[1].split()
-    ticks = int(stat[11]) + int(stat[12])
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == pid:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                child = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        if int(child[1]) == pid:  # its parent
-            ticks += int(child[11]) + int(child[12])
-    return ticks
-
-
-def foreign_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
-    """Cores used, on average, by processes other than the server, h2load and this harness."""
+def foreign_cores(before: Optional[CpuSnapshot], after: Optional[CpuSnapshot]) -> Optional[float]:
+    """Cores used, on average, by processes other than the server, the clients and this harness."""
     if before is None or after is None or after.wall <= before.wall:
         return None
     busy = after.machine_busy - before.machine_busy
@@ -387,100 +418,474 @@ def foreign_cores(before: CpuSnapshot | None, after: CpuSnapshot | None) -> floa
     return max(0.0, busy / (after.wall - before.wall))
 
 
-# --------------------------------------------------------------------------- reporting
-
-
-def fmt_rate(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def cell_text(cell: Cell, detail: bool) -> str:
-    if cell.skipped is not None and not cell.rates:
-        return cell.skipped
-    if not cell.ok:
-        return "FAILED"
-    med = cell.median
-    assert med is not None
-    mark = "*" if cell.noisy else ""
-    if detail and len(cell.rates) > 1:
-        spread = f"[{fmt_rate(min(cell.rates))}-{fmt_rate(max(cell.rates))}]"
-        return f"{fmt_rate(med)}{mark} {spread}"
-    return fmt_rate(med) + mark
-
-
-def ratio_text(results: Dict[str, Cell], servers: List[str]) -> str | None:
-    if "puregrpc" not in servers or "grpcio" not in servers:
+def server_cpu(before: Optional[CpuSnapshot], after: Optional[CpuSnapshot]) -> Optional[float]:
+    if before is None or after is None:
         return None
-    pure, base = results["puregrpc"].median, results["grpcio"].median
-    if pure is None or base is None or base == 0:
-        return "-"
-    return f"{pure / base:.2f}x"
+    return after.server - before.server
 
 
-def column_titles(servers: List[str], grpclib_loop: str) -> List[str]:
-    names = {
-        "grpcio": "grpcio sync (10 threads)",
-        "grpclib": f"grpclib ({grpclib_loop})",
-        "puregrpc": "puregrpc (10 threads)",
-    }
-    for name in servers:
-        if worker_count(name):
-            names[name] = f"puregrpc --workers {worker_count(name)}"
-    titles = ["scenario", *(names[s] for s in servers)]
-    if "puregrpc" in servers and "grpcio" in servers:
-        titles.append("puregrpc / grpcio")
-    return titles
+# --------------------------------------------------------------------------- one run
 
 
-def table_rows(
-    scenarios: List[Scenario],
-    servers: List[str],
-    results: Dict[str, Dict[str, Cell]],
-    detail: bool,
-) -> List[List[str]]:
-    rows = []
-    for sc in scenarios:
-        row = [sc.label, *(cell_text(results[sc.key][s], detail) for s in servers)]
-        ratio = ratio_text(results[sc.key], servers)
-        if ratio is not None:
-            row.append(ratio)
-        rows.append(row)
-    return rows
+@dataclass
+class Run:
+    """What one run of one case against one server measured."""
+
+    rate: Optional[float] = None  # req/s, msg/s or MB/s
+    units: int = 0  # calls (unary) or messages in the measured window
+    cpu_per_unit_us: Optional[float] = None
+    p50_ms: Optional[float] = None
+    p99_ms: Optional[float] = None
+    noise: Optional[float] = None  # cores used by other processes
+    client_load: Optional[float] = None  # share of the client's CPUs it kept busy
+    problems: List[str] = field(default_factory=list)
 
 
-def text_table(titles: List[str], rows: List[List[str]]) -> str:
-    widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
-    lines = []
-    for n, r in enumerate([titles, *rows]):
-        cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def percentiles(values_us: List[int]) -> Tuple[Optional[float], Optional[float]]:
+    if not values_us:
+        return None, None
+    ordered = sorted(values_us)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+
+    return at(0.50), at(0.99)
 
 
-def markdown_table(titles: List[str], rows: List[List[str]]) -> str:
-    lines = ["| " + " | ".join(titles) + " |", "|---" + "|---:" * (len(titles) - 1) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+def parse_h2load(output: str, response_len: int) -> Tuple[Dict[str, Any], List[str]]:
+    """Parse h2load's summary and decide whether every response was a good gRPC reply.
+
+    h2load does not read gRPC trailers, so an error status (e.g. UNIMPLEMENTED, sent as
+    HTTP 200 with a trailers-only response) counts as "succeeded" for it. Such responses
+    carry no message: every good reply carries exactly response_len bytes of DATA, so the
+    DATA byte count must cover every succeeded request.
+    """
+    res: Dict[str, Any] = {"req_per_s": 0.0, "succeeded": 0, "total": 0}
+    problems: List[str] = []
+    m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", output)
+    if m:
+        res["req_per_s"] = float(m.group(1))
+    else:
+        problems.append("no 'finished in' line in h2load output")
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        output,
+    )
+    failed = errored = timeout = 0
+    if m:
+        res["total"], _, _, res["succeeded"], failed, errored, timeout = (int(g) for g in m.groups())
+    else:
+        problems.append("no 'requests:' line in h2load output")
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    status_other = sum(int(g) for g in m.groups()[1:]) if m else 0
+    m = re.search(r"traffic: .*?, ([\d.]+\w*) \((\d+)\) data", output)
+    data_bytes = int(m.group(2)) if m else 0
+    if not m:
+        problems.append("no 'traffic:' line in h2load output")
+    if failed or errored or timeout:
+        problems.append(f"{failed} failed, {errored} errored, {timeout} timed out of {res['total']} requests")
+    if status_other:
+        problems.append(f"{status_other} responses with a non-2xx HTTP status")
+    if res["succeeded"] == 0 and not problems:
+        problems.append("no request succeeded")
+    with_message = data_bytes // response_len if response_len else res["succeeded"]
+    if res["succeeded"] > with_message:
+        problems.append(
+            f"{res['succeeded'] - with_message} of {res['succeeded']} 'succeeded' responses had no"
+            f" {response_len}-byte message (gRPC error status?)"
+        )
+    return res, problems
 
 
-def tool_versions(h2load: str, grpclib_loop: str) -> str:
-    parts = [f"Python {platform.python_version()}"]
-    for mod in ("grpc", "grpclib"):
+class Bench:
+    def __init__(self, args: argparse.Namespace, h2load: Optional[str], log_dir: str) -> None:
+        self.args = args
+        self.h2load = h2load
+        self.log_dir = log_dir
+        pb2 = gen.load_pb2()
+        self.body = gen.request_body(gen.PAYLOAD_SIZE, pb2)
+        self.data_file = os.path.join(log_dir, "request.bin")
+        with open(self.data_file, "wb") as f:
+            f.write(self.body)
+        self.client_cpus = cpu_list(args.client_cpu) if args.client_cpu else []
+
+    def measure(self, server: ServerProcess, case: Case, tag: str) -> Run:
+        if case.kind == "unary":
+            return self.measure_unary(server, case, tag)
+        return self.measure_stream(server, case)
+
+    # -- unary: h2load
+
+    def h2load_cmd(self, port: int, case: Case, duration: float, log_file: Optional[str]) -> List[str]:
+        # H2LOAD_THREADS: client threads, for servers that outrun one h2load thread (--workers
+        # on many cores); at most one per connection.
+        assert self.h2load is not None
+        threads = min(int(os.environ.get("H2LOAD_THREADS", "1")), case.connections)
+        cmd = [self.h2load, f"-c{case.connections}", f"-m{case.streams}", f"-t{threads}"]
+        if self.args.quick:  # a number of requests, not a time: it must finish however loaded the machine
+            cmd += ["-n", str(max(100, 4 * case.connections * case.streams)), "-d", self.data_file]
+        else:
+            cmd += ["-D", f"{max(1, round(duration * 1000))}ms", "-d", self.data_file]
+        cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+        if log_file:
+            cmd += [f"--log-file={log_file}"]
+        return pinned(self.args.client_cpu, [*cmd, f"http://127.0.0.1:{port}{gen.METHOD_PATH}"])
+
+    def run_h2load(self, cmd: List[str], duration: float) -> Tuple[Dict[str, Any], List[str], str]:
         try:
-            module = __import__(mod)
-            version = getattr(module, "__version__", "?")
-        except ImportError:
-            version = "not installed"
-        parts.append(f"{'grpcio' if mod == 'grpc' else mod} {version}")
-    parts[-1] += f" on {grpclib_loop}"
-    try:
-        out = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout
-        parts.append(out.strip().splitlines()[0])
-    except (OSError, IndexError):
-        parts.append("h2load ?")
-    return ", ".join(parts)
+            proc = subprocess.run(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 60
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout if isinstance(exc.stdout, str) else ""
+            return {}, [f"h2load did not finish within {duration + 60:g}s"], out
+        res, problems = parse_h2load(proc.stdout, len(self.body))
+        if proc.returncode != 0:
+            problems.insert(0, f"h2load exited with status {proc.returncode}")
+        if self.args.verbose:
+            print(proc.stdout)
+        return res, problems, proc.stdout
+
+    def measure_unary(self, server: ServerProcess, case: Case, tag: str) -> Run:
+        assert server.port is not None
+        run = Run()
+        args = self.args
+        if args.warm_up > 0:
+            _, problems, _ = self.run_h2load(self.h2load_cmd(server.port, case, args.warm_up, None), args.warm_up)
+            run.problems += ["warm-up: " + p for p in problems]
+        log_file = os.path.join(self.log_dir, f"{tag}-{case.key}-h2load.log")
+        cmd = self.h2load_cmd(server.port, case, args.duration, log_file)
+        before = CpuSnapshot.take(server.proc.pid, [])
+        res, problems, _ = self.run_h2load(cmd, args.duration)
+        after = CpuSnapshot.take(server.proc.pid, [])
+        run.problems += problems
+        run.noise = foreign_cores(before, after)
+        if before and after and after.wall > before.wall:
+            threads = min(int(os.environ.get("H2LOAD_THREADS", "1")), case.connections)
+            run.client_load = (after.ours - before.ours) / (after.wall - before.wall) / threads
+        if res.get("total"):
+            run.rate = res["req_per_s"]
+            run.units = res["succeeded"]
+        cpu = server_cpu(before, after)
+        if cpu is not None and run.units:
+            run.cpu_per_unit_us = cpu / run.units * 1e6
+        # Every request's HTTP status and time, from h2load's log.
+        durations: List[int] = []
+        bad_status = 0
+        try:
+            with open(log_file, encoding="ascii") as f:
+                for line in f:
+                    cols = line.split("\t")
+                    if len(cols) >= 3:
+                        if cols[1] == "200":
+                            durations.append(int(cols[2]))
+                        else:
+                            bad_status += 1
+            os.unlink(log_file)
+        except (OSError, ValueError) as exc:
+            run.problems.append(f"h2load log: {exc}")
+        if bad_status:
+            run.problems.append(f"{bad_status} requests without HTTP status 200 in h2load's log")
+        run.p50_ms, run.p99_ms = percentiles(durations)
+        return run
+
+    # -- streaming: grpc.aio clients
+
+    def measure_stream(self, server: ServerProcess, case: Case) -> Run:
+        assert server.port is not None
+        args = self.args
+        run = Run()
+        slots = self.client_cpus or [""]
+        procs = max(1, min(case.calls, len(slots), args.client_procs or case.calls))
+        share = [case.calls // procs + (1 if i < case.calls % procs else 0) for i in range(procs)]
+        clients: List[subprocess.Popen[str]] = []
+        for i, calls in enumerate(share):
+            command = [sys.executable, os.path.join(BENCH_DIR, "stream_client.py"), "--port", str(server.port)]
+            command += ["--kind", case.kind, "--calls", str(calls), "--count", str(case.count)]
+            command += ["--size", str(case.size), "--duration", f"{args.duration:g}", "--warm-up", f"{args.warm_up:g}"]
+            command += ["--grace", f"{GRACE:g}"]
+            clients.append(
+                subprocess.Popen(
+                    pinned(slots[i] or None, command),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=server_env(),
+                )
+            )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT + args.warm_up
+            for i, client in enumerate(clients):
+                line = read_line(client, deadline)
+                if line != "ready":
+                    run.problems.append(f"client {i}: {line or 'no ready line'}: {stderr_of(client)}")
+            if run.problems:
+                return run
+            pids = [c.pid for c in clients]
+            before = CpuSnapshot.take(server.proc.pid, pids)
+            for client in clients:
+                assert client.stdin is not None
+                client.stdin.write("go\n")
+                client.stdin.flush()
+            time.sleep(args.duration)
+            after = CpuSnapshot.take(server.proc.pid, pids)
+            results = []
+            deadline = time.monotonic() + 30 + GRACE
+            for i, client in enumerate(clients):
+                line = read_line(client, deadline)
+                try:
+                    results.append(json.loads(line or ""))
+                except ValueError:
+                    run.problems.append(f"client {i}: {line or 'no result'}: {stderr_of(client)}")
+        finally:
+            for client in clients:
+                if client.poll() is None:
+                    try:
+                        client.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        client.kill()
+                        client.wait()
+                for stream in (client.stdin, client.stdout, client.stderr):
+                    if stream is not None:
+                        stream.close()
+        if run.problems:
+            return run
+        for r in results:
+            if r.get("cancelled"):
+                run.problems.append(f"{r['cancelled']} call(s) still unfinished {GRACE:g} s after the run, cancelled")
+            run.problems += r["problems"]
+            if r["problem_count"] > len(r["problems"]):
+                run.problems.append(f"... {r['problem_count'] - len(r['problems'])} more problems")
+        messages = sum(r["messages"] for r in results)
+        moved = sum(r["bytes"] for r in results)
+        if not sum(r["calls_ok_total"] for r in results):
+            run.problems.append("no call finished (status and summary checked) in the run")
+        run.units = messages
+        run.rate = moved / args.duration / 1e6 if case.large else messages / args.duration
+        cpu = server_cpu(before, after)
+        if cpu is not None and messages:
+            run.cpu_per_unit_us = cpu / messages * 1e6
+        run.noise = foreign_cores(before, after)
+        run.client_load = sum(r["cpu_s"] for r in results) / (args.duration * len(results))
+        run.p50_ms, run.p99_ms = percentiles([x for r in results for x in r["latencies_us"]])
+        return run
+
+
+def read_line(proc: subprocess.Popen[str], deadline: float) -> Optional[str]:
+    assert proc.stdout is not None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
+        if ready:
+            line = proc.stdout.readline()
+            return line.strip() if line else None
+        if proc.poll() is not None:
+            return None
+
+
+def stderr_of(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    assert proc.stderr is not None
+    lines = proc.stderr.read().strip().splitlines()
+    return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def cpu_list(spec: str) -> List[str]:
+    """'1-3,5' -> ['1', '2', '3', '5']."""
+    out: List[str] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += [str(n) for n in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Cell:
+    """All runs of one case against one server."""
+
+    runs: List[Run] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    skipped: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and not self.problems and self.skipped is None
+
+    def median(self, attr: str) -> Optional[float]:
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return statistics.median(values) if values and self.ok else None
+
+    @property
+    def spread(self) -> Optional[float]:
+        """(max - min) / median of the rounds' rates."""
+        rates = [r.rate for r in self.runs if r.rate is not None]
+        if len(rates) < 2 or not self.ok or not statistics.median(rates):
+            return None
+        return (max(rates) - min(rates)) / statistics.median(rates)
+
+    @property
+    def noisy_runs(self) -> int:
+        return sum(1 for r in self.runs if r.noise is not None and r.noise > NOISY_CORES)
+
+    @property
+    def client_bound_runs(self) -> int:
+        return sum(1 for r in self.runs if r.client_load is not None and r.client_load >= CLIENT_BOUND)
+
+
+def fmt_num(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+class Report:
+    def __init__(self, cases: List[Case], servers: List[ServerSpec], spread_limit: float) -> None:
+        self.cases = cases
+        self.servers = servers
+        self.spread_limit = spread_limit
+        self.cells: Dict[Tuple[str, str], Cell] = {(c.key, s.name): Cell() for c in cases for s in servers}
+
+    def cell(self, case: Case, server: ServerSpec) -> Cell:
+        return self.cells[(case.key, server.name)]
+
+    def flags(self, cell: Cell) -> str:
+        mark = ""
+        spread = cell.spread
+        if cell.noisy_runs or (spread is not None and spread > self.spread_limit):
+            mark += "*"
+        if cell.client_bound_runs:
+            mark += "†"
+        return mark
+
+    def value(self, case: Case, server: ServerSpec, attr: str, ratio: bool, lower_better: bool = False) -> str:
+        cell = self.cell(case, server)
+        if cell.skipped is not None and not cell.runs:
+            return "skipped"
+        if not cell.ok:
+            return "FAILED"
+        value = cell.median(attr)
+        text = fmt_num(value) + (self.flags(cell) if attr == "rate" else "")
+        base = self.baseline()
+        if ratio and base is not None and server is not base and value is not None:
+            ref = self.cell(case, base).median(attr)
+            if ref:
+                text += f" ({value / ref:.2f}x)"
+        return text
+
+    def latency(self, case: Case, server: ServerSpec) -> str:
+        cell = self.cell(case, server)
+        if cell.skipped is not None and not cell.runs:
+            return "skipped"
+        if not cell.ok:
+            return "FAILED"
+        return f"{fmt_num(cell.median('p50_ms'))} / {fmt_num(cell.median('p99_ms'))}"
+
+    def baseline(self) -> Optional[ServerSpec]:
+        return next((s for s in self.servers if s.name == BASELINE), None)
+
+    def tables(self) -> List[Tuple[str, List[str], List[List[str]]]]:
+        titles = ["case", *(s.label for s in self.servers)]
+        rate = [[f"{c.label}, {c.unit}", *(self.value(c, s, "rate", True) for s in self.servers)] for c in self.cases]
+        cpu = [
+            [f"{c.label}, µs per {c.per}", *(self.value(c, s, "cpu_per_unit_us", True) for s in self.servers)]
+            for c in self.cases
+        ]
+        lat = [[c.label, *(self.latency(c, s) for s in self.servers)] for c in self.cases]
+        base = self.baseline()
+        vs = f" (in brackets: ratio to {base.label})" if base else ""
+        return [
+            (f"Throughput, median of the rounds{vs}", titles, rate),
+            (f"Server CPU per call or message, from /proc/PID/stat{vs}", titles, cpu),
+            ("Latency p50 / p99, ms (per call; bidi: per message round trip)", titles, lat),
+        ]
+
+    def text(self) -> str:
+        lines = []
+        for case in self.cases:
+            lines.append(f"{case.label} ({case.unit}; server CPU µs per {case.per}; latency ms)")
+            for s in self.servers:
+                cell = self.cell(case, s)
+                if cell.skipped is not None and not cell.runs:
+                    lines.append(f"  {s.label:<34} skipped: {cell.skipped}")
+                    continue
+                if not cell.ok:
+                    lines.append(f"  {s.label:<34} FAILED")
+                    continue
+                rates = [r.rate for r in cell.runs if r.rate is not None]
+                spread = cell.spread
+                spread_text = f"spread {spread * 100:4.1f}%" if spread is not None else "spread   - "
+                lines.append(
+                    f"  {s.label:<34} {fmt_num(cell.median('rate')):>10} {self.flags(cell):<2}"
+                    f" [{fmt_num(min(rates))}-{fmt_num(max(rates))}] {spread_text}"
+                    f"  cpu {fmt_num(cell.median('cpu_per_unit_us')):>7}"
+                    f"  p50 {fmt_num(cell.median('p50_ms')):>6}  p99 {fmt_num(cell.median('p99_ms')):>6}"
+                )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        out = []
+        for caption, titles, rows in self.tables():
+            out.append(f"{caption}:\n")
+            out.append("| " + " | ".join(titles) + " |")
+            out.append("|---" + "|---:" * (len(titles) - 1) + "|")
+            out += ["| " + " | ".join(r) + " |" for r in rows]
+            out.append("")
+        return "\n".join(out)
+
+    def footnotes(self) -> List[str]:
+        notes = []
+        spreads = [(c.spread, key) for key, c in self.cells.items() if c.spread is not None]
+        if spreads:
+            worst, (case, server) = max(spreads)
+            notes.append(f"Largest spread between rounds: {worst * 100:.0f}% ({case}, {server}).")
+        if any("*" in self.flags(c) for c in self.cells.values()):
+            notes.append(
+                f"\\* noisy: the rounds' rates spread by more than {self.spread_limit * 100:.0f}% of their median,"
+                f" or other processes used more than {NOISY_CORES:g} core during a run; unreliable."
+            )
+        if any(c.client_bound_runs for c in self.cells.values()):
+            notes.append(
+                f"† client-bound: the client kept {CLIENT_BOUND * 100:.0f}% or more of its CPUs busy in a run;"
+                " the server may be faster than shown (more --client-cpu)."
+            )
+        return notes
+
+    def as_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"cases": {}}
+        for case in self.cases:
+            per: Dict[str, Any] = {}
+            for s in self.servers:
+                cell = self.cell(case, s)
+                per[s.name] = {
+                    "ok": cell.ok,
+                    "skipped": cell.skipped,
+                    "problems": cell.problems,
+                    "rate": cell.median("rate"),
+                    "unit": case.unit,
+                    "cpu_per_unit_us": cell.median("cpu_per_unit_us"),
+                    "p50_ms": cell.median("p50_ms"),
+                    "p99_ms": cell.median("p99_ms"),
+                    "spread": cell.spread,
+                    "runs": [r.__dict__ for r in cell.runs],
+                }
+            out["cases"][case.key] = per
+        return out
+
+
+# --------------------------------------------------------------------------- machine
 
 
 def cpu_model() -> str:
@@ -494,220 +899,256 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def versions(h2load: Optional[str], servers: List[ServerSpec]) -> str:
+    parts = [f"harness and clients: {platform.python_implementation()} {platform.python_version()}"]
+    for mod, name in (("grpc", "grpcio"), ("grpclib", "grpclib"), ("google.protobuf", "protobuf")):
+        try:
+            module = __import__(mod, fromlist=["__version__"])
+            parts.append(f"{name} {getattr(module, '__version__', '?')}")
+        except ImportError:
+            parts.append(f"{name} not installed")
+    if h2load:
+        try:
+            out = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout
+            parts.append(out.strip().splitlines()[0])
+        except (OSError, IndexError):
+            parts.append("h2load ?")
+    runtimes = sorted({f"{s.runtime} ({s.python})" for s in servers if s.runtime and s.python != sys.executable})
+    if runtimes:
+        parts.append("other server runtimes: " + ", ".join(runtimes))
+    return "; ".join(parts)
+
+
+def default_cpus() -> Tuple[Optional[str], Optional[str]]:
+    """Server on the first CPU this process may use, clients on up to 4 others."""
+    if shutil.which("taskset") is None:
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if len(allowed) < 2:
+        return None, None
+    return str(allowed[0]), ",".join(str(c) for c in allowed[1:5])
+
+
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: List[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
-    p.add_argument("--warm-up", type=float, default=1.0, help="seconds of warm-up per run")
-    p.add_argument("--rounds", type=int, default=3, help="runs per server and scenario")
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--all", action="store_true", help="every server and every case (the default)")
     p.add_argument(
-        "--servers", default="grpcio,grpclib,puregrpc", help="comma-separated; puregrpc-wN: puregrpc serve --workers N"
+        "--quick",
+        action="store_true",
+        help="every case once against every server, tiny runs: checks that each answers correctly",
     )
-    p.add_argument("--scenarios", default=DEFAULT_SCENARIOS, help="comma-separated CONNSxSTREAMS")
-    p.add_argument("--server-cpu", default="0", help="taskset CPU list for the servers")
-    p.add_argument("--client-cpu", default="1", help="taskset CPU list for h2load")
+    p.add_argument("--duration", type=float, help="seconds measured per run (default 5; --quick 0.4)")
+    p.add_argument("--warm-up", type=float, help="seconds of warm-up per run (default 1; --quick 0)")
+    p.add_argument("--rounds", type=int, help="rounds (default 3; --quick 1)")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVER_SCRIPTS),
+        help="comma-separated: grpcio, grpcio-aio, grpclib, puregrpc, puregrpc-aio, puregrpc-wN;"
+        " NAME@PYTHON runs it under another interpreter",
+    )
+    p.add_argument("--cases", help=f"comma-separated (default {DEFAULT_CASES})")
+    p.add_argument("--scenarios", help="unary cases only, as CONNSxSTREAMS (e.g. 1x32,8x8); same as --cases unary-...")
+    p.add_argument(
+        "--runtime",
+        default=os.environ.get("PUREGRPC_BENCH_RUNTIME"),
+        help="interpreter for the puregrpc servers (e.g. pypy3); env PUREGRPC_BENCH_RUNTIME",
+    )
+    p.add_argument("--server-cpu", help="taskset CPU list for the servers (default: the first CPU)")
+    p.add_argument("--client-cpu", help="taskset CPU list for the clients (default: the next 1 to 4 CPUs)")
+    p.add_argument("--client-procs", type=int, default=0, help="at most this many grpc client processes per run")
     p.add_argument("--h2load", default="h2load", help="h2load executable")
+    p.add_argument("--spread-limit", type=float, default=0.10, help="spread between rounds that flags a cell")
     p.add_argument(
         "--retry-noisy",
         type=int,
         default=0,
-        help=f"rerun a run up to N times while other processes use more than {NOISY_CORES:g}"
-        " core during it (default 0)",
+        help=f"rerun a run up to N times while other processes use more than {NOISY_CORES:g} core during it",
     )
+    p.add_argument("--json", help="also write the results to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="print h2load's output")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.duration = args.duration if args.duration is not None else (0.4 if args.quick else 5.0)
+    args.warm_up = args.warm_up if args.warm_up is not None else (0.0 if args.quick else 1.0)
+    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    return args
 
 
-def parse_scenarios(spec: str) -> List[Scenario]:
-    out = []
-    for item in spec.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", item)
-        if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-            raise SystemExit(f"bad scenario {item!r}: expected CONNSxSTREAMS, e.g. 8x8")
-        out.append(Scenario(int(m.group(1)), int(m.group(2))))
-    return out
-
-
-def main(argv: List[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     args = parse_args(argv)
-    chosen = {s.strip() for s in args.servers.split(",") if s.strip()}
-    servers = [s for s in SERVER_SCRIPTS if s in chosen]  # fixed order: grpcio, grpclib, ...
-    servers += sorted((s for s in chosen if worker_count(s)), key=worker_count)  # then puregrpc-w1, -w2, ...
-    unknown = sorted(chosen - set(servers))
-    if unknown or not servers:
-        choices = ", ".join([*SERVER_SCRIPTS, "puregrpc-wN"])
-        raise SystemExit(f"unknown server(s) {unknown}; choose from {choices}")
-    scenarios = parse_scenarios(args.scenarios)
+    if args.cases and args.scenarios:
+        raise SystemExit("give --cases or --scenarios, not both")
+    spec = args.cases or (",".join(f"unary-{s.strip()}" for s in args.scenarios.split(",")) if args.scenarios else "")
+    cases = make_cases(spec or DEFAULT_CASES, args.quick)
+    servers = parse_servers(args.servers, args.runtime)
+
     h2load = shutil.which(args.h2load)
-    if h2load is None:
+    if h2load is None and any(c.kind == "unary" for c in cases):
         raise SystemExit("h2load not found: install Debian's nghttp2-client")
-    if shutil.which("taskset") is None:
-        raise SystemExit("taskset not found: install util-linux")
-    if (os.cpu_count() or 1) < 2:
-        print("warning: fewer than 2 CPUs; server and client will share a core", flush=True)
+    server_cpu, client_cpu = default_cpus()
+    args.server_cpu = args.server_cpu or server_cpu
+    args.client_cpu = args.client_cpu or client_cpu
+    if (args.server_cpu or args.client_cpu) and shutil.which("taskset") is None:
+        raise SystemExit("taskset not found: install util-linux, or run without --server-cpu/--client-cpu")
 
-    grpclib_loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     gen.generate()
-    pb2 = gen.load_pb2()
-    body = gen.request_body(gen.PAYLOAD_SIZE, pb2)
-    response_len = len(body)  # the echo reply is the same message
-
+    env = server_env()
+    skipped: Dict[str, str] = {}
+    for s in servers:
+        why = probe(s, env)
+        if why:
+            skipped[s.name] = why
     log_dir = tempfile.mkdtemp(prefix="puregrpc-bench-")
-    data_file = os.path.join(log_dir, "request.bin")
-    with open(data_file, "wb") as f:
-        f.write(body)
+    bench = Bench(args, h2load, log_dir)
+    report = Report(cases, servers, args.spread_limit)
 
-    print(f"# {tool_versions(h2load, grpclib_loop)}")
-    print(f"# {cpu_model()}, {os.cpu_count()} CPUs")
-    print(f"# servers on CPU {args.server_cpu}, h2load on CPU {args.client_cpu}")
-    each = f"{args.warm_up:g} s warm-up, {args.duration:g} s measured"
-    print(f"# {args.rounds} round(s); each run: {each}")
-    print(f"# request {len(body)} bytes; logs in {log_dir}")
+    pinning = (
+        f"servers pinned to CPU {args.server_cpu}, clients to CPU {args.client_cpu} (taskset)"
+        if args.server_cpu
+        else "no CPU pinning (taskset missing or one CPU)"
+    )
+    header = [
+        f"Command: `{command}`",
+        f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; {pinning}",
+        f"Versions: {versions(h2load, servers)}",
+        f"Runs: {args.rounds} round(s); each run {args.warm_up:g} s warm-up, {args.duration:g} s measured",
+    ]
+    for line in header:
+        print("# " + line)
+    print(f"# logs in {log_dir}")
+    for name, why in skipped.items():
+        print(f"# skipped {name}: {why}")
     print(flush=True)
 
-    results: Dict[str, Dict[str, Cell]] = {sc.key: {s: Cell() for s in servers} for sc in scenarios}
+    for cell_key, cell in report.cells.items():
+        if cell_key[1] in skipped:
+            cell.skipped = "not available"
     broken: Dict[str, str] = {}  # server -> why it is not run any more
     notes: List[str] = []
-    noisy_runs: List[str] = []
-
+    active = [s for s in servers if s.name not in skipped]
     for rnd in range(1, args.rounds + 1):
-        for sc in scenarios:
-            for name in servers:
-                cell = results[sc.key][name]
-                if name in broken:
-                    cell.skipped = broken[name]
+        order = active[(rnd - 1) % len(active) :] + active[: (rnd - 1) % len(active)] if active else []
+        running = start_servers([s for s in order if s.name not in broken], args, log_dir, f"r{rnd}", broken, notes)
+        problems = check_servers({n: p.port for n, p in running.items() if p.port}, args.client_cpu)
+        for name, why in problems.items():
+            fail_server(name, why, "failed check", running, broken, notes, rnd)
+        for case in cases:
+            for spec in order:
+                cell = report.cell(case, spec)
+                if spec.name in broken:
+                    cell.skipped = broken[spec.name]
                     continue
-                prefix = f"round {rnd}/{args.rounds}  {sc.key:>5}  {name:<9}"
-                tag = f"r{rnd}-{sc.key}"
+                server = running[spec.name]
+                prefix = f"round {rnd}/{args.rounds}  {case.key:<10} {spec.name:<14}"
+                if not server.alive():
+                    why = f"server had exited (status {server.proc.returncode})\n{indent(server.stderr_tail())}"
+                    cell.problems.append(why)
+                    notes.append(f"{spec.name} {case.key} round {rnd}: {why}")
+                    print(f"{prefix}  FAILED: {why}", flush=True)
+                    server.stop()
+                    again = start_servers([spec], args, log_dir, f"r{rnd}-{case.key}", broken, notes)
+                    if spec.name in again:
+                        running[spec.name] = again[spec.name]
+                    continue
                 for attempt in range(args.retry_noisy + 1):
-                    rate, problem, fatal, noise = measure_one(
-                        name, sc, args, h2load, data_file, response_len, log_dir, tag
-                    )
-                    # A failed run is never retried: failures must show, noisy or not.
-                    if fatal or problem or noise is None or noise <= NOISY_CORES:
-                        break
+                    run = bench.measure(server, case, f"r{rnd}-{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}")
+                    if run.problems or run.noise is None or run.noise <= NOISY_CORES:
+                        break  # a failed run is never retried: failures must show, noisy or not
                     if attempt < args.retry_noisy:
-                        print(f"{prefix}  noisy ({noise:.2f} cores used by others), rerun", flush=True)
-                noise_text = ""
-                if noise is not None:
-                    noise_text = f"  (other processes: {noise:.2f} cores)"
-                    if noise > NOISY_CORES:
-                        cell.noisy += 1
-                        noisy_runs.append(f"{name} {sc.key} round {rnd}: {noise:.2f} cores")
-                        noise_text += " NOISY"
-                if fatal:
-                    broken[name] = fatal
-                    cell.skipped = fatal
-                    print(f"{prefix}  {fatal.upper()}: {problem}", flush=True)
-                    notes.append(f"{name}: {fatal} (round {rnd}, {sc.key}): {problem}")
-                    continue
-                if rate is not None:
-                    cell.rates.append(rate)
-                if problem:
-                    cell.problems.append(problem)
-                    notes.append(f"{name} {sc.key} round {rnd}: {problem}")
-                    shown = f"{fmt_rate(rate)} req/s" if rate is not None else "-"
-                    print(f"{prefix}  FAILED ({shown}){noise_text}: {problem}", flush=True)
-                else:
-                    print(f"{prefix}  {fmt_rate(rate or 0):>8} req/s{noise_text}", flush=True)
+                        print(f"{prefix}  noisy ({run.noise:.2f} cores used by others), rerun", flush=True)
+                if not server.alive():
+                    run.problems.append(f"server exited during the run (status {server.proc.returncode})")
+                cell.runs.append(run)
+                print(f"{prefix}  {run_text(run, case)}", flush=True)
+                if run.problems:
+                    why = "; ".join(run.problems)
+                    tail = server.stderr_tail()
+                    cell.problems.append(why)
+                    notes.append(f"{spec.name} {case.key} round {rnd}: {why}" + (f"\n{indent(tail)}" if tail else ""))
+        alive = {n: p.port for n, p in running.items() if p.port and p.alive()}
+        for name, why in check_servers(alive, args.client_cpu).items():
+            notes.append(f"{name} round {rnd}: after the cases, {why}")
+            for case in cases:
+                report.cell(case, next(s for s in servers if s.name == name)).problems.append(why)
+        for name, server in running.items():
+            note = server.stop()
+            if note:
+                notes.append(f"{name} round {rnd}: {note}")
 
-    titles = column_titles(servers, grpclib_loop)
     elapsed = time.monotonic() - started
     print()
-    print(text_table(titles, table_rows(scenarios, servers, results, detail=True)))
-    print("\n(median req/s of the rounds, [min-max] of the runs)")
-    if noisy_runs:
-        print(
-            f"\n* {len(noisy_runs)} run(s) shared the CPUs with other processes (more than"
-            f" {NOISY_CORES:g} core on average while measuring); their numbers are unreliable:"
-        )
-        for n in noisy_runs:
-            print(f"  - {n}")
+    print(report.text())
     if notes:
         print("\nProblems:")
         for n in notes:
             print(f"  - {n}")
     print(f"\nTotal time: {elapsed:.0f} s\n")
-    print(markdown_table(titles, table_rows(scenarios, servers, results, detail=False)))
-    print()
-    if noisy_runs:
-        print(
-            f"\\* at least one of this cell's runs shared the CPUs with other processes"
-            f" ({len(noisy_runs)} noisy runs in all): unreliable.\n"
-        )
-    print(
-        f"Unary echo, {gen.PAYLOAD_SIZE}-byte payload, h2load client; req/s, median of"
-        f" {args.rounds} runs of {args.duration:g} s after {args.warm_up:g} s warm-up; servers"
-        f" on CPU {args.server_cpu}, h2load on CPU {args.client_cpu}. {tool_versions(h2load, grpclib_loop)};"
-        f" {cpu_model()}."
-    )
-    all_ok = all(c.ok for per in results.values() for c in per.values())
+    print("\n".join(header[:3]) + "\n")
+    print(f"{args.rounds} round(s) of {args.duration:g} s per run after {args.warm_up:g} s warm-up.\n")
+    print(report.markdown())
+    for note in report.footnotes():
+        print(note)
+    if skipped:
+        print("Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped.items()))
+    if args.json:
+        data = report.as_json()
+        data.update(command=command, header=header, skipped=skipped, notes=notes, elapsed_s=elapsed)
+        data["servers"] = {s.name: {"label": s.label, "runtime": s.runtime, "python": s.python} for s in servers}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+    all_ok = all(c.ok for key, c in report.cells.items() if key[1] not in skipped)
     return 0 if all_ok else 1
 
 
-def measure_one(
-    name: str,
-    sc: Scenario,
+def start_servers(
+    specs: List[ServerSpec],
     args: argparse.Namespace,
-    h2load: str,
-    data_file: str,
-    response_len: int,
     log_dir: str,
     tag: str,
-) -> Tuple[float | None, str | None, str | None, float | None]:
-    """One run: start, check, warm up, measure, stop.
-
-    Returns (req/s or None, problem or None, fatal or None, cores used by other processes
-    during the measurement or None). A fatal outcome ("failed to start", "failed check")
-    stops the server from being run again.
-    """
-    server = ServerProcess(name, args.server_cpu, log_dir, tag)
-    try:
-        why = server.wait_ready(START_TIMEOUT)
+    broken: Dict[str, str],
+    notes: List[str],
+) -> Dict[str, ServerProcess]:
+    """Start the servers side by side; those that do not come up are marked broken."""
+    procs = {s.name: ServerProcess(s, args.server_cpu, log_dir, tag) for s in specs}
+    deadline = time.monotonic() + START_TIMEOUT
+    for name, proc in list(procs.items()):
+        why = proc.wait_ready(deadline)
         if why is not None:
-            tail = server.stderr_tail()
-            return None, why + (f"\n{indent(tail)}" if tail else ""), "failed to start", None
-        assert server.port is not None
-        why = check_server(server.port, args.client_cpu)
-        if why is not None:
-            tail = server.stderr_tail()
-            return None, why + (f"\n{indent(tail)}" if tail else ""), "failed check", None
+            fail_server(name, why, "failed to start", procs, broken, notes, tag)
+    return procs
 
-        problems = []
-        if args.warm_up > 0:
-            cmd = h2load_cmd(h2load, server.port, sc, args.warm_up, data_file, args.client_cpu)
-            warm, out = run_h2load(cmd, args.warm_up, response_len)
-            if args.verbose:
-                print(out)
-            if not warm.ok:
-                problems.append("warm-up: " + "; ".join(warm.problems))
-        cmd = h2load_cmd(h2load, server.port, sc, args.duration, data_file, args.client_cpu)
-        before = CpuSnapshot.take(server.proc.pid)
-        res, out = run_h2load(cmd, args.duration, response_len)
-        noise = foreign_cores(before, CpuSnapshot.take(server.proc.pid))
-        if args.verbose:
-            print(out)
-        problems += res.problems
-        if not server.alive():
-            problems.append(f"server exited during the run (status {server.proc.returncode})")
-            if "stopping on SIG" in server.stderr_tail():
-                problems.append(
-                    "it was sent a stop signal by another process on this machine"
-                    " (the harness sends its SIGTERM only after h2load ends)"
-                )
-        rate = res.req_per_s if res.total else None
-    finally:
-        stop_note = server.stop()
-    if stop_note:
-        problems.append(stop_note)
-    if problems:
-        tail = server.stderr_tail()
-        msg = "; ".join(problems) + (f"\n{indent(tail)}" if tail else "")
-        return rate, msg, None, noise
-    return rate, None, None, noise
+
+def fail_server(
+    name: str,
+    why: str,
+    what: str,
+    procs: Dict[str, ServerProcess],
+    broken: Dict[str, str],
+    notes: List[str],
+    when: object,
+) -> None:
+    proc = procs.pop(name)
+    tail = proc.stderr_tail()
+    proc.stop()
+    broken[name] = what
+    print(f"{name}: {what.upper()}: {why}" + (f"\n{indent(tail)}" if tail else ""), flush=True)
+    notes.append(f"{name}: {what} ({when}): {why}")
+
+
+def run_text(run: Run, case: Case) -> str:
+    if run.problems:
+        return "FAILED: " + "; ".join(run.problems)
+    text = f"{fmt_num(run.rate):>10} {case.unit:<5}  cpu {fmt_num(run.cpu_per_unit_us):>7} µs/{case.per}"
+    text += f"  p50 {fmt_num(run.p50_ms)} p99 {fmt_num(run.p99_ms)} ms"
+    if run.noise is not None:
+        text += f"  others {run.noise:.2f} cores" + (" NOISY" if run.noise > NOISY_CORES else "")
+    if run.client_load is not None and run.client_load >= CLIENT_BOUND:
+        text += f"  client {run.client_load * 100:.0f}% busy"
+    return text
 
 
 def indent(text: str, prefix: str = "      | ") -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gen
 import sync_server
 
 
 def register(server: Any) -> None:
-    pb2, pb2_grpc = gen.load()
-    pb2_grpc.add_EchoServicer_to_server(sync_server.make_servicer(pb2, pb2_grpc), server)
+    pb2, pb2_grpc = sync_server.load_for_puregrpc()
+    sync_server.add_to_server(server, pb2, pb2_grpc, sync_server.make_servicer(pb2, pb2_grpc))

@@ -1,0 +1,161 @@
+"""The benchmark harness (bench/run.py) works: every case against every server, every reply checked.
+
+``bench/run.py --quick`` runs each case once, briefly, against each server and exits non-zero
+when any server gave a wrong or failed reply; no figure is asserted. The other tests show
+that the harness's checks catch a server that answers wrongly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent import futures
+from typing import Any, Iterator, List
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "bench")
+CASES = ["unary-1x1", "unary-1x32", "unary-8x8", "ss-small", "ss-large", "cs-large", "bidi"]
+
+pytest.importorskip("grpc_tools")
+grpc = pytest.importorskip("grpc")
+
+
+def bench_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH, os.path.join(REPO, "src"), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def can_import(module: str) -> bool:
+    code = f"import {module}"
+    return subprocess.run([sys.executable, "-c", code], env=bench_env(), capture_output=True).returncode == 0
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed (Debian's nghttp2-client)")
+def test_quick_run_every_server_answers_every_case(tmp_path: Any) -> None:
+    out = tmp_path / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+
+    must_run = ["grpcio", "grpcio-aio", "puregrpc"]
+    if importlib.util.find_spec("grpclib") is not None:
+        must_run.append("grpclib")
+    if can_import("puregrpc.aio"):
+        must_run.append("puregrpc-aio")
+    assert not set(must_run) & set(data["skipped"]), data["skipped"]
+    assert list(data["cases"]) == CASES
+    for case, per_server in data["cases"].items():
+        for name in must_run:
+            cell = per_server[name]
+            assert cell["ok"], (case, name, cell["problems"])
+            [run] = cell["runs"]
+            assert run["units"] > 0 and run["rate"] > 0, (case, name, run)
+            assert run["cpu_per_unit_us"] is not None and run["p50_ms"] is not None, (case, name, run)
+
+    # The report: what was run, where, then the tables.
+    assert "Command: `python bench/run.py --quick" in proc.stdout
+    assert "Machine: " in proc.stdout and " CPUs" in proc.stdout
+    assert "| case | grpcio sync | grpc.aio |" in proc.stdout
+    assert proc.stdout.count("| unary 100 B, 1x32 (h2load)") == 3  # throughput, CPU, latency
+
+
+# --------------------------------------------------------------------------- the checks can fail
+
+
+def lying_servicer(pb2: Any, pb2_grpc: Any) -> Any:
+    """Each method almost right: one byte, one sequence number or one count off."""
+
+    class Liar(pb2_grpc.EchoServicer):  # type: ignore[misc]
+        def Unary(self, request: Any, context: Any) -> Any:
+            return pb2.EchoMsg(payload=request.payload[:-1])
+
+        def ServerStream(self, request: Any, context: Any) -> Iterator[Any]:
+            import gen
+
+            payload = gen.pattern(request.size)
+            for seq in range(request.count):
+                yield pb2.EchoMsg(payload=payload, seq=seq if seq != 1 else 7)
+
+        def ClientStream(self, request_iterator: Iterator[Any], context: Any) -> Any:
+            count = size = 0
+            for msg in request_iterator:
+                count += 1
+                size += len(msg.payload)
+            return pb2.StreamSummary(count=count, bytes=size - 1, bad=0)
+
+        def Bidi(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
+            for msg in request_iterator:
+                yield pb2.EchoMsg(payload=msg.payload[::-1], seq=msg.seq)
+
+    return Liar()
+
+
+@pytest.fixture
+def liar_port() -> Iterator[int]:
+    sys.path.insert(0, BENCH)
+    try:
+        import gen
+
+        gen.generate()
+        pb2, pb2_grpc = gen.load()
+    finally:
+        sys.path.remove(BENCH)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
+    pb2_grpc.add_EchoServicer_to_server(lying_servicer(pb2, pb2_grpc), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0)
+
+
+def run_client(port: int, kind: str, size: int) -> dict:
+    cmd = [sys.executable, os.path.join(BENCH, "stream_client.py"), "--port", str(port), "--kind", kind]
+    cmd += ["--calls", "2", "--count", "3", "--size", str(size), "--duration", "0.3", "--warm-up", "0"]
+    proc = subprocess.run(cmd, input="go\n", capture_output=True, text=True, env=bench_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines: List[str] = proc.stdout.splitlines()
+    assert lines[0] == "ready"
+    return dict(json.loads(lines[1]))
+
+
+def test_check_rejects_a_wrong_unary_echo(liar_port: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "check.py"), str(liar_port)],
+        capture_output=True,
+        text=True,
+        env=bench_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "Unary call 0: wrong echo (99 bytes back for 100 sent)" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "said"),
+    [
+        ("ss", 100, "ServerStream message 1: seq 7"),
+        ("cs", 1024 * 1024, "server counted 3 messages, 3145727 B, 0 bad"),
+        ("bidi", 100, "Bidi echo 0: seq 0, 100 B, not the message sent"),
+    ],
+)
+def test_stream_client_rejects_wrong_replies(liar_port: int, kind: str, size: int, said: str) -> None:
+    result = run_client(liar_port, kind, size)
+    assert result["problem_count"] > 0
+    assert any(said in p for p in result["problems"]), result["problems"]
+    assert result["calls"] == 0 and result["calls_ok_total"] == 0
