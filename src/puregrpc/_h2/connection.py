@@ -92,6 +92,30 @@ MAX_MAX_FRAME_SIZE = (1 << 24) - 1
 # from frames on streams that never existed (RFC 9113 section 5.1, "closed").
 RECENTLY_CLOSED_LIMIT = 1024
 
+# WINDOW_UPDATE accounting. A client sends WINDOW_UPDATE to give back credit for DATA
+# it received from us: at most one for the stream and one for the connection per DATA
+# frame (grpcio, grpc-go, grpc-java, nghttp2 and h2 batch them further, to one per
+# half or quarter window consumed). grpcio also opens each new stream's window by a
+# few bytes before any DATA comes, and its increments are often tiny (+5, +105), so
+# neither the increment's size nor the presence of DATA tells a legitimate
+# WINDOW_UPDATE from a flood; their number does. So every DATA frame we write and
+# every stream the peer opens earns it WINDOW_UPDATE_CREDIT free WINDOW_UPDATEs;
+# beyond that credit each one is charged to the useless-frame budget. Measured with a
+# grpcio 1.85 client (unary, failing, server-streaming, bidi calls; small and large
+# messages; BDP probing on and off): at most 1.15 WINDOW_UPDATEs per DATA frame or
+# stream, and no client can need more than 2 (stream and connection) per frame plus
+# one per stream, so 3 leaves a legitimate transfer, however fast and however small
+# its windows, never short of credit. A flood that no DATA or stream warrants (e.g. +1
+# increments on the connection, 1.25 million frames per second) ends with
+# ENHANCE_YOUR_CALM after the useless-frame burst. The credit is capped so that a
+# long download does not bank an allowance for a later flood. A DATA frame cut short
+# by the stream window under WINDOW_UPDATE_SMALL_FRAME bytes earns nothing:
+# otherwise tiny increments on a stream with queued DATA ("data dribble",
+# CVE-2019-9511) would each earn the credit for the next.
+WINDOW_UPDATE_CREDIT = 3
+WINDOW_UPDATE_CREDIT_MAX = 8192
+WINDOW_UPDATE_SMALL_FRAME = 1024
+
 # Frame header: length (24 bits) and type packed in one u32, flags, stream id.
 _FRAME_HEADER = struct.Struct(">IBI")
 _pack_header = _FRAME_HEADER.pack
@@ -167,7 +191,9 @@ class H2Config:
     control_frame_burst: int = 500
     # Frames that cost us work and carry nothing: empty DATA without END_STREAM,
     # empty header fragments without END_HEADERS, PRIORITY, unknown frame types,
-    # unsolicited ACKs, frames on closed streams (CVE-2019-9518 and friends).
+    # unsolicited ACKs, frames on closed streams (CVE-2019-9518 and friends), and
+    # WINDOW_UPDATEs beyond what the DATA we sent warrants (see
+    # WINDOW_UPDATE_CREDIT).
     useless_frame_rate: float = 100.0
     useless_frame_burst: int = 1000
     # ACKs and RST_STREAMs we generated that the caller has not taken with
@@ -320,6 +346,9 @@ class H2Connection:
         self._last_ping_received: float | None = None
         self._ping_strikes = 0
         self._sent_since_ping = False  # HEADERS or DATA written since the last PING came
+        self._wu_warrants = 0  # DATA frames written and streams opened: see WINDOW_UPDATE_CREDIT
+        self._wu_warrants_seen = 0  # _wu_warrants when the credit was last updated
+        self._wu_credit = 0  # WINDOW_UPDATEs the peer may still send for free
 
         self._handlers: Dict[int, Callable[[int, int, bytes], None]] = {
             PRIORITY: self._on_priority,
@@ -429,6 +458,8 @@ class H2Connection:
         ):
             if budget.tokens > budget.burst:
                 bad.append(f"{name} budget holds {budget.tokens} tokens, above its burst {budget.burst}")
+        if not 0 <= self._wu_credit <= WINDOW_UPDATE_CREDIT_MAX or self._wu_warrants_seen > self._wu_warrants:
+            bad.append(f"WINDOW_UPDATE credit {self._wu_credit} out of [0, {WINDOW_UPDATE_CREDIT_MAX}]")
         if not self._hb_sid and self._hb_buf:
             bad.append("header block bytes left behind with no block in progress")
         if self._hb_frames > cfg.max_continuation_frames and not terminated:
@@ -507,6 +538,7 @@ class H2Connection:
             if n <= st.send_window and n <= self._conn_send_window and n <= self._peer_max_frame:
                 # Fast path: the whole message fits in one frame right now.
                 self._sent_since_ping = True
+                self._wu_warrants += 1
                 out = self._out
                 out += _pack_header(n << 8, FLAG_END_STREAM if end_stream else 0, stream_id)
                 out += data
@@ -887,6 +919,7 @@ class H2Connection:
         st.content_length = content_length
         st.remote_closed = end_stream
         self._streams[sid] = st
+        self._wu_warrants += 1
         self.last_stream_id = sid
         self._events.append(RequestReceived(sid, headers, end_stream))
 
@@ -902,6 +935,7 @@ class H2Connection:
         st = _Stream(sid, self._peer_initial_window, self._local_initial_window)
         st.remote_closed = end_stream
         self._streams[sid] = st
+        self._wu_warrants += 1
         self.last_stream_id = sid
         self._events.append(RequestHeadersTooLarge(sid, size, self.config.max_header_list_size, end_stream))
 
@@ -1151,6 +1185,19 @@ class H2Connection:
     def _on_window_update(self, flags: int, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length != 4")
+        # See WINDOW_UPDATE_CREDIT.
+        credit = self._wu_credit
+        frames = self._wu_warrants
+        if frames != self._wu_warrants_seen:
+            credit += (frames - self._wu_warrants_seen) * WINDOW_UPDATE_CREDIT
+            if credit > WINDOW_UPDATE_CREDIT_MAX:
+                credit = WINDOW_UPDATE_CREDIT_MAX
+            self._wu_warrants_seen = frames
+        if credit > 0:
+            self._wu_credit = credit - 1
+        else:
+            self._wu_credit = 0
+            self._charge_useless("WINDOW_UPDATE frames")
         increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
         if sid == 0:
             if increment == 0:
@@ -1314,6 +1361,8 @@ class H2Connection:
                 break
             last = size == len(pending)
             sent_end = last and st.pending_end and st.trailers is None
+            if last or size >= WINDOW_UPDATE_SMALL_FRAME:
+                self._wu_warrants += 1
             out += _pack_header(size << 8, FLAG_END_STREAM if sent_end else 0, sid)
             out += pending[:size]
             self._sent_since_ping = True
