@@ -189,7 +189,17 @@ def parse_output(data: bytes) -> List[Tuple[int, int, int, bytes]]:
 
 
 class _StreamModel:
-    __slots__ = ("acked", "closed", "decoder", "deferred_ack", "failed", "local_ended", "recv_flow", "remote_ended")
+    __slots__ = (
+        "acked",
+        "closed",
+        "decoder",
+        "deferred_ack",
+        "failed",
+        "headers_sent",
+        "local_ended",
+        "recv_flow",
+        "remote_ended",
+    )
 
     def __init__(self, limit: int) -> None:
         self.decoder = MessageDecoder(limit)
@@ -197,6 +207,7 @@ class _StreamModel:
         self.remote_ended = False
         self.closed = False  # reset (either side)
         self.failed = False  # a bad gRPC message: the application resets the stream
+        self.headers_sent = False
         self.recv_flow = 0
         self.acked = 0
         self.deferred_ack = 0
@@ -394,20 +405,21 @@ class Driver:
             how = 2  # as the server does on a bad message
         elif model.local_ended:
             return
-        if how == 0:  # a whole unary answer
+        if how in (0, 3, 4) and not model.headers_sent:
             conn.send_headers(sid, RESPONSE_BLOCK)
+            model.headers_sent = True
+        if how == 0:  # a whole unary answer
             conn.send_data(sid, frame_message(b"x" * self.rng.randrange(64)))
             conn.send_headers(sid, TRAILERS_BLOCK, end_stream=True)
             model.local_ended = True
-        elif how == 1:  # Trailers-Only
-            conn.send_headers(sid, TRAILERS_ONLY_BLOCK, end_stream=True)
+        elif how == 1:  # Trailers-Only, or trailers
+            conn.send_headers(sid, TRAILERS_BLOCK if model.headers_sent else TRAILERS_ONLY_BLOCK, end_stream=True)
             model.local_ended = True
         elif how == 2:
             conn.reset_stream(sid, ErrorCode.CANCEL)
             self.app_resets_unread += 1
             model.closed = model.local_ended = True
         elif how == 3:  # more than the windows allow: queued DATA, then trailers behind it
-            conn.send_headers(sid, RESPONSE_BLOCK)
             conn.send_data(sid, b"y" * self.rng.choice((1, 70000, 200000)))
             if self.rng.random() < 0.5:
                 conn.send_headers(sid, TRAILERS_BLOCK, end_stream=True)
@@ -415,7 +427,6 @@ class Driver:
                 conn.send_data(sid, b"", end_stream=True)
             model.local_ended = True
         elif how == 4:
-            conn.send_headers(sid, RESPONSE_BLOCK)
             conn.send_data(sid, b"z" * self.rng.randrange(40000))
         # 5: leave the stream alone for now
 
