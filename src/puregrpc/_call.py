@@ -26,7 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequenc
 
 from ._callbacks import run_callbacks
 from ._compression import DecompressionError, MessageTooLarge, compress, decompress
-from ._errors import Stop
+from ._errors import IterationError, Stop
 from ._h2.connection import H2Connection
 from ._h2.errors import ErrorCode
 from ._loop import LoopIO
@@ -512,6 +512,15 @@ class CallCore:
         except Exception:
             _LOGGER.exception("Failed to deserialize request for %s", self.method)
             raise Stop(StatusCode.INTERNAL, "Exception deserializing request!") from None
+
+    def handler_error(self, exc: BaseException) -> Stop:
+        """The status for a handler that raised (grpcio's wording: which side raised)."""
+        what = "iterating responses" if isinstance(exc, IterationError) else "calling application"
+        cause = exc.__cause__ if isinstance(exc, IterationError) else exc
+        _LOGGER.error("Exception %s: %s", what, self.method, exc_info=cause)
+        code = self.code if self.code is not None and self.code is not StatusCode.OK else StatusCode.UNKNOWN
+        details = self.details if self.details is not None else f"Exception {what}: {cause}"
+        return Stop(code, details)
 
     def unary_request_missing(self) -> Stop:
         """The error for a unary method whose client sent no message (grpcio's words)."""

@@ -17,7 +17,7 @@ _LOGGER = logging.getLogger("puregrpc")
 class _RpcState:
     __slots__ = ("_context",)
 
-    def __init__(self, context: ServicerContext) -> None:
+    def __init__(self, context: ContextBase) -> None:
         self._context = context
 
     @property
@@ -44,8 +44,8 @@ class _RpcState:
         return self._context._call.trailing_metadata
 
 
-class ServicerContext:
-    """Per-RPC context handed to handlers; the same methods as ``grpc.ServicerContext``."""
+class ContextBase:
+    """What both flavours' contexts share: metadata, status, peer, deadline, compression."""
 
     def __init__(self, call: CallCore) -> None:
         self._call = call
@@ -77,10 +77,6 @@ class ServicerContext:
     def auth_context(self) -> Dict[str, List[bytes]]:
         return self._call.link.auth_context()
 
-    def is_active(self) -> bool:
-        """False once the RPC is cancelled, timed out, or finished."""
-        return self._call.active
-
     def time_remaining(self) -> Optional[float]:
         """Seconds until the deadline (never negative), or None without one."""
         deadline = self._call.deadline
@@ -88,33 +84,7 @@ class ServicerContext:
             return None
         return max(0.0, deadline - time.monotonic())
 
-    def cancel(self) -> None:
-        """Cancel the RPC from the server side (the client sees CANCELLED)."""
-        self._call.cancel_from_handler()
-
-    def add_callback(self, callback: Callable[[], None]) -> bool:
-        """Call ``callback`` when the RPC terminates; False if it already has."""
-        return self._call.add_callback(callback)
-
     # -- metadata --------------------------------------------------------------
-    def send_initial_metadata(self, initial_metadata: Sequence[Tuple[str, Any]]) -> None:
-        """Send the response headers now, with ``initial_metadata``. Invalid metadata (a bad
-        key or value) fails the RPC with INTERNAL naming the key, as grpcio, and raises
-        (a ``ValueError`` that also ends the handler as ``abort()`` does)."""
-        call = self._call
-        already_sent = call.initial_sent
-        try:
-            call.send_initial_metadata(initial_metadata)
-        except ValueError as exc:
-            if already_sent:
-                raise
-            details = f"invalid initial metadata: {exc}"
-            _LOGGER.error("%s: %s", call.method, details)
-            call.code = StatusCode.INTERNAL
-            call.details = details
-            call.aborted = True
-            raise InvalidMetadataError(details) from None
-
     def set_trailing_metadata(self, trailing_metadata: Sequence[Tuple[str, Any]]) -> None:
         self._call.trailing_metadata = tuple(trailing_metadata)
 
@@ -144,27 +114,6 @@ class ServicerContext:
     def details(self) -> Optional[str]:
         return self._call.details
 
-    def abort(self, code: Any, details: str = "") -> None:
-        """End the RPC now with ``code`` and ``details``; raises, never returns.
-        OK is not an error status, so an abort with OK ends with UNKNOWN."""
-        status = to_status_code(code)
-        if status is StatusCode.OK:
-            # as grpcio: UNKNOWN, and the details are dropped
-            _LOGGER.error("abort() called with StatusCode.OK; returning UNKNOWN")
-            status, details = StatusCode.UNKNOWN, ""
-            code = same_kind(code, status)
-        self._set_code(code, status)
-        self._call.details = details
-        self._call.aborted = True
-        raise Exception(details)
-
-    def abort_with_status(self, status: Any) -> None:
-        """Abort with a ``grpc.Status``-like object (code, details, trailing_metadata)."""
-        trailing = getattr(status, "trailing_metadata", None)
-        if trailing:
-            self._call.trailing_metadata = tuple(trailing)
-        self.abort(status.code, getattr(status, "details", "") or "")
-
     # -- compression -----------------------------------------------------------
     def set_compression(self, compression: Any) -> None:
         """Compress this RPC's responses with ``compression``. Ignored (as grpcio) once the
@@ -181,10 +130,72 @@ class ServicerContext:
     def disable_next_message_compression(self) -> None:
         self._call.skip_next_compression = True
 
+    # -- shared by both flavours' abort() and send_initial_metadata() -------------
+    def _record_abort(self, code: Any, details: str) -> None:
+        status = to_status_code(code)
+        if status is StatusCode.OK:
+            # as grpcio: UNKNOWN, and the details are dropped
+            _LOGGER.error("abort() called with StatusCode.OK; returning UNKNOWN")
+            status, details = StatusCode.UNKNOWN, ""
+            code = same_kind(code, status)
+        self._set_code(code, status)
+        self._call.details = details
+        self._call.aborted = True
+
+    def _send_initial_metadata(self, initial_metadata: Sequence[Tuple[str, Any]]) -> None:
+        call = self._call
+        already_sent = call.initial_sent
+        try:
+            call.send_initial_metadata(initial_metadata)
+        except ValueError as exc:
+            if already_sent:
+                raise
+            details = f"invalid initial metadata: {exc}"
+            _LOGGER.error("%s: %s", call.method, details)
+            call.code = StatusCode.INTERNAL
+            call.details = details
+            call.aborted = True
+            raise InvalidMetadataError(details) from None
+
     def request_compressed(self) -> bool:
         """puregrpc extension (not in grpcio): whether the request message read last
         arrived compressed (its compressed flag set), e.g. for interop's expect_compressed."""
         return self._call.request_compressed
 
 
-__all__ = ["AbortError", "InvalidMetadataError", "RpcError", "ServicerContext"]
+class ServicerContext(ContextBase):
+    """Per-RPC context handed to sync handlers; the same methods as ``grpc.ServicerContext``."""
+
+    def is_active(self) -> bool:
+        """False once the RPC is cancelled, timed out, or finished."""
+        return self._call.active
+
+    def cancel(self) -> None:
+        """Cancel the RPC from the server side (the client sees CANCELLED)."""
+        self._call.cancel_from_handler()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` when the RPC terminates; False if it already has."""
+        return self._call.add_callback(callback)
+
+    def send_initial_metadata(self, initial_metadata: Sequence[Tuple[str, Any]]) -> None:
+        """Send the response headers now, with ``initial_metadata``. Invalid metadata (a bad
+        key or value) fails the RPC with INTERNAL naming the key, as grpcio, and raises
+        (a ``ValueError`` that also ends the handler as ``abort()`` does)."""
+        self._send_initial_metadata(initial_metadata)
+
+    def abort(self, code: Any, details: str = "") -> None:
+        """End the RPC now with ``code`` and ``details``; raises, never returns.
+        OK is not an error status, so an abort with OK ends with UNKNOWN."""
+        self._record_abort(code, details)
+        raise Exception(self._call.details)
+
+    def abort_with_status(self, status: Any) -> None:
+        """Abort with a ``grpc.Status``-like object (code, details, trailing_metadata)."""
+        trailing = getattr(status, "trailing_metadata", None)
+        if trailing:
+            self._call.trailing_metadata = tuple(trailing)
+        self.abort(status.code, getattr(status, "details", "") or "")
+
+
+__all__ = ["AbortError", "ContextBase", "InvalidMetadataError", "RpcError", "ServicerContext"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 import threading
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 
 class State(enum.Enum):
@@ -76,6 +76,9 @@ class Lifecycle:
         # threading.Event (one Condition), woken waiters share no lock to
         # re-acquire, so 100 of them are released as fast as one.
         self._gates: List[Any] = []
+        # Called once, on the thread that terminates the server, under the lock:
+        # they must only hand the news on (an asyncio waiter's call_soon_threadsafe).
+        self._on_terminated: List[Callable[[], None]] = []
         self.deadline: Optional[float] = None  # monotonic; -inf means "cancel now"
 
     @property
@@ -102,6 +105,9 @@ class Lifecycle:
             for gate in self._gates:
                 gate.release()
             self._gates.clear()
+            for callback in self._on_terminated:
+                callback()
+            self._on_terminated.clear()
         return before, after
 
     def stop(self, grace: Optional[float], now: float) -> Tuple[threading.Event, StopDecision]:
@@ -149,6 +155,19 @@ class Lifecycle:
                     else:
                         released = self._terminated
         return not released
+
+    def add_termination_callback(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback()`` at termination; False (and no call) if it has happened."""
+        with self._lock:
+            if self._terminated:
+                return False
+            self._on_terminated.append(callback)
+            return True
+
+    def remove_termination_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._on_terminated:
+                self._on_terminated.remove(callback)
 
     @property
     def terminated(self) -> bool:

@@ -35,16 +35,22 @@ class Flushable(Protocol):
 
 
 class LoopIO:
-    """Drives connections on ``loop``, which ``thread`` runs (the caller's own loop)."""
+    """Drives connections on ``loop``, which ``thread`` runs. A ``puregrpc.aio`` server
+    attaches it to the caller's running loop when it starts."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-        self.loop = loop
-        self.thread = thread
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+
+    def __init__(self) -> None:
         self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
         self._lock = threading.Lock()
         self._wake_pending = False
         self._dirty: Set[Flushable] = set()
         self._flush_scheduled = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        self.loop = loop
+        self.thread = thread
 
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self.thread
@@ -109,7 +115,8 @@ class IOThread(LoopIO):
     """A loop of its own, run forever by a daemon thread named ``puregrpc-io``."""
 
     def __init__(self) -> None:
-        super().__init__(_new_event_loop(), threading.Thread(target=self._run, name="puregrpc-io", daemon=True))
+        super().__init__()
+        self.attach(_new_event_loop(), threading.Thread(target=self._run, name="puregrpc-io", daemon=True))
         self.thread.start()
 
     def _run(self) -> None:

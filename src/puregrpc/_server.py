@@ -48,6 +48,7 @@ class ServerCore:
         options: Sequence[Tuple[str, Any]],
         maximum_concurrent_rpcs: Optional[int],
         compression: Any,
+        io: Optional[LoopIO] = None,
     ) -> None:
         if thread_pool is None or not callable(getattr(thread_pool, "submit", None)):
             raise TypeError(f"thread_pool must be an executor with submit(), got {thread_pool!r}")
@@ -55,7 +56,7 @@ class ServerCore:
             raise ValueError("maximum_concurrent_rpcs must be None or a positive int")
         opts = parse_options(options)
         self.options = opts
-        self.io: LoopIO = io_thread()
+        self.io: LoopIO = io if io is not None else io_thread()
         self.pool = thread_pool
         self.lifecycle = Lifecycle()
         self.registry = Registry()
@@ -253,8 +254,8 @@ class ServerCore:
 _live_cores: Set[ServerCore] = set()
 
 
-class Server:
-    """A gRPC server; the same methods as ``grpc.Server``. Make one with ``puregrpc.server()``."""
+class ServerBase:
+    """What both flavours of server share: handlers, ports, and puregrpc's extensions."""
 
     def __init__(self, core: ServerCore) -> None:
         self._core = core
@@ -307,6 +308,10 @@ class Server:
         core = self._core
         with core.observers_lock:
             core.observers = (*core.observers, observer)
+
+
+class Server(ServerBase):
+    """A gRPC server; the same methods as ``grpc.Server``. Make one with ``puregrpc.server()``."""
 
     def start(self) -> None:
         """Start serving; does not block. ValueError if already started or stopped."""

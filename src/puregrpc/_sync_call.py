@@ -22,18 +22,20 @@ _LOGGER = logging.getLogger("puregrpc")
 class SyncDriver:
     """Runs one RPC's handler on a thread: ``run`` is what the pool is given."""
 
-    __slots__ = ("call", "interceptors", "registry")
+    __slots__ = ("call", "counted", "interceptors", "registry")
 
-    def __init__(self, call: CallCore, registry: Any, interceptors: Any) -> None:
+    def __init__(self, call: CallCore, registry: Any, interceptors: Any, counted: bool = True) -> None:
         self.call = call
         self.registry = registry
         self.interceptors = interceptors
+        self.counted = counted  # the connection counts it as waiting for a worker
 
     def run(self) -> None:
         """The whole RPC on a handler thread: lookup, handler, status."""
         call = self.call
         link = call.link
-        link.worker_started()
+        if self.counted:
+            link.worker_started()
         if not call.active:
             return  # cancelled while it waited for a thread
         if link.output_over_limit():
@@ -158,19 +160,9 @@ def run_handler(call: CallCore, handler: Any, driver: SyncDriver) -> None:
             raise Stop(None) from None
         if call.aborted:  # context.abort() raises a bare Exception, as grpcio's does
             raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
-        raise handler_error(call, exc) from None
+        raise call.handler_error(exc) from None
     if call.active:
         call.finish(framed, call.code or StatusCode.OK, call.details)
-
-
-def handler_error(call: CallCore, exc: BaseException) -> Stop:
-    """The status for a handler that raised (grpcio's wording: which side raised)."""
-    what = "iterating responses" if isinstance(exc, IterationError) else "calling application"
-    cause = exc.__cause__ if isinstance(exc, IterationError) else exc
-    _LOGGER.error("Exception %s: %s", what, call.method, exc_info=cause)
-    code = call.code if call.code is not None and call.code is not StatusCode.OK else StatusCode.UNKNOWN
-    details = call.details if call.details is not None else f"Exception {what}: {cause}"
-    return Stop(code, details)
 
 
 def _stream_responses(driver: SyncDriver, responses: Any) -> None:

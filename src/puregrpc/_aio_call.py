@@ -1,0 +1,351 @@
+"""The asyncio adapter: runs an async handler for one ``CallCore`` as a task on the loop.
+
+The task runs on the loop that owns the connection, so it calls the core's loop
+side directly (no thread hop, no lock contention) and waits for news (a request
+message, send window, the end of the call) on a future the core resolves through
+its ``waker``. A client cancel, a deadline or the end of a stop's grace cancels the
+task: the handler sees ``asyncio.CancelledError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Tuple
+
+from ._call import CallCore
+from ._context import ContextBase
+from ._errors import AbortError, IterationError, RpcError, Stop
+from ._handlers import HandlerCallDetails
+from ._status import StatusCode
+
+_LOGGER = logging.getLogger("puregrpc")
+
+
+class _EOF:
+    """The end of the request stream, as ``context.read()`` returns it."""
+
+    def __repr__(self) -> str:
+        return "<puregrpc.aio.EOF>"
+
+
+_OWN_EOF = _EOF()
+
+
+def eof() -> Any:
+    """``grpc.aio.EOF`` where grpcio's aio module is loaded (code written for it compares
+    against that object), else puregrpc's own."""
+    aio = sys.modules.get("grpc.aio")
+    return getattr(aio, "EOF", _OWN_EOF) if aio is not None else _OWN_EOF
+
+
+def is_async_behavior(behavior: Any) -> bool:
+    """Whether a handler function is asyncio code (a coroutine or async generator function)."""
+    if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
+        return True
+    call = getattr(behavior, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
+
+def behavior_of(handler: Any) -> Any:
+    if handler.request_streaming:
+        return handler.stream_stream if handler.response_streaming else handler.stream_unary
+    return handler.unary_stream if handler.response_streaming else handler.unary_unary
+
+
+def _direct(fn: Callable[..., Any], *args: Any) -> None:
+    fn(*args)
+
+
+class TaskDriver:
+    """Runs one RPC's async handler as a task; the core's adapter for asyncio."""
+
+    def __init__(self, call: CallCore, server: Any) -> None:
+        self.call = call
+        self.server = server  # _aio_server.AioCore
+        self.task: Optional[asyncio.Task[None]] = None
+        self.finishing = False  # the handler's own end is on its way: no cancel
+        self.done_callbacks: Optional[List[Callable[[Any], None]]] = []
+        self.context: Optional[AioServicerContext] = None
+        call.to_loop = _direct
+        call.on_terminated = self._terminated
+
+    def start(self) -> None:
+        """Loop: start the task."""
+        self.task = self.server.io.loop.create_task(self._run())
+        self.server.track(self.task)
+
+    def _terminated(self) -> None:
+        """Loop: the call ended (by the handler, the client, a deadline or a stop)."""
+        task = self.task
+        if task is not None and not self.finishing and not task.done():
+            task.cancel()
+        callbacks, self.done_callbacks = self.done_callbacks, None
+        if callbacks:
+            context = self.context
+            loop = self.server.io.loop
+            for callback in callbacks:
+                loop.call_soon(_run_done_callback, callback, context)
+
+    async def _news(self) -> None:
+        """Wait for the core to report anything (message, window, end)."""
+        future = self.server.io.loop.create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.call.waker = wake
+        try:
+            await future
+        finally:
+            self.call.waker = None
+
+    async def _run(self) -> None:
+        call = self.call
+        call.link.worker_started()
+        if not call.active:
+            return
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            if call.active and not self.finishing:
+                # Cancelled by someone else (the loop shutting down): the client is told.
+                call.cancel_from_handler()
+            return
+        except Stop as stop:
+            if stop.code is not None and call.active:
+                self.finishing = True
+                call.finish(None, stop.code, stop.details)
+        except BaseException:
+            _LOGGER.exception("puregrpc internal error serving %s", call.method)
+            if call.active:
+                self.finishing = True
+                call.finish(None, StatusCode.INTERNAL, "internal server error")
+            raise
+
+    async def _serve(self) -> None:
+        call = self.call
+        server = self.server
+        handler = call.handler
+        if handler is None:
+            try:
+                handler = await server.lookup(HandlerCallDetails(call.method, call.metadata))
+            except Exception as exc:
+                _LOGGER.exception("Exception servicing handler for %s: %s", call.method, exc)
+                raise Stop(StatusCode.UNKNOWN, "Error in service handler!") from None
+            if handler is None:
+                raise Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
+            call.handler = handler
+            call.handler_found_loop(handler)
+        if not is_async_behavior(behavior_of(handler)):
+            # A sync handler (found through an interceptor): to the migration pool,
+            # once its request is here, as the server does for one found on the loop.
+            if not handler.request_streaming:
+                await self._request_here()
+            if call.active:
+                self.finishing = True
+                call.on_terminated = None
+                server.run_sync(call)
+            return
+        call.serializer = handler.response_serializer
+        call.deserializer = handler.request_deserializer
+        self.context = AioServicerContext(call, self)
+        await self._call_handler(handler, self.context)
+
+    async def _request_here(self) -> None:
+        call = self.call
+        while True:
+            with call.cond:
+                if call.requests or call.request_ended or not call.active:
+                    return
+            await self._news()
+
+    async def _call_handler(self, handler: Any, context: AioServicerContext) -> None:
+        call = self.call
+        if handler.request_streaming:
+            request: Any = RequestStream(self)
+        else:
+            request = await self.read_unary()
+        behavior = behavior_of(handler)
+        try:
+            if handler.response_streaming:
+                framed = None
+                if inspect.isasyncgenfunction(behavior) or inspect.isasyncgenfunction(
+                    getattr(behavior, "__call__", None)  # noqa: B004
+                ):
+                    await self._stream_responses(behavior(request, context))
+                else:
+                    result = await behavior(request, context)  # the context.write() style
+                    if result is not None and hasattr(result, "__aiter__"):
+                        await self._stream_responses(result)
+            else:
+                result = await behavior(request, context)
+                if call.code is None or call.code is StatusCode.OK:
+                    framed = call.frame(result)
+                else:
+                    framed = None
+        except (Stop, AbortError, RpcError) as exc:
+            if isinstance(exc, Stop) and exc.code is not None and not call.aborted:
+                raise
+            if not call.active:
+                raise Stop(None) from None
+            raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not call.active:
+                raise Stop(None) from None
+            if call.aborted:
+                raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
+            raise _handler_error(call, exc) from None
+        if call.active:
+            self.finishing = True
+            call.finish(framed, call.code or StatusCode.OK, call.details)
+
+    async def _stream_responses(self, responses: Any) -> None:
+        try:
+            async for response in responses:
+                if not await self.write(response):
+                    break
+        except (Stop, AbortError, RpcError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise IterationError(exc) from exc
+        finally:
+            aclose = getattr(responses, "aclose", None)
+            if aclose is not None and not self.call.active:
+                await aclose()
+
+    # -- what the handler awaits --------------------------------------------------
+    async def read_unary(self) -> Any:
+        call = self.call
+        await self._request_here()
+        with call.cond:
+            if not call.active:
+                raise Stop(None)
+            if not call.requests:
+                raise call.unary_request_missing()
+            compressed, payload = call.pop_request()
+        return call.decode(compressed, payload)
+
+    async def next_request(self) -> Any:
+        """The next request message, or ``eof()`` at the end; raises if the call ended."""
+        call = self.call
+        while True:
+            with call.cond:
+                if call.requests:
+                    compressed, payload = call.pop_request()
+                    break
+                if not call.active:
+                    raise RpcError("the RPC was cancelled or has ended")
+                if call.request_ended:
+                    return eof()
+            await self._news()
+        return call.decode(compressed, payload)
+
+    async def write(self, response: Any) -> bool:
+        """Send one response message; waits while the client is not reading."""
+        call = self.call
+        framed = call.frame(response)
+        while True:
+            with call.cond:
+                if not call.active:
+                    return False
+                if not call.write_blocked():
+                    break
+            await self._news()
+        call.post_framed(framed)
+        return True
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self.done_callbacks is None:
+            self.server.io.loop.call_soon(_run_done_callback, callback, self.context)
+        else:
+            self.done_callbacks.append(callback)
+
+
+def _handler_error(call: CallCore, exc: BaseException) -> Stop:
+    """The status for a handler that raised, in grpc.aio's words."""
+    cause = exc.__cause__ if isinstance(exc, IterationError) and exc.__cause__ is not None else exc
+    _LOGGER.error("Exception in RPC handler %s", call.method, exc_info=cause)
+    code = call.code if call.code is not None and call.code is not StatusCode.OK else StatusCode.UNKNOWN
+    details = call.details if call.details is not None else f"Unexpected {type(cause)}: {cause}"
+    return Stop(code, details)
+
+
+def _run_done_callback(callback: Callable[[Any], None], context: Any) -> None:
+    try:
+        callback(context)
+    except Exception:
+        _LOGGER.exception("RPC done callback %r raised", callback)
+
+
+class RequestStream:
+    """The request stream of a client-streaming RPC, as an async iterator."""
+
+    def __init__(self, driver: TaskDriver) -> None:
+        self._driver = driver
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await self._driver.next_request()
+        if message is eof():
+            raise StopAsyncIteration
+        return message
+
+
+class AioServicerContext(ContextBase):
+    """Per-RPC context handed to async handlers; the methods of ``grpc.aio.ServicerContext``."""
+
+    def __init__(self, call: CallCore, driver: TaskDriver) -> None:
+        super().__init__(call)
+        self._driver = driver
+
+    async def read(self) -> Any:
+        """The next request message, or ``EOF`` once the client has sent them all."""
+        if not self._call.handler.request_streaming:  # type: ignore[union-attr]
+            raise RuntimeError("read() is for request-streaming RPCs; the request is the handler's argument")
+        return await self._driver.next_request()
+
+    async def write(self, message: Any) -> None:
+        """Send one response message; waits while the client is not reading."""
+        if not self._call.handler.response_streaming:  # type: ignore[union-attr]
+            raise RuntimeError("write() is for response-streaming RPCs; return the response instead")
+        if not await self._driver.write(message):
+            raise asyncio.InvalidStateError("the RPC has already ended")
+
+    async def send_initial_metadata(self, initial_metadata: Sequence[Tuple[str, Any]]) -> None:
+        """Send the response headers now, with ``initial_metadata``."""
+        self._send_initial_metadata(initial_metadata)
+
+    async def abort(self, code: Any, details: str = "", trailing_metadata: Sequence[Tuple[str, Any]] = ()) -> None:
+        """End the RPC now with ``code`` and ``details``; raises ``AbortError``, never returns."""
+        if trailing_metadata:
+            self._call.trailing_metadata = tuple(trailing_metadata)
+        self._record_abort(code, details)
+        raise AbortError(self._call.details)
+
+    async def abort_with_status(self, status: Any) -> None:
+        """Abort with a ``grpc.Status``-like object (code, details, trailing_metadata)."""
+        await self.abort(status.code, getattr(status, "details", "") or "", getattr(status, "trailing_metadata", ()))
+
+    def cancelled(self) -> bool:
+        """True once the RPC was cancelled: by the client, its deadline, or a stop."""
+        call = self._call
+        return call.done and not call.completed
+
+    def done(self) -> bool:
+        """True once the RPC has ended, however it ended."""
+        return self._call.done
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(context)`` on the loop once the RPC has ended."""
+        self._driver.add_done_callback(callback)
+
+
+__all__ = ["AioServicerContext", "RequestStream", "TaskDriver", "eof", "is_async_behavior"]
