@@ -5,8 +5,8 @@ It serves ``hostile.Target`` with ``integration._support.serve`` and answers com
 on stdin, one per line, on its main thread (never through the handler pool, so a
 saturated pool cannot hide its figures):
 
-    stats   one JSON line: server.stats() counters, handlers running and run, threads,
-            open file descriptors, RSS (after a gc.collect())
+    stats   one JSON line: server.stats() counters, handlers running and run (by method), threads,
+            open file descriptors, RSS (after gc.collect() and glibc's malloc_trim(0))
     quit    stop the server and exit (as does end of input)
 
 Arguments: ``--workers N``, ``--max-handshaking N``, ``--option NAME=INT`` (repeatable).
@@ -43,12 +43,17 @@ class Handlers:
         self.lock = threading.Lock()
         self.running = 0
         self.total = 0
+        self.by_method: Dict[str, int] = {}
+
+    def _enter(self, name: str) -> None:
+        with self.lock:
+            self.running += 1
+            self.total += 1
+            self.by_method[name] = self.by_method.get(name, 0) + 1
 
     def counted(self, fn: Any) -> Any:
         def wrapper(request: Any, context: Any) -> Any:
-            with self.lock:
-                self.running += 1
-                self.total += 1
+            self._enter(fn.__name__)
             try:
                 return fn(request, context)
             finally:
@@ -59,9 +64,7 @@ class Handlers:
 
     def counted_stream(self, fn: Any) -> Any:
         def wrapper(request: Any, context: Any) -> Iterator[Any]:
-            with self.lock:
-                self.running += 1
-                self.total += 1
+            self._enter(fn.__name__)
             try:
                 yield from fn(request, context)
             finally:
@@ -105,11 +108,27 @@ def rss() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, to hand freed memory back to the OS before RSS is read (so
+    that RSS shows what is live, not what the allocator keeps); None elsewhere."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+TRIM = _malloc_trim()
+
+
 def snapshot(server: puregrpc.Server, handlers: Handlers) -> Dict[str, Any]:
     gc.collect()
+    if TRIM is not None:
+        TRIM(0)
     stats = server.stats()
     with handlers.lock:
-        running, total = handlers.running, handlers.total
+        running, total, by_method = handlers.running, handlers.total, dict(handlers.by_method)
     return {
         "rpcs_started": stats.rpcs_started,
         "rpcs_finished": stats.rpcs_finished,
@@ -118,6 +137,7 @@ def snapshot(server: puregrpc.Server, handlers: Handlers) -> Dict[str, Any]:
         "connections_total": stats.connections_total,
         "handlers_running": running,
         "handlers_total": total,
+        "handlers_by_method": by_method,
         "threads": threading.active_count(),
         "fds": len(os.listdir("/proc/self/fd")),
         "rss": rss(),
