@@ -73,6 +73,7 @@ STOP_TIMEOUT = 10.0
 GRACE = 20.0  # seconds the streaming calls running at the end of a run may take to finish
 NOISY_CORES = 0.10  # CPU used by other processes during a run, in cores, that flags it
 CLIENT_BOUND = 0.90  # share of the client's CPUs busy that flags a run as client-bound
+STARTED: List[ServerProcess] = []  # every server process started, stopped at the end whatever happens
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -508,7 +509,7 @@ class Bench:
         self.data_file = os.path.join(log_dir, "request.bin")
         with open(self.data_file, "wb") as f:
             f.write(self.body)
-        self.client_cpus = cpu_list(args.client_cpu) if args.client_cpu else []
+        self.clients = ClientPool(cpu_list(args.client_cpu) if args.client_cpu else [], log_dir)
 
     def measure(self, server: ServerProcess, case: Case, tag: str) -> Run:
         if case.kind == "unary":
@@ -596,60 +597,37 @@ class Bench:
         assert server.port is not None
         args = self.args
         run = Run()
-        slots = self.client_cpus or [""]
-        procs = max(1, min(case.calls, len(slots), args.client_procs or case.calls))
+        procs = max(1, min(case.calls, len(self.clients.slots), args.client_procs or case.calls))
         share = [case.calls // procs + (1 if i < case.calls % procs else 0) for i in range(procs)]
-        clients: List[subprocess.Popen[str]] = []
-        for i, calls in enumerate(share):
-            command = [sys.executable, os.path.join(BENCH_DIR, "stream_client.py"), "--port", str(server.port)]
-            command += ["--kind", case.kind, "--calls", str(calls), "--count", str(case.count)]
-            command += ["--size", str(case.size), "--duration", f"{args.duration:g}", "--warm-up", f"{args.warm_up:g}"]
-            command += ["--grace", f"{GRACE:g}"]
-            clients.append(
-                subprocess.Popen(
-                    pinned(slots[i] or None, command),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=server_env(),
-                )
-            )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT + args.warm_up
-            for i, client in enumerate(clients):
-                line = read_line(client, deadline)
-                if line != "ready":
-                    run.problems.append(f"client {i}: {line or 'no ready line'}: {stderr_of(client)}")
-            if run.problems:
-                return run
-            pids = [c.pid for c in clients]
-            before = CpuSnapshot.take(server.proc.pid, pids)
+        clients = [self.clients.get(i) for i in range(procs)]
+        for client, calls in zip(clients, share):
+            command = {"port": server.port, "kind": case.kind, "calls": calls, "count": case.count}
+            command.update(size=case.size, duration=args.duration, warm_up=args.warm_up, grace=GRACE)
+            client.send(json.dumps(command))
+        deadline = time.monotonic() + START_TIMEOUT + args.warm_up
+        for i, client in enumerate(clients):
+            line = client.read_line(deadline)
+            if line != "ready":
+                run.problems.append(f"client {i}: {client.explain(line)}")
+        if run.problems:
             for client in clients:
-                assert client.stdin is not None
-                client.stdin.write("go\n")
-                client.stdin.flush()
-            time.sleep(args.duration)
-            after = CpuSnapshot.take(server.proc.pid, pids)
-            results = []
-            deadline = time.monotonic() + 30 + GRACE
-            for i, client in enumerate(clients):
-                line = read_line(client, deadline)
-                try:
-                    results.append(json.loads(line or ""))
-                except ValueError:
-                    run.problems.append(f"client {i}: {line or 'no result'}: {stderr_of(client)}")
-        finally:
-            for client in clients:
-                if client.poll() is None:
-                    try:
-                        client.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        client.kill()
-                        client.wait()
-                for stream in (client.stdin, client.stdout, client.stderr):
-                    if stream is not None:
-                        stream.close()
+                client.abandon()
+            return run
+        pids = [c.proc.pid for c in clients]
+        before = CpuSnapshot.take(server.proc.pid, pids)
+        for client in clients:
+            client.send("go")
+        time.sleep(args.duration)
+        after = CpuSnapshot.take(server.proc.pid, pids)
+        results = []
+        deadline = time.monotonic() + 30 + GRACE
+        for i, client in enumerate(clients):
+            line = client.read_line(deadline)
+            try:
+                results.append(json.loads(line or ""))
+            except ValueError:
+                run.problems.append(f"client {i}: {client.explain(line)}")
+                client.abandon()
         if run.problems:
             return run
         for r in results:
@@ -658,6 +636,8 @@ class Bench:
             run.problems += r["problems"]
             if r["problem_count"] > len(r["problems"]):
                 run.problems.append(f"... {r['problem_count'] - len(r['problems'])} more problems")
+        if run.problems and "messages" not in results[0]:
+            return run
         messages = sum(r["messages"] for r in results)
         moved = sum(r["bytes"] for r in results)
         if not sum(r["calls_ok_total"] for r in results):
@@ -673,27 +653,109 @@ class Bench:
         return run
 
 
-def read_line(proc: subprocess.Popen[str], deadline: float) -> Optional[str]:
-    assert proc.stdout is not None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
-        if ready:
-            line = proc.stdout.readline()
-            return line.strip() if line else None
-        if proc.poll() is not None:
-            return None
+class Client:
+    """One ``stream_client.py --serve`` process, pinned to one client CPU: a run per JSON line."""
+
+    def __init__(self, cpu: str, log_path: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in close)
+        command = [sys.executable, os.path.join(BENCH_DIR, "stream_client.py"), "--serve"]
+        self.proc = subprocess.Popen(
+            pinned(cpu or None, command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=server_env(),
+        )
+        self._buf = b""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died: read_line says so
+
+    def read_line(self, deadline: float) -> Optional[str]:
+        assert self.proc.stdout is not None
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.5))
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    return None
+                self._buf += chunk
+            elif self.proc.poll() is not None:
+                return None
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace").strip()
+
+    def explain(self, line: Optional[str]) -> str:
+        """What a client said instead of the expected line."""
+        if line:
+            try:
+                said = json.loads(line)
+                return "; ".join(said.get("problems", [])) or line[:200]
+            except ValueError:
+                return line[:200]
+        if self.alive():
+            return "no answer in time"
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                tail = f.read().strip().splitlines()
+        except OSError:
+            tail = []
+        return f"exited with status {self.proc.returncode}: " + (tail[-1] if tail else "")
+
+    def abandon(self) -> None:
+        """Stop a client whose state is unknown; the pool starts a fresh one when next needed."""
+        if self.alive():
+            self.proc.kill()
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()  # EOF: it exits
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
 
 
-def stderr_of(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    assert proc.stderr is not None
-    lines = proc.stderr.read().strip().splitlines()
-    return lines[-1] if lines else f"exit status {proc.returncode}"
+class ClientPool:
+    """The streaming cases' client processes, one per client CPU, kept from run to run."""
+
+    def __init__(self, cpus: List[str], log_dir: str) -> None:
+        self.slots = cpus or [""]
+        self.log_dir = log_dir
+        self._clients: Dict[int, Client] = {}
+
+    def get(self, i: int) -> Client:
+        client = self._clients.get(i)
+        if client is None or not client.alive() or client._log.closed:
+            client = Client(self.slots[i], os.path.join(self.log_dir, f"client-{i}.stderr"))
+            self._clients[i] = client
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            if not client._log.closed:
+                client.close()
+        self._clients.clear()
 
 
 def cpu_list(spec: str) -> List[str]:
@@ -1030,55 +1092,61 @@ def main(argv: Optional[List[str]] = None) -> int:
     broken: Dict[str, str] = {}  # server -> why it is not run any more
     notes: List[str] = []
     active = [s for s in servers if s.name not in skipped]
-    for rnd in range(1, args.rounds + 1):
-        order = active[(rnd - 1) % len(active) :] + active[: (rnd - 1) % len(active)] if active else []
-        running = start_servers([s for s in order if s.name not in broken], args, log_dir, f"r{rnd}", broken, notes)
-        problems = check_servers({n: p.port for n, p in running.items() if p.port}, args.client_cpu)
-        for name, why in problems.items():
-            fail_server(name, why, "failed check", running, broken, notes, rnd)
-        for case in cases:
-            for spec in order:
-                cell = report.cell(case, spec)
-                if spec.name in broken:
-                    cell.skipped = broken[spec.name]
-                    continue
-                server = running[spec.name]
-                prefix = f"round {rnd}/{args.rounds}  {case.key:<10} {spec.name:<14}"
-                if not server.alive():
-                    why = f"server had exited (status {server.proc.returncode})\n{indent(server.stderr_tail())}"
-                    cell.problems.append(why)
-                    notes.append(f"{spec.name} {case.key} round {rnd}: {why}")
-                    print(f"{prefix}  FAILED: {why}", flush=True)
-                    server.stop()
-                    again = start_servers([spec], args, log_dir, f"r{rnd}-{case.key}", broken, notes)
-                    if spec.name in again:
-                        running[spec.name] = again[spec.name]
-                    continue
-                for attempt in range(args.retry_noisy + 1):
-                    run = bench.measure(server, case, f"r{rnd}-{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}")
-                    if run.problems or run.noise is None or run.noise <= NOISY_CORES:
-                        break  # a failed run is never retried: failures must show, noisy or not
-                    if attempt < args.retry_noisy:
-                        print(f"{prefix}  noisy ({run.noise:.2f} cores used by others), rerun", flush=True)
-                if not server.alive():
-                    run.problems.append(f"server exited during the run (status {server.proc.returncode})")
-                cell.runs.append(run)
-                print(f"{prefix}  {run_text(run, case)}", flush=True)
-                if run.problems:
-                    why = "; ".join(run.problems)
-                    tail = server.stderr_tail()
-                    cell.problems.append(why)
-                    notes.append(f"{spec.name} {case.key} round {rnd}: {why}" + (f"\n{indent(tail)}" if tail else ""))
-        alive = {n: p.port for n, p in running.items() if p.port and p.alive()}
-        for name, why in check_servers(alive, args.client_cpu).items():
-            notes.append(f"{name} round {rnd}: after the cases, {why}")
+    try:
+        for rnd in range(1, args.rounds + 1):
+            order = active[(rnd - 1) % len(active) :] + active[: (rnd - 1) % len(active)] if active else []
+            running = start_servers([s for s in order if s.name not in broken], args, log_dir, f"r{rnd}", broken, notes)
+            problems = check_servers({n: p.port for n, p in running.items() if p.port}, args.client_cpu)
+            for name, why in problems.items():
+                fail_server(name, why, "failed check", running, broken, notes, rnd)
             for case in cases:
-                report.cell(case, next(s for s in servers if s.name == name)).problems.append(why)
-        for name, server in running.items():
-            note = server.stop()
-            if note:
-                notes.append(f"{name} round {rnd}: {note}")
-
+                for spec in order:
+                    cell = report.cell(case, spec)
+                    if spec.name in broken:
+                        cell.skipped = broken[spec.name]
+                        continue
+                    server = running[spec.name]
+                    prefix = f"round {rnd}/{args.rounds}  {case.key:<10} {spec.name:<14}"
+                    if not server.alive():
+                        why = f"server had exited (status {server.proc.returncode})\n{indent(server.stderr_tail())}"
+                        cell.problems.append(why)
+                        notes.append(f"{spec.name} {case.key} round {rnd}: {why}")
+                        print(f"{prefix}  FAILED: {why}", flush=True)
+                        server.stop()
+                        again = start_servers([spec], args, log_dir, f"r{rnd}-{case.key}", broken, notes)
+                        if spec.name in again:
+                            running[spec.name] = again[spec.name]
+                        continue
+                    for attempt in range(args.retry_noisy + 1):
+                        run = bench.measure(server, case, f"r{rnd}-{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}")
+                        if run.problems or run.noise is None or run.noise <= NOISY_CORES:
+                            break  # a failed run is never retried: failures must show, noisy or not
+                        if attempt < args.retry_noisy:
+                            print(f"{prefix}  noisy ({run.noise:.2f} cores used by others), rerun", flush=True)
+                    if not server.alive():
+                        run.problems.append(f"server exited during the run (status {server.proc.returncode})")
+                    cell.runs.append(run)
+                    print(f"{prefix}  {run_text(run, case)}", flush=True)
+                    if run.problems:
+                        why = "; ".join(run.problems)
+                        tail = server.stderr_tail()
+                        cell.problems.append(why)
+                        tail = f"\n{indent(tail)}" if tail else ""
+                        notes.append(f"{spec.name} {case.key} round {rnd}: {why}{tail}")
+            alive = {n: p.port for n, p in running.items() if p.port and p.alive()}
+            for name, why in check_servers(alive, args.client_cpu).items():
+                notes.append(f"{name} round {rnd}: after the cases, {why}")
+                for case in cases:
+                    report.cell(case, next(s for s in servers if s.name == name)).problems.append(why)
+            for name, server in running.items():
+                note = server.stop()
+                if note:
+                    notes.append(f"{name} round {rnd}: {note}")
+    finally:
+        bench.clients.close()
+        for server in STARTED:
+            if server.alive():
+                server.stop()
     elapsed = time.monotonic() - started
     print()
     print(report.text())
@@ -1114,6 +1182,7 @@ def start_servers(
 ) -> Dict[str, ServerProcess]:
     """Start the servers side by side; those that do not come up are marked broken."""
     procs = {s.name: ServerProcess(s, args.server_cpu, log_dir, tag) for s in specs}
+    STARTED.extend(procs.values())
     deadline = time.monotonic() + START_TIMEOUT
     for name, proc in list(procs.items()):
         why = proc.wait_ready(deadline)

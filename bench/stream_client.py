@@ -2,6 +2,7 @@
 
     python bench/stream_client.py --port P --kind ss|cs|bidi --calls C --count N --size S
                                   --duration D [--warm-up W]
+    python bench/stream_client.py --serve      # runs one after another, as JSON lines on stdin
 
 Runs C concurrent calls, one after another on each of C tasks, over one channel:
 
@@ -174,7 +175,10 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
     w = Window()
     options = [("grpc.max_receive_message_length", gen.MAX_STREAM_SIZE + 1024)]
     async with grpc.aio.insecure_channel(f"{args.host}:{args.port}", options=options) as channel:
-        await asyncio.wait_for(channel.channel_ready(), timeout=10)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=10)
+        except asyncio.TimeoutError:
+            return {"problems": [f"could not connect to port {args.port} within 10 s"], "problem_count": 1}
         stub = pb2_grpc.EchoStub(channel)
         tasks = [
             asyncio.ensure_future(worker(args.kind, stub, pb2, w, args.count, args.size)) for _ in range(args.calls)
@@ -215,18 +219,48 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
-def main(argv: list | None = None) -> int:
+async def serve() -> None:
+    """--serve: one run per JSON line on stdin (the options as keys), until stdin closes."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        try:
+            args = parser().parse_args([])
+            for key, value in json.loads(line).items():
+                setattr(args, key, value)
+            if args.port is None or args.kind not in KINDS or args.count is None or args.size is None:
+                raise ValueError("port, kind, count and size are needed")
+        except (ValueError, TypeError) as exc:
+            print(json.dumps({"problems": [f"bad command {line.strip()!r}: {exc}"], "problem_count": 1}), flush=True)
+            continue
+        print(json.dumps(await run(args)), flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--serve", action="store_true", help="take one run per JSON line on stdin (used by run.py)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--kind", choices=sorted(KINDS), required=True)
+    p.add_argument("--port", type=int)
+    p.add_argument("--kind", choices=sorted(KINDS))
     p.add_argument("--calls", type=int, default=1, help="concurrent calls")
-    p.add_argument("--count", type=int, required=True, help="messages per call")
-    p.add_argument("--size", type=int, required=True, help="payload bytes per message")
+    p.add_argument("--count", type=int, help="messages per call")
+    p.add_argument("--size", type=int, help="payload bytes per message")
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warm-up", type=float, default=1.0)
     p.add_argument("--grace", type=float, default=10.0, help="seconds the calls running at the end may take to finish")
+    return p
+
+
+def main(argv: list | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
+    if args.serve:
+        asyncio.run(serve())
+        return 0
+    if args.port is None or args.kind is None or args.count is None or args.size is None:
+        p.error("--port, --kind, --count and --size are needed (or --serve)")
     result = asyncio.run(run(args))
     print(json.dumps(result), flush=True)
     return 0
