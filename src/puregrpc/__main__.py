@@ -246,6 +246,12 @@ def _parser() -> _Parser:
     )
     serve.add_argument("--max-workers", type=_positive_int, default=10, metavar="N", help="handler threads (10)")
     serve.add_argument(
+        "--aio",
+        action="store_true",
+        help="serve with puregrpc.aio (async handlers, on an asyncio loop); "
+        "automatic when MODULE:ATTR is an async function",
+    )
+    serve.add_argument(
         "--workers",
         type=_positive_int,
         metavar="N",
@@ -448,6 +454,8 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
         options.append(("grpc.so_reuseport", 1))
     # Looked up now, not at import: an instrumentor (opentelemetry-instrument) may wrap it.
     pool = ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="puregrpc-handler")
+    if args.aio or inspect.iscoroutinefunction(register):
+        return _serve_aio(args, addresses, credentials, register, options, pool)
     try:
         server = _server.server(pool, options=options)
     except (TypeError, ValueError) as exc:
@@ -455,6 +463,17 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
     register(server)
     _add_builtin_services(server, args)
     metrics_writer = None if args.metrics_port is None else _serve_metrics(server, args.metrics_port)
+    bound = _bind(server, addresses, credentials)
+    server.start()
+    started = time.monotonic()
+    serve_until_signal(server, args.grace, args.drain_delay, lambda: _ready(args, bound, credentials))
+    if metrics_writer is not None:
+        metrics_writer.stop()  # the last counts, for the supervisor
+    _LOGGER.info(serve_summary(server, started))
+    return 0
+
+
+def _bind(server: Any, addresses: List[str], credentials: Optional[ServerCredentials]) -> List[str]:
     bound = []
     for address in addresses:
         try:
@@ -469,19 +488,93 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
             _fail(str(exc))
         host = address.rsplit(":", 1)[0] if not address.startswith("unix") else address
         bound.append(address if address.startswith("unix") else f"{host}:{port}")
-    server.start()
-    started = time.monotonic()
+    return bound
+
+
+def _ready(args: argparse.Namespace, bound: List[str], credentials: Optional[ServerCredentials]) -> None:
+    """Serving, and SIGTERM and SIGINT drain from here on: say so (and to a supervisor)."""
     tls = "" if credentials is None else " with TLS" if args.tls_client_ca is None else " with mTLS"
+    if args.aio:
+        _LOGGER.info("asyncio server (puregrpc.aio): async handlers run on the loop")
+    _LOGGER.info("serving %s on %s%s (pid %d)", args.target, ", ".join(bound), tls, os.getpid())
+    if args.worker_fd is not None:
+        _tell_supervisor(args.worker_fd)
 
-    def ready() -> None:  # SIGTERM and SIGINT drain from here on
-        _LOGGER.info("serving %s on %s%s (pid %d)", args.target, ", ".join(bound), tls, os.getpid())
-        if args.worker_fd is not None:
-            _tell_supervisor(args.worker_fd)
 
-    serve_until_signal(server, args.grace, args.drain_delay, ready)
-    if metrics_writer is not None:
-        metrics_writer.stop()  # the last counts, for the supervisor
-    _LOGGER.info(serve_summary(server, started))
+def _serve_aio(
+    args: argparse.Namespace,
+    addresses: List[str],
+    credentials: Optional[ServerCredentials],
+    register: Callable[[Any], Any],
+    options: List[Tuple[str, OptionValue]],
+    pool: ThreadPoolExecutor,
+) -> int:
+    """The same command with a puregrpc.aio server, on an asyncio loop (uvloop where installed)."""
+    import asyncio
+
+    from . import aio
+    from ._loop import _new_event_loop
+
+    args.aio = True
+    try:
+        server = aio.server(migration_thread_pool=pool, options=options)
+    except (TypeError, ValueError) as exc:
+        _fail(f"bad --option: {exc}")
+
+    async def main() -> None:
+        registered = register(server)
+        if inspect.isawaitable(registered):
+            await registered
+        _add_builtin_services(server, args)
+        metrics_writer = None if args.metrics_port is None else _serve_metrics(server, args.metrics_port)
+        bound = _bind(server, addresses, credentials)
+        await server.start()
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        forced = asyncio.Event()
+        received: List[int] = []
+        tasks: List[Any] = []
+
+        async def drain() -> None:
+            server._core.notify_drain()
+            if args.drain_delay > 0:
+                try:
+                    await asyncio.wait_for(forced.wait(), args.drain_delay)
+                except asyncio.TimeoutError:
+                    pass
+            await server.stop(args.grace)
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            name = signal.Signals(signum).name
+            if len(received) == 1:
+                _LOGGER.info(
+                    "%s received: draining (drain delay %gs, grace %ss); send it again to cancel every RPC",
+                    name,
+                    args.drain_delay,
+                    args.grace,
+                )
+                tasks.append(loop.create_task(drain()))
+            else:
+                _LOGGER.info("%s received again: cancelling every RPC", name)
+                forced.set()
+                tasks.append(loop.create_task(server.stop(None)))
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        _ready(args, bound, credentials)
+        await server.wait_for_termination()
+        # Responses already written leave before the process does (as run()).
+        await loop.run_in_executor(None, server._core.sockets_closed.wait, 1.0)
+        if metrics_writer is not None:
+            metrics_writer.stop()
+        _LOGGER.info(serve_summary(server, started))
+
+    loop = _new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
     return 0
 
 

@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from ._loop import io_thread
+from ._loop import LoopIO, io_thread
 from ._stats import RpcRecord
 
 # Prometheus' default buckets (seconds), as go-grpc-prometheus uses them.
@@ -84,6 +84,17 @@ class PrometheusMetrics(Collector):
         # (method path, type) -> counts. Written by the I/O thread only (observers run
         # there), so counting takes no lock; readers copy it on that thread too (_copy).
         self._methods: Dict[Tuple[str, str], _Method] = {}
+        self._io: Optional[LoopIO] = None  # the loop of the servers counted
+
+    def _observe(self, server: Any) -> None:
+        io = server._core.io
+        if self._io is not None and self._io is not io:
+            raise ValueError(
+                "one PrometheusMetrics counts servers of one loop only (every puregrpc.server(), "
+                "or one puregrpc.aio server): make one for each puregrpc.aio server"
+            )
+        self._io = io
+        server.add_rpc_observer(self)
 
     # -- RpcObserver (called on the I/O thread) -----------------------------------
     def _new_entry(self, method: str, grpc_type: str) -> _Method:
@@ -113,8 +124,9 @@ class PrometheusMetrics(Collector):
         return rows
 
     def _copy(self) -> List[_Row]:
-        """A consistent copy of the counts, made on the I/O thread that writes them."""
-        return io_thread().call(self._copy_here, timeout=10.0)
+        """A consistent copy of the counts, made on the loop's thread that writes them."""
+        io = self._io if self._io is not None else io_thread()  # added with add_rpc_observer()
+        return io.call(self._copy_here, timeout=10.0)
 
     def snapshot(self) -> Dict[str, Any]:
         """What was counted, as JSON-able data (see ``FolderCollector``)."""
@@ -246,7 +258,7 @@ def enable_prometheus(
         metrics = PrometheusMetrics()
         if registry is not None:
             registry.register(metrics)
-    server.add_rpc_observer(metrics)
+    metrics._observe(server)
     return metrics
 
 
