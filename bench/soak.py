@@ -1,0 +1,468 @@
+"""Soak test: many unary calls and streamed messages against one puregrpc server, with
+cancellations, deadlines and aborts mixed in; the server's memory, threads, file
+descriptors and in-flight counters are sampled as it runs.
+
+    python bench/soak.py                 # a million unary calls and a million streamed messages
+    python bench/soak.py --quick         # ~25 s, for CI (tests/hostile/test_soak_quick.py)
+    python bench/soak.py --unary 200000 --messages 200000 --max-seconds 600
+
+The server runs in a subprocess (this script with ``--serve``), with a 16-thread pool;
+it answers ``stats`` on stdin with one JSON line (server.stats() counters, handlers
+running, threads, open file descriptors, RSS after gc.collect() and malloc_trim(0)).
+The clients are grpcio channels (``--channels``) shared by threads (``--threads``):
+
+- unary ``Echo``: 88 % plain (the reply must equal the request), 4 % abort
+  (INVALID_ARGUMENT), 4 % deadline (DEADLINE_EXCEEDED), 4 % cancelled by the client;
+- bidi ``Chat`` (one reply per request message, 100 per call) and server-streaming
+  ``Feed`` (100 messages per call); one stream in 10 is cancelled half way.
+
+Checks (exit status 1 if any fails, with the reason):
+
+- every call ended as its kind says (no unexpected status, no wrong reply);
+- after warm-up (the first ``--warm-up`` fraction of the work) the server's RSS grows by
+  less than ``--rss-bound`` MiB, its thread count and file descriptors by nothing beyond
+  the connections' sockets (at most ``--channels`` + 2);
+- at the end, with the channels closed: no RPC in flight, no handler running, no
+  connection, and threads and file descriptors back to what they were before any client.
+
+It stops at the counts or at ``--max-seconds``, whichever comes first, and reports the
+exact numbers done and the rates. ``--json FILE`` writes the samples and the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+SERVICE = "soak.Soak"
+MiB = 1024 * 1024
+
+
+# --- the server (child process) -----------------------------------------------------
+
+
+def serve() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import puregrpc
+
+    lock = threading.Lock()
+    running = [0]
+
+    def counted(fn: Any) -> Any:
+        def wrapper(request: Any, context: Any) -> Any:
+            with lock:
+                running[0] += 1
+            try:
+                return fn(request, context)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        return wrapper
+
+    def counted_stream(fn: Any) -> Any:
+        def wrapper(request: Any, context: Any) -> Iterator[Any]:
+            with lock:
+                running[0] += 1
+            try:
+                yield from fn(request, context)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        return wrapper
+
+    def echo(request: bytes, context: Any) -> bytes:
+        if request.startswith(b"abort"):
+            context.abort(puregrpc.StatusCode.INVALID_ARGUMENT, "asked to abort")
+        if request.startswith(b"sleep"):
+            end = time.monotonic() + float(request[5:].decode())
+            while context.is_active() and time.monotonic() < end:
+                time.sleep(0.005)
+        return request
+
+    def chat(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        yield from requests
+
+    def feed(request: bytes, context: Any) -> Iterator[bytes]:
+        count, size = (int(x) for x in request.decode().split(":"))
+        payload = b"f" * size
+        for _ in range(count):
+            yield payload
+
+    try:
+        import ctypes
+
+        trim: Any = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        trim = None
+
+    methods = {
+        "Echo": puregrpc.unary_unary_rpc_method_handler(counted(echo)),
+        "Chat": puregrpc.stream_stream_rpc_method_handler(counted_stream(chat)),
+        "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
+    }
+    workers = 16
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
+    server = puregrpc.server(pool, handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    for _ in range(workers):  # start every handler thread now
+        pool.submit(time.sleep, 0.2)
+    time.sleep(0.3)
+    page = os.sysconf("SC_PAGE_SIZE")
+    print(f"PORT {port}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "stats":
+            break
+        gc.collect()
+        if trim is not None:
+            trim(0)
+        stats = server.stats()
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * page
+        with lock:
+            handlers = running[0]
+        sample = {
+            "rpcs_started": stats.rpcs_started,
+            "rpcs_finished": stats.rpcs_finished,
+            "rpcs_in_flight": stats.rpcs_in_flight,
+            "connections": stats.connections,
+            "handlers_running": handlers,
+            "threads": threading.active_count(),
+            "fds": len(os.listdir("/proc/self/fd")),
+            "rss": rss,
+        }
+        print(json.dumps(sample), flush=True)
+    server.stop(None).wait(10)
+    pool.shutdown(wait=False)
+
+
+# --- the driver (parent process) ------------------------------------------------------
+
+
+class Server:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise SystemExit(f"soak: the server did not start ({line!r})")
+        self.port = int(line.split()[1])
+        self.lock = threading.Lock()
+
+    def stats(self) -> Dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with self.lock:
+            self.proc.stdin.write("stats\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("soak: the server died")
+        result: Dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(15)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Tally:
+    """What the clients did, shared by their threads."""
+
+    def __init__(self, unary: int, messages: int, deadline: float) -> None:
+        self.lock = threading.Lock()
+        self.unary_target = unary
+        self.message_target = messages
+        self.deadline = deadline
+        self.unary = 0
+        self.messages = 0  # streamed messages received by the clients
+        self.sent_messages = 0  # streamed messages sent by the clients (Chat)
+        self.kinds: Dict[str, int] = {}
+        self.errors: List[str] = []
+
+    def count(self, kind: str, unary: int = 0, messages: int = 0, sent: int = 0) -> None:
+        with self.lock:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            self.unary += unary
+            self.messages += messages
+            self.sent_messages += sent
+
+    def error(self, text: str) -> None:
+        with self.lock:
+            if len(self.errors) < 50:
+                self.errors.append(text)
+            self.kinds["unexpected"] = self.kinds.get("unexpected", 0) + 1
+
+    def unary_done(self) -> bool:
+        return self.unary >= self.unary_target or time.monotonic() > self.deadline
+
+    def streams_done(self) -> bool:
+        return self.messages >= self.message_target or time.monotonic() > self.deadline
+
+    def done(self) -> bool:
+        return self.unary_done() and self.streams_done()
+
+
+def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
+    import grpc
+
+    echo = channel.unary_unary(f"/{SERVICE}/Echo")
+    rng = random.Random(seed)
+    n = 0
+    while not tally.unary_done():
+        n += 1
+        roll = rng.random()
+        try:
+            if roll < 0.04:
+                try:
+                    echo(b"abort", timeout=30)
+                    tally.error("abort: the call succeeded")
+                except grpc.RpcError as exc:
+                    if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+                        tally.error(f"abort: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+                    else:
+                        tally.count("abort", unary=1)
+            elif roll < 0.08:
+                try:
+                    echo(b"sleep1.0", timeout=0.05)
+                    tally.error("deadline: the call succeeded")
+                except grpc.RpcError as exc:
+                    if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                        tally.error(f"deadline: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+                    else:
+                        tally.count("deadline", unary=1)
+            elif roll < 0.12:
+                future = echo.future(b"sleep1.0", timeout=30)
+                time.sleep(0.005)
+                future.cancel()
+                try:
+                    future.result()
+                    tally.error("cancel: the call succeeded")
+                except grpc.FutureCancelledError:
+                    tally.count("cancel", unary=1)
+                except grpc.RpcError as exc:
+                    if exc.code() is not grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                        tally.error(f"cancel: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+                    else:
+                        tally.count("cancel", unary=1)
+            else:
+                message = b"soak-%d-%d" % (seed, n)
+                reply = echo(message, timeout=30)
+                if reply != message:
+                    tally.error(f"echo: wrong reply {reply[:40]!r}")
+                else:
+                    tally.count("ok", unary=1)
+        except grpc.RpcError as exc:
+            tally.error(f"unary: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+
+
+def stream_worker(channel: Any, tally: Tally, seed: int, per_call: int) -> None:
+    import grpc
+
+    chat = channel.stream_stream(f"/{SERVICE}/Chat")
+    feed = channel.unary_stream(f"/{SERVICE}/Feed")
+    rng = random.Random(seed)
+    while not tally.streams_done():
+        cancel = rng.random() < 0.1
+        use_chat = rng.random() < 0.5
+        got = 0
+        try:
+            if use_chat:
+                messages = [b"m%d" % i for i in range(per_call)]
+                call = chat(iter(messages), timeout=60)
+            else:
+                call = feed(b"%d:64" % per_call, timeout=60)
+            for reply in call:
+                if use_chat and reply != messages[got]:
+                    tally.error(f"chat: wrong reply {reply[:40]!r}")
+                got += 1
+                if cancel and got == per_call // 2:
+                    call.cancel()
+            if cancel:
+                tally.error("stream: cancel did not end the call")
+            elif got != per_call:
+                tally.error(f"stream: {got} of {per_call} messages")
+            else:
+                tally.count("chat" if use_chat else "feed", messages=got, sent=per_call if use_chat else 0)
+        except grpc.RpcError as exc:
+            if cancel and exc.code() is grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                tally.count("stream-cancel", messages=got, sent=per_call if use_chat else 0)
+            else:
+                tally.error(f"stream: {exc.code()} {exc.details()} after {got}")  # type: ignore[attr-defined]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="~25 s: 15,000 unary, 60,000 messages, at most 25 s")
+    parser.add_argument("--unary", type=int, default=1_000_000)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop then, whatever is done")
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8, help="unary threads (as many more for streams / 2)")
+    parser.add_argument("--per-call", type=int, default=100, help="streamed messages per streaming call")
+    parser.add_argument("--warm-up", type=float, default=0.1, help="fraction of the run before growth is measured")
+    parser.add_argument("--rss-bound", type=float, default=24.0, help="MiB of RSS growth allowed after warm-up")
+    parser.add_argument("--interval", type=float, default=None, help="seconds between samples")
+    parser.add_argument("--json", default=None, help="write the samples and the summary there")
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve()
+        return 0
+    if args.quick:
+        args.unary, args.messages = 15_000, 60_000
+        args.max_seconds = args.max_seconds or 25.0
+        args.interval = args.interval or 1.0
+    interval = args.interval or 5.0
+
+    import grpc
+
+    server = Server()
+    failures: List[str] = []
+    samples: List[Dict[str, Any]] = []
+    try:
+        before = server.stats()
+        started = time.monotonic()
+        deadline = started + (args.max_seconds if args.max_seconds else 10**9)
+        tally = Tally(args.unary, args.messages, deadline)
+        # Each channel its own connection (grpcio shares one between like channels otherwise).
+        channels = [
+            grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(args.channels)
+        ]
+        threads = [
+            threading.Thread(target=unary_worker, args=(channels[i % len(channels)], tally, i), daemon=True)
+            for i in range(args.threads)
+        ]
+        threads += [
+            threading.Thread(
+                target=stream_worker,
+                args=(channels[i % len(channels)], tally, 1000 + i, args.per_call),
+                daemon=True,
+            )
+            for i in range(max(1, args.threads // 2))
+        ]
+        for thread in threads:
+            thread.start()
+        print(
+            f"soak: {args.unary} unary, {args.messages} streamed messages, {args.channels} channels, "
+            f"{len(threads)} client threads, max {args.max_seconds or 'unlimited'} s; server pid {server.proc.pid}",
+            flush=True,
+        )
+        baseline: Optional[Dict[str, Any]] = None
+        while any(t.is_alive() for t in threads):
+            time.sleep(interval if not tally.done() else 0.1)
+            sample = server.stats()
+            sample["t"] = round(time.monotonic() - started, 1)
+            sample["unary"], sample["messages"] = tally.unary, tally.messages
+            samples.append(sample)
+            # Warm-up ends when both counts, or the time, have reached their fraction.
+            fraction = max(
+                min(tally.unary / max(1, args.unary), tally.messages / max(1, args.messages)),
+                (time.monotonic() - started) / (args.max_seconds or 1e18),
+            )
+            if baseline is None and fraction >= args.warm_up:
+                baseline = sample
+            print(
+                f"t={sample['t']:7.1f}s unary {tally.unary:8d} messages {tally.messages:8d} "
+                f"rss {sample['rss'] / MiB:6.1f} MiB threads {sample['threads']:3d} fds {sample['fds']:4d} "
+                f"in-flight {sample['rpcs_in_flight']:3d} handlers {sample['handlers_running']:3d}"
+                + (" (warm-up over)" if baseline is sample else ""),
+                flush=True,
+            )
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        for channel in channels:
+            channel.close()
+        # Everything must return to zero once the channels are closed.
+        end = time.monotonic() + 30
+        final = server.stats()
+        while time.monotonic() < end and (
+            final["rpcs_in_flight"] or final["handlers_running"] or final["connections"] or final["fds"] > before["fds"]
+        ):
+            time.sleep(0.2)
+            final = server.stats()
+
+        after_warm = [s for s in samples if baseline is not None and s["t"] >= baseline["t"]]
+        if baseline is None or not after_warm:
+            baseline = samples[0] if samples else final
+            after_warm = samples or [final]
+        rss_growth = max(s["rss"] for s in after_warm) - baseline["rss"]
+        thread_growth = max(s["threads"] for s in after_warm) - baseline["threads"]
+        fd_growth = max(s["fds"] for s in after_warm) - baseline["fds"]
+        summary = {
+            "unary": tally.unary,
+            "streamed_messages_received": tally.messages,
+            "streamed_messages_sent": tally.sent_messages,
+            "seconds": round(elapsed, 1),
+            "unary_per_second": round(tally.unary / elapsed, 1),
+            "messages_per_second": round(tally.messages / elapsed, 1),
+            "outcomes": tally.kinds,
+            "rss_start_mib": round(before["rss"] / MiB, 1),
+            "rss_after_warm_up_mib": round(baseline["rss"] / MiB, 1),
+            "rss_max_mib": round(max(s["rss"] for s in after_warm) / MiB, 1),
+            "rss_growth_after_warm_up_mib": round(rss_growth / MiB, 2),
+            "rss_end_mib": round(final["rss"] / MiB, 1),
+            "thread_growth_after_warm_up": thread_growth,
+            "fd_growth_after_warm_up": fd_growth,
+            "server_rpcs_started": final["rpcs_started"] - before["rpcs_started"],
+            "server_rpcs_finished": final["rpcs_finished"],
+            "end": {k: final[k] for k in ("rpcs_in_flight", "handlers_running", "connections", "threads", "fds")},
+            "before": {k: before[k] for k in ("threads", "fds")},
+        }
+        if tally.errors:
+            failures.append(f"{tally.kinds.get('unexpected', 0)} calls ended unexpectedly, e.g. {tally.errors[:5]}")
+        if rss_growth > args.rss_bound * MiB:
+            failures.append(f"RSS grew {rss_growth / MiB:.1f} MiB after warm-up (bound {args.rss_bound} MiB)")
+        if thread_growth > 0:
+            failures.append(f"threads grew by {thread_growth} after warm-up")
+        if fd_growth > args.channels + 2:
+            failures.append(f"file descriptors grew by {fd_growth} after warm-up")
+        for key in ("rpcs_in_flight", "handlers_running", "connections"):
+            if final[key]:
+                failures.append(f"{key} is {final[key]} at the end, not 0")
+        if final["threads"] > before["threads"] or final["fds"] > before["fds"]:
+            failures.append(
+                f"threads {before['threads']}->{final['threads']}, fds {before['fds']}->{final['fds']} at the end"
+            )
+        if not tally.unary or not tally.messages:
+            failures.append("no calls were made")
+        summary["failures"] = failures
+        print("soak summary: " + json.dumps(summary, indent=1), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"summary": summary, "samples": samples}, f, indent=1)
+    finally:
+        server.close()
+    if failures:
+        print("SOAK FAILED: " + "; ".join(failures), flush=True)
+        return 1
+    print("SOAK PASSED", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

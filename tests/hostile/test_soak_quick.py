@@ -1,0 +1,32 @@
+"""bench/soak.py --quick: ~25 s of unary calls and streamed messages (with aborts,
+deadlines and cancellations) against a puregrpc server in a subprocess; it exits
+non-zero if any call ends unexpectedly, if the server's RSS, threads or file descriptors
+grow after warm-up, or if its counters are not back to zero at the end."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+SOAK = pathlib.Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+
+
+def test_soak_quick(tmp_path: pathlib.Path) -> None:
+    report = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, str(SOAK), "--quick", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["failures"] == []
+    assert summary["unary"] > 0 and summary["streamed_messages_received"] > 0
+    outcomes = summary["outcomes"]
+    for kind in ("ok", "abort", "deadline", "cancel"):
+        assert outcomes.get(kind, 0) > 0, outcomes
+    assert summary["end"]["rpcs_in_flight"] == 0 and summary["end"]["connections"] == 0
