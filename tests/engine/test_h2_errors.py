@@ -247,12 +247,13 @@ def test_data_and_headers_on_closed_stream() -> None:
     assert server.open_stream_count == 0
     assert server.receive_data(data_frame(1, b"x")) == []  # the app no longer knows it
     assert rsts_of(server.data_to_send()) == [(1, STREAM_CLOSED)]
+    assert not server.terminated
+    # HEADERS after END_STREAM on a closed stream: connection error (RFC 9113 5.1).
     server.receive_data(headers_frame(3, end_stream=True))
     server.send_headers(3, RESPONSE_BLOCK, end_stream=True)
     server.data_to_send()
-    assert server.receive_data(headers_frame(3, encode_headers([(b"x", b"y")]), True)) == []
-    assert rsts_of(server.data_to_send()) == [(3, STREAM_CLOSED)]
-    assert not server.terminated
+    events = server.receive_data(headers_frame(3, encode_headers([(b"x", b"y")]), True))
+    terminated_with(server, events, STREAM_CLOSED)
 
 
 def test_frames_after_our_reset_are_tolerated() -> None:

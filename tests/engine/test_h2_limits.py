@@ -354,8 +354,10 @@ def test_recently_closed_memory_is_bounded() -> None:
         server.reset_stream(sid, 8)
         server.data_to_send()
     assert len(server._recent) == RECENTLY_CLOSED_LIMIT
-    # The oldest are forgotten: HEADERS reusing them are a protocol error.
-    assert server.receive_data(headers_frame(1))[-1].error_code == 1  # type: ignore[attr-defined]
+    # The oldest are forgotten: HEADERS reusing them is a connection error STREAM_CLOSED
+    # (RFC 9113 5.1: they were opened, so they are closed, not idle).
+    assert server.receive_data(headers_frame(1))[-1].error_code == 0x5  # type: ignore[attr-defined]
+    assert server.terminated
 
 
 # -- client PING policing (gRFC A8) ------------------------------------------------------

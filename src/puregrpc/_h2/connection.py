@@ -91,6 +91,13 @@ MAX_MAX_FRAME_SIZE = (1 << 24) - 1
 # Stream ids we closed recently, remembered so late frames on them are told apart
 # from frames on streams that never existed (RFC 9113 section 5.1, "closed").
 RECENTLY_CLOSED_LIMIT = 1024
+# How a remembered stream closed, which decides what a late frame on it means.
+RESET_BY_US = 1  # frames the peer sent before it saw our RST_STREAM are ignored (5.1)
+RESET_BY_PEER = 2  # frames after the peer's own RST_STREAM: stream error STREAM_CLOSED
+ENDED = 3  # both sides sent END_STREAM: HEADERS is a connection error STREAM_CLOSED
+# Ranges of stream ids the peer skipped (never opened), remembered so that a late
+# HEADERS on one is told apart from one on a closed stream we forgot.
+SKIPPED_RANGES_LIMIT = 64
 
 # WINDOW_UPDATE accounting. A client sends WINDOW_UPDATE to give back credit for DATA
 # it received from us: at most one for the stream and one for the connection per DATA
@@ -303,8 +310,9 @@ class H2Connection:
         # in round-robin order.
         self._ready: Dict[int, _Stream] = {}
         self.pending_total = 0  # DATA bytes queued on all streams, waiting for window
-        # Recently closed stream id -> True if we reset it (late frames tolerated).
-        self._recent: Dict[int, bool] = {}
+        # Recently closed stream id -> how it closed (RESET_BY_US, RESET_BY_PEER, ENDED).
+        self._recent: Dict[int, int] = {}
+        self._skipped: List[Tuple[int, int]] = []  # (first, last) stream ids never opened
         self._highest_id = 0  # highest stream id the peer used to open a stream
         self.last_stream_id = 0  # highest stream id reported by RequestReceived
         self._goaway_last = MAX_WINDOW  # streams above are refused after our GOAWAY
@@ -447,6 +455,10 @@ class H2Connection:
             bad.append(f"{len(self._streams)} streams open, above MAX_CONCURRENT_STREAMS {cfg.max_concurrent_streams}")
         if len(self._recent) > RECENTLY_CLOSED_LIMIT:
             bad.append(f"{len(self._recent)} closed streams remembered, above {RECENTLY_CLOSED_LIMIT}")
+        if len(self._skipped) > SKIPPED_RANGES_LIMIT or any(
+            not 0 < first <= last < self._highest_id for first, last in self._skipped
+        ):
+            bad.append(f"skipped stream id ranges out of bounds: {self._skipped[:4]}...")
         if self.last_stream_id > self._highest_id:
             bad.append(f"last reported stream {self.last_stream_id} above highest id seen {self._highest_id}")
         if self.pending_total < 0 or self._queued_control < 0 or self._pings_outstanding < 0:
@@ -582,7 +594,7 @@ class H2Connection:
             return
         self._drop_pending(st)
         self._write_rst(stream_id, error_code)
-        self._remember(stream_id, True)
+        self._remember(stream_id, RESET_BY_US)
 
     def acknowledge_received_data(self, stream_id: int, length: int) -> None:
         """The application consumed ``length`` flow-controlled bytes: reopen windows."""
@@ -736,7 +748,7 @@ class H2Connection:
             if not sid & 1 or sid > self._highest_id:
                 raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "DATA on idle stream")
             self._refill_connection(flow)  # never reported: nobody else will ack it
-            if self._recent.get(sid):
+            if self._recent.get(sid) == RESET_BY_US:
                 return  # in flight when we reset it (RFC 9113 5.1, 6.4)
             self._charge_useless("frames on closed streams")
             self._stream_error(sid, ErrorCode.STREAM_CLOSED, report=False, charge=False)
@@ -868,18 +880,28 @@ class H2Connection:
         if not sid & 1:
             raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "even stream id from client")
         if sid <= self._highest_id:
-            reset_by_us = self._recent.get(sid)
-            if reset_by_us is None:
-                # RFC 9113 5.1.1: new stream ids must increase.
-                raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "stream id not increasing")
+            how = self._recent.get(sid)
+            if how is None:
+                if self._was_skipped(sid):
+                    # RFC 9113 5.1.1: new stream ids must increase.
+                    raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "stream id not increasing")
+                how = ENDED  # opened once, closed, and forgotten since
+            if how == ENDED:
+                # RFC 9113 5.1, "closed": frames after END_STREAM was received.
+                raise ConnectionViolation(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
             try:
                 self._decode(block)  # keep the HPACK table in step
             except hpack_decoder.HeaderListTooLarge:
                 pass
-            if not reset_by_us:
+            if how == RESET_BY_PEER:
                 self._charge_useless("frames on closed streams")
                 self._stream_error(sid, ErrorCode.STREAM_CLOSED, report=False, charge=False)
             return
+        if sid > self._highest_id + 2:
+            skipped = self._skipped
+            skipped.append((self._highest_id + 1, sid - 1))
+            if len(skipped) > SKIPPED_RANGES_LIMIT:
+                del skipped[0]
         self._highest_id = sid
         result = self._request_cache.get(block)
         if result is None:
@@ -1053,7 +1075,7 @@ class H2Connection:
         if st is None:
             return
         self._drop_pending(st)
-        self._remember(sid, False)
+        self._remember(sid, RESET_BY_PEER)
         self._events.append(StreamReset(sid, _U32.unpack(payload)[0], True))
 
     # SETTINGS (RFC 9113 6.5)
@@ -1246,7 +1268,7 @@ class H2Connection:
         st = self._streams.pop(sid, None)
         if st is not None:
             self._drop_pending(st)
-        self._remember(sid, True)
+        self._remember(sid, RESET_BY_US)
         self._write_rst(sid, code)
         self._queued_control += 1
         if self._queued_control > self.config.max_queued_control_frames:
@@ -1274,15 +1296,20 @@ class H2Connection:
             self.pending_total -= len(st.pending)
             st.pending = None
 
-    def _remember(self, sid: int, reset_by_us: bool) -> None:
+    def _remember(self, sid: int, how: int) -> None:
         recent = self._recent
-        recent[sid] = reset_by_us
+        recent[sid] = how
         if len(recent) > RECENTLY_CLOSED_LIMIT:
             del recent[next(iter(recent))]
 
+    def _was_skipped(self, sid: int) -> bool:
+        """The peer skipped ``sid`` when it opened a higher stream (as far as the
+        last SKIPPED_RANGES_LIMIT gaps tell)."""
+        return any(first <= sid <= last for first, last in self._skipped)
+
     def _close(self, st: _Stream) -> None:
         del self._streams[st.stream_id]
-        self._remember(st.stream_id, False)
+        self._remember(st.stream_id, ENDED)
 
     def _local_end(self, st: _Stream) -> None:
         st.local_closed = True
