@@ -57,19 +57,21 @@ def generate(out_dir: str = GEN_DIR) -> None:
             f"-I{BENCH_DIR}",
             f"--python_out={tmp}",
             f"--grpc_python_out={tmp}",
+            f"--descriptor_set_out={os.path.join(tmp, 'echo.desc')}",
             PROTO_FILE,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"protoc failed ({proc.returncode}): {proc.stderr.strip()}")
-        for name in ("echo_pb2.py", "echo_pb2_grpc.py"):
+        for name in ("echo.desc", "echo_pb2.py", "echo_pb2_grpc.py"):
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
 
 
 def is_stale(gen_dir: str = GEN_DIR) -> bool:
     """Whether the generated code is missing or older than echo.proto."""
     try:
-        made = min(os.path.getmtime(os.path.join(gen_dir, n)) for n in ("echo_pb2.py", "echo_pb2_grpc.py"))
+        names = ("echo.desc", "echo_pb2.py", "echo_pb2_grpc.py")
+        made = min(os.path.getmtime(os.path.join(gen_dir, n)) for n in names)
     except OSError:
         return True
     return made < os.path.getmtime(PROTO_FILE)
@@ -81,9 +83,35 @@ def load_pb2(gen_dir: str = GEN_DIR) -> ModuleType:
         generate(gen_dir)
     if gen_dir not in sys.path:
         sys.path.insert(0, gen_dir)
-    import echo_pb2
-
+    try:
+        import echo_pb2
+    except Exception:
+        # An older protobuf runtime than the generated code asks for (another interpreter's,
+        # run.py --runtime): the same message classes, built from the descriptor instead.
+        try:
+            return pb2_from_descriptor(os.path.join(gen_dir, "echo.desc"))
+        except Exception:
+            pass
+        raise
     return echo_pb2
+
+
+def pb2_from_descriptor(path: str) -> ModuleType:
+    """A stand-in for echo_pb2 (DESCRIPTOR and the message classes) from protoc's descriptor set."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    with open(path, "rb") as f:
+        files = descriptor_pb2.FileDescriptorSet.FromString(f.read())
+    pool = descriptor_pool.DescriptorPool()
+    for proto in files.file:
+        pool.Add(proto)
+    module = ModuleType("echo_pb2")
+    module.DESCRIPTOR = pool.FindFileByName("echo.proto")  # type: ignore[attr-defined]
+    for name, descriptor in module.DESCRIPTOR.message_types_by_name.items():  # type: ignore[attr-defined]
+        get = getattr(message_factory, "GetMessageClass", None)
+        cls = get(descriptor) if get else message_factory.MessageFactory(pool).GetPrototype(descriptor)
+        setattr(module, name, cls)
+    return module
 
 
 def load(gen_dir: str = GEN_DIR) -> Tuple[ModuleType, ModuleType]:

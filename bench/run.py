@@ -118,7 +118,7 @@ def make_cases(spec: str, quick: bool) -> List[Case]:
         "ss-small": Case("ss-small", "ss", size=gen.PAYLOAD_SIZE, calls=4, count=50 if quick else 1000),
         "ss-large": Case("ss-large", "ss", size=MIB, calls=2, count=2 if quick else 16),
         "cs-large": Case("cs-large", "cs", size=MIB, calls=2, count=2 if quick else 16),
-        "bidi": Case("bidi", "bidi", size=gen.PAYLOAD_SIZE, calls=8, count=20 if quick else 1000),
+        "bidi": Case("bidi", "bidi", size=gen.PAYLOAD_SIZE, calls=8, count=20 if quick else 200),
     }
     out: List[Case] = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
