@@ -996,7 +996,7 @@ def default_cpus() -> Tuple[Optional[str], Optional[str]]:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--all", action="store_true", help="every server and every case (the default)")
+    p.add_argument("--all", action="store_true", help="every server and every case (the default); overrides both")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -1044,6 +1044,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.cases and args.scenarios:
         raise SystemExit("give --cases or --scenarios, not both")
+    if args.all:
+        args.servers, args.cases, args.scenarios = ",".join(SERVER_SCRIPTS), DEFAULT_CASES, None
     spec = args.cases or (",".join(f"unary-{s.strip()}" for s in args.scenarios.split(",")) if args.scenarios else "")
     cases = make_cases(spec or DEFAULT_CASES, args.quick)
     servers = parse_servers(args.servers, args.runtime)
