@@ -29,19 +29,13 @@ from __future__ import annotations
 
 import random
 import struct
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import hpack
 
 from puregrpc._h2 import hpack_decoder
-from puregrpc._h2.connection import (
-    MAX_MAX_FRAME_SIZE,
-    PREFACE,
-    RECENTLY_CLOSED_LIMIT,
-    REQUEST_CACHE_ENTRIES,
-    H2Config,
-    H2Connection,
-)
+from puregrpc._h2.connection import PREFACE, H2Config, H2Connection
 from puregrpc._h2.errors import ErrorCode
 from puregrpc._h2.events import (
     ConnectionTerminated,
@@ -130,6 +124,9 @@ TRAILERS_ONLY_BLOCK = encode_headers(
 _DATA, _HEADERS, _RST, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
 _OUTPUT_TYPES = {_DATA, _HEADERS, _RST, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION}
 _HEADER = struct.Struct(">IBI")
+
+MAX_MAX_FRAME_SIZE = (1 << 24) - 1  # RFC 9113 4.2
+RECENTLY_CLOSED_LIMIT = 1024  # closed stream ids the engine may remember (stream.py)
 
 # Engine-generated output allowed per input byte (SETTINGS/PING ACKs echo the frame;
 # a 9-byte DATA on a closed stream may cost an RST_STREAM and a WINDOW_UPDATE).
@@ -269,6 +266,7 @@ class Driver:
             # before this call, so what is here was provoked by ``data``.
             bound = OUTPUT_PER_INPUT_BYTE * len(data) + OUTPUT_SLACK
             check(engine_bytes <= bound, f"{engine_bytes} control bytes out for {len(data)} bytes in")
+            self.check_memory(len(data))
         if not self.terminated:
             self.respond(events)
             self.drained = False
@@ -444,30 +442,87 @@ class Driver:
         return frames
 
     def check_state(self) -> None:
+        """The engine's own invariants, its streams against the model (public API
+        only), and its memory."""
         conn = self.conn
         cfg = self.config
-        violations = getattr(conn, "invariant_violations", None)
-        if violations is not None:
-            found = violations()
-            check(not found, f"invariant_violations(): {found}")
+        found = conn.invariant_violations()
+        check(not found, f"invariant_violations(): {found}")
+        check(conn.terminated == self.terminated, "terminated without ConnectionTerminated")
         check(conn.open_stream_count <= cfg.max_concurrent_streams, "more open streams than allowed")
-        check(conn.connection_receive_window >= 0 or conn.terminated, "negative connection receive window")
-        # Memory per connection: buffered input, header block, remembered streams, caches.
-        check(len(conn._inbuf) <= 9 + cfg.max_frame_size + len(PREFACE), f"input buffer of {len(conn._inbuf)}")
-        check(len(conn._hb_buf) <= cfg.max_header_block_size, f"header block buffer of {len(conn._hb_buf)}")
-        check(len(conn._recent) <= RECENTLY_CLOSED_LIMIT, "closed-stream memory unbounded")
-        check(len(conn._request_cache) <= REQUEST_CACHE_ENTRIES, "request cache unbounded")
-        check_decoder_state(conn._decoder)
-        pending = 0
-        for sid, st in conn._streams.items():
-            check(sid in self.streams, f"engine holds stream {sid} never reported")
-            model = self.streams[sid]
-            check(not model.closed, f"engine holds stream {sid} after it was reset")
-            if st.pending is not None:
-                pending += len(st.pending)
-        check(pending == conn.pending_total, f"pending_total {conn.pending_total} != {pending} queued")
-        for sid in conn._ready:
-            check(sid in conn._streams, f"stream {sid} ready to send but not open")
+        known_open = 0
+        for sid, model in self.streams.items():
+            is_open = conn.stream_is_open(sid)
+            known_open += is_open
+            if is_open:
+                check(not model.closed, f"stream {sid} open after it was reset")
+                check(conn.stream_remote_open(sid) == (not model.remote_ended), f"stream {sid}: remote state")
+            elif not self.terminated and not model.closed:
+                # Only END_STREAM both ways (ours may wait for window), a reset, or the
+                # end of the connection close a stream; the application hears of each.
+                check(model.remote_ended and model.local_ended, f"stream {sid} gone without a reset")
+        check(known_open == conn.open_stream_count, "the engine holds streams it never reported")
+        decoder = getattr(conn, "_decoder", None)  # the HPACK decoder, where the engine keeps it
+        if isinstance(decoder, hpack_decoder.Decoder):
+            check_decoder_state(decoder)
+
+    def check_memory(self, last_input: int) -> None:
+        """Everything the connection holds (bytes and strings reachable from it),
+        less the DATA the application queued, within what its limits allow."""
+        conn = self.conn
+        cfg = self.config
+        held, entries = reachable_size(conn)
+        bound = (
+            9
+            + cfg.max_frame_size
+            + len(PREFACE)  # a partial frame
+            + cfg.max_header_block_size  # a header block in progress
+            + 2 * max(cfg.header_table_size, 4096)  # HPACK dynamic table
+            + 512 * (256 + 410)  # HPACK Huffman memo (strings up to 256 bytes)
+            + 32 * (1024 + 2 * cfg.max_header_list_size)  # HPACK decoded-block cache
+            + 16 * (512 + 2 * 4096)  # validated-request cache
+            + 2 * last_input  # events of the last input, still referenced
+            + 200 * conn.open_stream_count  # per stream: queued trailers, ids
+            + 8192
+        )
+        check(
+            held - conn.pending_total <= bound,
+            f"connection holds {held} bytes ({conn.pending_total} queued), bound {bound}",
+        )
+        entry_bound = 4 * RECENTLY_CLOSED_LIMIT + 2 * 512 + 32 * 64 + 16 * 64 + 64 * cfg.max_concurrent_streams + 4096
+        check(entries <= entry_bound, f"connection holds {entries} container entries, bound {entry_bound}")
+
+
+def reachable_size(root: object) -> Tuple[int, int]:
+    """Bytes of bytes/bytearray/str reachable from ``root`` through containers and
+    puregrpc objects, and the number of container entries."""
+    total = entries = 0
+    seen: Set[int] = set()
+    todo = deque([root])
+    while todo:
+        obj = todo.popleft()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (bytes, bytearray, str)):
+            total += len(obj)
+        elif isinstance(obj, memoryview):
+            total += obj.nbytes
+        elif isinstance(obj, dict):
+            entries += len(obj)
+            todo.extend(obj.keys())
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset, deque)):
+            entries += len(obj)
+            todo.extend(obj)
+        elif type(obj).__module__.startswith("puregrpc") and not isinstance(obj, H2Config):
+            for name in getattr(obj, "__dict__", {}):
+                todo.append(getattr(obj, name))
+            for klass in type(obj).__mro__:
+                for name in getattr(klass, "__slots__", ()):
+                    if hasattr(obj, name):
+                        todo.append(getattr(obj, name))
+    return total, entries
 
 
 def check_request_headers(headers: List[Tuple[str, str]], limit: int) -> None:
