@@ -63,10 +63,11 @@ def test_quick_run_every_server_answers_every_case(tmp_path: Any) -> None:
             cell = per_server[name]
             assert cell["ok"], (case, name, cell["problems"])
             [run] = cell["runs"]
-            assert run["units"] > 0 and run["rate"] > 0, (case, name, run)
-            assert run["cpu_per_unit_us"] is not None, (case, name, run)
-            if case.startswith("unary"):  # a streaming call may end after the short window
-                assert run["p50_ms"] is not None, (case, name, run)
+            assert run["problems"] == [], (case, name, run)
+            # No figure is asserted; a streaming run is ok only after at least one call ended
+            # with every message, summary and status checked (perhaps after its short window).
+            if case.startswith("unary"):
+                assert run["units"] >= 100 and run["p50_ms"] is not None, (case, name, run)
 
     # The report: what was run, where, then the tables.
     assert "Command: `python bench/run.py --quick" in proc.stdout
