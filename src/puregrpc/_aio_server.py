@@ -12,11 +12,12 @@ import asyncio
 import functools
 import inspect
 import math
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence, Set, Tuple
 
-from ._aio_call import TaskDriver, behavior_of, is_async_behavior
+from ._aio_call import AioServicerContext, TaskDriver, behavior_of, is_async_behavior
 from ._call import CallCore
 from ._handlers import HandlerCallDetails
 from ._lifecycle import Input, State
@@ -99,6 +100,7 @@ class Server(ServerBase):
     async def start(self) -> None:
         """Start serving on the running loop. ValueError if already started or stopped."""
         _register_with_grpcio()
+        _register_with_grpc_aio()
         await self._core.start_async()
 
     async def stop(self, grace: Optional[float]) -> None:
@@ -187,7 +189,25 @@ def server(
     on the loop that starts it; sync handlers run in ``migration_thread_pool``."""
     core = AioCore(migration_thread_pool, interceptors or (), options or (), maximum_concurrent_rpcs, compression)
     _register_with_grpcio()
+    _register_with_grpc_aio()
     srv = Server(core)
     if handlers:
         srv.add_generic_rpc_handlers(handlers)
     return srv
+
+
+_aio_registered = False
+
+
+def _register_with_grpc_aio() -> None:
+    """As ``_register_with_grpcio``, for grpc.aio's ABCs (``grpc.aio.Server``,
+    ``grpc.aio.ServicerContext``), where grpc.aio has been imported."""
+    global _aio_registered
+    aio = sys.modules.get("grpc.aio")
+    if _aio_registered or aio is None:
+        return
+    _aio_registered = True
+    for name, concrete in (("Server", Server), ("ServicerContext", AioServicerContext)):
+        register = getattr(getattr(aio, name, None), "register", None)
+        if register is not None:
+            register(concrete)

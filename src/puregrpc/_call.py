@@ -76,9 +76,11 @@ class CallLink(Protocol):
 
     h2: H2Connection
     io: LoopIO
-    settings: CallSettings
     peer: str
     paused: bool  # the transport's buffer is full: writers wait
+
+    @property
+    def settings(self) -> CallSettings: ...
 
     def mark_dirty(self) -> None: ...
     def call_done(self, call: CallCore) -> None: ...
@@ -155,6 +157,26 @@ class CallCore:
     # ======================================================================
     # loop side
     # ======================================================================
+    def start_deadline(self) -> None:
+        """Arm the timer for the client's deadline (``grpc-timeout``), if it set one."""
+        if self.head.timeout is not None:
+            self.timer = self.io.loop.call_later(self.head.timeout, self.expire)
+
+    def handler_known(self, handler: Any) -> None:
+        """The handler was found on the loop (no user code needed). A unary request is
+        dispatched only once its message is here: a client that opens streams and sends
+        nothing holds no worker (the connection waits for ``request_ready``)."""
+        self.handler = handler
+        if self.settings.observers:
+            self.handler_found_loop(handler)
+        if not handler.request_streaming and not self.request_ended:
+            self.awaiting_request = True
+
+    def request_here(self) -> bool:
+        """Whether a unary handler could read its request now (or learn it is missing)."""
+        with self.cond:
+            return bool(self.requests) or self.request_ended
+
     def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
         link = self.link
         h2 = link.h2

@@ -1,6 +1,6 @@
 """One client connection on the I/O thread: socket <-> HTTP/2 engine <-> calls.
 
-Runs on its loop's thread only. Requests become ``CallCore`` objects that the
+Runs on its loop's thread only. Requests become ``StreamCall`` objects that the
 server dispatches (to a thread pool, or as tasks); everything a call writes comes
 back through the engine and leaves in one ``transport.write`` per loop iteration.
 The connection implements ``CallLink`` for its calls, and knows its server only as
@@ -18,14 +18,13 @@ import socket
 import threading
 from typing import Any, Deque, Dict, List, Optional, Protocol, Set, Tuple
 
-from ._call import CallCore, CallSettings
 from ._credentials import ALPN_H2, auth_properties
 from ._h2 import events as ev
 from ._h2.connection import H2Config, H2Connection
 from ._h2.errors import ErrorCode
 from ._loop import LoopIO
 from ._options import ServerOptions
-from ._protocol import RequestRejected, parse_request, trailers_only_block
+from ._protocol import MessageDecoder, RequestHead, RequestRejected, parse_request, trailers_only_block
 from ._stats import Counters, RpcObserver
 from ._status import StatusCode
 
@@ -58,6 +57,28 @@ PARTIAL_LIMIT = 16 << 20
 MAX_WAITING_FOR_WORKER = 32
 
 
+class StreamCall(Protocol):
+    """What a connection needs of a call (``_call.StreamCall`` implements it): the loop
+    side only. The server makes them (``ServerSide.new_call``)."""
+
+    stream_id: int
+    done: bool
+    completed: bool
+    final_code: StatusCode
+    awaiting_request: bool
+    partial_flow: int
+    decoder: MessageDecoder
+
+    def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None: ...
+    def on_end(self) -> None: ...
+    def on_reset(self) -> None: ...
+    def abort_loop(self, code: StatusCode, details: str) -> None: ...
+    def window_opened_loop(self) -> None: ...
+    def start_deadline(self) -> None: ...
+    def handler_known(self, handler: Any) -> None: ...
+    def request_here(self) -> bool: ...
+
+
 class ServerSide(Protocol):
     """What a connection needs of its server (``_server.ServerCore`` implements it)."""
 
@@ -75,7 +96,8 @@ class ServerSide(Protocol):
     max_concurrent_rpcs: Optional[int]
 
     def find_handler_on_loop(self, method: str) -> Tuple[bool, Optional[Any]]: ...
-    def dispatch(self, call: CallCore) -> None: ...
+    def new_call(self, conn: Connection, stream_id: int, head: RequestHead, request_ended: bool) -> StreamCall: ...
+    def dispatch(self, call: Any) -> None: ...  # a call its new_call() made
     def connection_opened(self, conn: Connection) -> None: ...
     def connection_closed(self, conn: Connection) -> None: ...
     def call_finished(self, completed: bool, code: StatusCode) -> None: ...
@@ -102,25 +124,25 @@ def _peer_name(transport: asyncio.BaseTransport) -> str:
 class Connection(asyncio.Protocol):
     def __init__(self, core: ServerSide) -> None:
         self.core = core
-        self.settings: CallSettings = core
+        self.settings = core
         self.io = core.io
         self.h2 = H2Connection(core.h2_config)
         # uvloop's transports implement asyncio.Transport's methods without
         # subclassing it, so the transport is typed by what we use, not checked.
         self.transport: Optional[Any] = None
         self.peer = "unknown"
-        self.calls: Dict[int, CallCore] = {}
-        self.blocked: Set[CallCore] = set()
+        self.calls: Dict[int, StreamCall] = {}
+        self.blocked: Set[StreamCall] = set()
         # Calls not dispatched yet: waiting for output to drain, or for a worker.
-        self.held: Deque[CallCore] = collections.deque()
-        self._new: List[CallCore] = []  # calls to dispatch once this read is handled
+        self.held: Deque[StreamCall] = collections.deque()
+        self._new: List[StreamCall] = []  # calls to dispatch once this read is handled
         self._waiting = 0  # dispatched, not started by a worker (under _out_lock)
         self.output_level = 0  # engine + transport bytes unsent, as of the last flush
         self._posted_out = 0  # response bytes handlers posted that the loop has not taken
         self._out_lock = threading.Lock()
         self.partial_bytes = 0  # bytes of unfinished request messages, all calls
-        self._partial_calls: Dict[CallCore, None] = {}  # calls holding one, oldest first
-        self._partial_held: Dict[CallCore, None] = {}  # calls whose flow is withheld
+        self._partial_calls: Dict[StreamCall, None] = {}  # calls holding one, oldest first
+        self._partial_held: Dict[StreamCall, None] = {}  # calls whose flow is withheld
         self._overgrant = 0  # connection credit given beyond what was consumed (see _favour_leader)
         self.paused = False
         self.closed = False
@@ -265,7 +287,7 @@ class Connection(asyncio.Protocol):
         self.mark_dirty()  # recount the output level: held calls may run
 
     # -- streams ---------------------------------------------------------------
-    def _open_call(self, event: ev.RequestReceived) -> Optional[CallCore]:
+    def _open_call(self, event: ev.RequestReceived) -> Optional[StreamCall]:
         sid = event.stream_id
         if self.refusing:
             # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
@@ -289,12 +311,11 @@ class Connection(asyncio.Protocol):
             if not event.end_stream:
                 self.h2.reset_stream(sid, ErrorCode.NO_ERROR)
             return None
-        call = CallCore(self, sid, head, event.end_stream)
+        call = core.new_call(self, sid, head, event.end_stream)
         self.calls[sid] = call
         core.active_rpcs += 1
         core.counters.started += 1
-        if head.timeout is not None:
-            call.timer = self.io.loop.call_later(head.timeout, call.expire)
+        call.start_deadline()
         # Where finding the handler needs no user code (no interceptors), it happens
         # here: an unknown method is answered at once, even when every worker is busy.
         known, handler = core.find_handler_on_loop(head.method)
@@ -302,13 +323,7 @@ class Connection(asyncio.Protocol):
             if handler is None:
                 call.abort_loop(StatusCode.UNIMPLEMENTED, "Method not found!")
                 return None
-            call.handler = handler
-            if core.observers:
-                call.handler_found_loop(handler)
-            if not handler.request_streaming and not event.end_stream:
-                # A unary request is dispatched once its message is here: a client that
-                # opens streams and sends nothing holds no worker (see request_ready).
-                call.awaiting_request = True
+            call.handler_known(handler)
         return call
 
     def _refuse_oversized(self, event: ev.RequestHeadersTooLarge) -> None:
@@ -323,7 +338,7 @@ class Connection(asyncio.Protocol):
             self.h2.reset_stream(event.stream_id, ErrorCode.NO_ERROR)
 
     # -- dispatch: to the server once the request and a worker can be had ----------
-    def _dispatch(self, call: CallCore) -> None:
+    def _dispatch(self, call: StreamCall) -> None:
         if self.held or self.output_over_limit():
             self.held.append(call)
             return
@@ -334,17 +349,15 @@ class Connection(asyncio.Protocol):
             self._waiting += 1
         self.core.dispatch(call)
 
-    def request_ready(self, call: CallCore) -> None:
+    def request_ready(self, call: StreamCall) -> None:
         """Loop: the request message of a call waiting for it has come."""
         self._new.append(call)
 
-    def await_request(self, call: CallCore) -> None:
+    def await_request(self, call: StreamCall) -> None:
         """Loop: a call found its unary handler on a worker before its request came."""
         if call.done:
             return
-        with call.cond:
-            ready = bool(call.requests) or call.request_ended
-        if ready:
+        if call.request_here():
             self._dispatch(call)
         else:
             call.awaiting_request = True
@@ -357,13 +370,13 @@ class Connection(asyncio.Protocol):
         if wake:
             self.io.post(self._release_held)
 
-    def stream_blocked(self, call: CallCore, blocked: bool) -> None:
+    def stream_blocked(self, call: StreamCall, blocked: bool) -> None:
         if blocked:
             self.blocked.add(call)
         else:
             self.blocked.discard(call)
 
-    def call_done(self, call: CallCore) -> None:
+    def call_done(self, call: StreamCall) -> None:
         if self.calls.pop(call.stream_id, None) is not None:
             self.blocked.discard(call)
             self.core.call_finished(call.completed, call.final_code)
@@ -506,7 +519,7 @@ class Connection(asyncio.Protocol):
         """Any thread; a snapshot, good enough for a bound."""
         return self.output_level + self._posted_out > OUTPUT_LIMIT
 
-    def hold(self, call: CallCore) -> None:
+    def hold(self, call: StreamCall) -> None:
         """Loop: run ``call`` once the connection's output has drained."""
         if not call.done and not self.closed:
             self.held.append(call)
@@ -525,7 +538,7 @@ class Connection(asyncio.Protocol):
             self.core.dispatch(call)
 
     # -- unfinished request messages (see PARTIAL_LIMIT) ---------------------------
-    def partial_changed(self, call: CallCore, delta: int) -> None:
+    def partial_changed(self, call: StreamCall, delta: int) -> None:
         self.partial_bytes += delta
         if call.decoder.buffered and not call.done:
             self._partial_calls.setdefault(call)
@@ -545,11 +558,11 @@ class Connection(asyncio.Protocol):
                     self.release_partial(leader)
                     self.favour_leader()
 
-    def partial_over_limit(self, call: CallCore) -> bool:
+    def partial_over_limit(self, call: StreamCall) -> bool:
         """Withhold this call's flow: over the bound, and not the oldest message."""
         return self.partial_bytes > PARTIAL_LIMIT and next(iter(self._partial_calls), None) is not call
 
-    def withhold_partial(self, call: CallCore, length: int) -> None:
+    def withhold_partial(self, call: StreamCall, length: int) -> None:
         call.partial_flow += length
         self._partial_held[call] = None
         self.favour_leader()
@@ -586,7 +599,7 @@ class Connection(asyncio.Protocol):
                 f"(over {PARTIAL_LIMIT} bytes); retry",
             )
 
-    def release_partial(self, call: CallCore) -> None:
+    def release_partial(self, call: StreamCall) -> None:
         length, call.partial_flow = call.partial_flow, 0
         self._partial_held.pop(call, None)
         if length:

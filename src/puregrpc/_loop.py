@@ -53,7 +53,7 @@ class LoopIO:
         self.thread = thread
 
     def in_loop_thread(self) -> bool:
-        return threading.current_thread() is self.thread
+        return threading.current_thread() is getattr(self, "thread", None)  # None until attached
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop soon. Safe from any thread."""

@@ -30,6 +30,7 @@ from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
 from ._loop import LoopIO, io_thread
 from ._options import parse_options
+from ._protocol import RequestHead
 from ._stats import Counters, RpcObserver, ServerStats
 from ._status import StatusCode
 from ._sync_call import SyncDriver
@@ -170,6 +171,9 @@ class ServerCore:
         if self.interceptors:
             return False, None
         return self.registry.lookup_static(method)
+
+    def new_call(self, conn: Connection, stream_id: int, head: RequestHead, request_ended: bool) -> CallCore:
+        return CallCore(conn, stream_id, head, request_ended)
 
     def dispatch(self, call: CallCore) -> None:
         """Run the call's handler on the thread pool."""
