@@ -394,8 +394,10 @@ class CpuSnapshot:
             client_ticks = sum(process_tree_ticks(pid) for pid in client_pids)
         except (OSError, ValueError, IndexError):
             return None
-        # /proc/stat: user nice system idle iowait irq softirq steal ...
-        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+        # /proc/stat: user nice system idle iowait irq softirq steal ... Interrupt time is
+        # left out: most of it is the benchmark's own network traffic, which the kernel may
+        # charge to no process.
+        busy = fields[0] + fields[1] + fields[2]
         steal = fields[7] if len(fields) > 7 else 0
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         me = resource.getrusage(resource.RUSAGE_SELF)
@@ -868,11 +870,22 @@ class Report:
         lat = [[c.label, *(self.latency(c, s) for s in self.servers)] for c in self.cases]
         base = self.baseline()
         vs = f" (in brackets: ratio to {base.label})" if base else ""
-        return [
+        out = [
             (f"Throughput, median of the rounds{vs}", titles, rate),
             (f"Server CPU per call or message, from /proc/PID/stat{vs}", titles, cpu),
             ("Latency p50 / p99, ms (per call; bidi: per message round trip)", titles, lat),
         ]
+        if any(c.spread is not None for c in self.cells.values()):
+            spread = [[c.label, *(self.spread_text(c, s) for s in self.servers)] for c in self.cases]
+            out.append(("Spread of the throughput between rounds, (max - min) / median", titles, spread))
+        return out
+
+    def spread_text(self, case: Case, server: ServerSpec) -> str:
+        cell = self.cell(case, server)
+        spread = cell.spread
+        if spread is None:
+            return "-"
+        return f"{spread * 100:.0f}%" + ("*" if spread > self.spread_limit else "")
 
     def text(self) -> str:
         lines = []
