@@ -181,7 +181,7 @@ class GoodClient:
 T = TypeVar("T")
 
 
-def repeat(attack: Callable[[], T], seconds: float = 1.0) -> List[T]:
+def repeat(attack: Callable[[], T], seconds: float = 0.75) -> List[T]:
     """Run ``attack`` (one connection each) again and again for ``seconds``: a bound
     ends one attack in milliseconds, and the good client needs an attack to overlap."""
     results: List[T] = []
