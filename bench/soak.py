@@ -240,8 +240,8 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                     echo(b"abort", timeout=30)
                     tally.error("abort: the call succeeded")
                 except grpc.RpcError as exc:
-                    if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
-                        tally.error(f"abort: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+                    if exc.code() is not grpc.StatusCode.INVALID_ARGUMENT:
+                        tally.error(f"abort: {exc.code()} {exc.details()}")
                     else:
                         tally.count("abort", unary=1)
             elif roll < 0.08:
@@ -249,8 +249,8 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                     echo(b"sleep1.0", timeout=0.05)
                     tally.error("deadline: the call succeeded")
                 except grpc.RpcError as exc:
-                    if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
-                        tally.error(f"deadline: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+                    if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                        tally.error(f"deadline: {exc.code()} {exc.details()}")
                     else:
                         tally.count("deadline", unary=1)
             elif roll < 0.12:
@@ -263,8 +263,8 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                 except grpc.FutureCancelledError:
                     tally.count("cancel", unary=1)
                 except grpc.RpcError as exc:
-                    if exc.code() is not grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
-                        tally.error(f"cancel: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+                    if exc.code() is not grpc.StatusCode.CANCELLED:
+                        tally.error(f"cancel: {exc.code()} {exc.details()}")
                     else:
                         tally.count("cancel", unary=1)
             else:
@@ -275,7 +275,7 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                 else:
                     tally.count("ok", unary=1)
         except grpc.RpcError as exc:
-            tally.error(f"unary: {exc.code()} {exc.details()}")  # type: ignore[attr-defined]
+            tally.error(f"unary: {exc.code()} {exc.details()}")
 
 
 def stream_worker(channel: Any, tally: Tally, seed: int, per_call: int) -> None:
@@ -307,10 +307,10 @@ def stream_worker(channel: Any, tally: Tally, seed: int, per_call: int) -> None:
             else:
                 tally.count("chat" if use_chat else "feed", messages=got, sent=per_call if use_chat else 0)
         except grpc.RpcError as exc:
-            if cancel and exc.code() is grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if cancel and exc.code() is grpc.StatusCode.CANCELLED:
                 tally.count("stream-cancel", messages=got, sent=per_call if use_chat else 0)
             else:
-                tally.error(f"stream: {exc.code()} {exc.details()} after {got}")  # type: ignore[attr-defined]
+                tally.error(f"stream: {exc.code()} {exc.details()} after {got}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
