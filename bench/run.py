@@ -203,22 +203,38 @@ print(platform.python_implementation(), platform.python_version(), loop)
 """
 
 
-def probe(spec: ServerSpec, env: Dict[str, str]) -> Optional[str]:
-    """Fill in spec.runtime and spec.loop; return why the server cannot run, or None."""
-    code = PROBE.format(module=spec.module)
-    try:
-        proc = subprocess.run(
-            [spec.python, "-c", code, BENCH_DIR], capture_output=True, text=True, env=env, cwd=REPO_DIR, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{spec.python}: {exc}"
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return f"cannot import {spec.module} under {spec.python}: {lines[-1] if lines else proc.returncode}"
-    impl, version, loop = proc.stdout.split()
-    spec.runtime = f"{impl} {version}"
-    spec.loop = "asyncio" if spec.base == "grpcio-aio" else loop  # grpc.aio runs on asyncio's loop here
-    return None
+def probe_all(specs: List[ServerSpec], env: Dict[str, str]) -> Dict[str, str]:
+    """Fill in each spec's runtime and loop, side by side; return name -> why it cannot run."""
+    started: Dict[str, Any] = {}
+    why: Dict[str, str] = {}
+    for spec in specs:
+        command = [spec.python, "-c", PROBE.format(module=spec.module), BENCH_DIR]
+        try:
+            started[spec.name] = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_DIR
+            )
+        except OSError as exc:
+            why[spec.name] = f"{spec.python}: {exc}"
+    for spec in specs:
+        proc = started.get(spec.name)
+        if proc is None:
+            continue
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            why[spec.name] = f"{spec.python} took more than 60 s to import {spec.module}"
+            continue
+        if proc.returncode != 0:
+            lines = err.strip().splitlines()
+            last = lines[-1] if lines else proc.returncode
+            why[spec.name] = f"cannot import {spec.module} under {spec.python}: {last}"
+            continue
+        impl, version, loop = out.split()
+        spec.runtime = f"{impl} {version}"
+        spec.loop = "asyncio" if spec.base == "grpcio-aio" else loop  # grpc.aio runs on asyncio's loop here
+    return why
 
 
 def server_env() -> Dict[str, str]:
@@ -238,6 +254,7 @@ class ServerProcess:
     def __init__(self, spec: ServerSpec, cpus: Optional[str], log_dir: str, tag: str) -> None:
         self.spec = spec
         self.port: Optional[int] = None
+        self._signalled = False
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)
         self.stderr_path = os.path.join(log_dir, f"{tag}-{safe}.stderr")
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in stop)
@@ -296,11 +313,17 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting (stop() waits)."""
+        if self.proc.poll() is None and not self._signalled:
+            self.proc.send_signal(signal.SIGTERM)
+            self._signalled = True
+
     def stop(self) -> Optional[str]:
         """SIGTERM, then SIGKILL if it lingers. Returns a note when it did not exit cleanly."""
         note = None
+        self.terminate()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -327,26 +350,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def check_servers(ports: Dict[str, int], cpus: Optional[str]) -> Dict[str, str]:
-    """Check every server's four methods with a grpcio client (one process). Returns name -> problem."""
+def check_servers(ports: Dict[str, int], pool: ClientPool) -> Dict[str, str]:
+    """Check every server's four methods with check.py's grpcio client. Returns name -> problem."""
     if not ports:
         return {}
-    cmd = pinned(cpus, [sys.executable, os.path.join(BENCH_DIR, "check.py"), *map(str, ports.values())])
+    client = pool.get(0)
+    client.send(json.dumps({"check": list(ports.values())}))
+    line = client.read_line(time.monotonic() + CHECK_TIMEOUT)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHECK_TIMEOUT, env=server_env())
-    except subprocess.TimeoutExpired:
-        return {name: f"grpcio client check did not finish within {CHECK_TIMEOUT:g}s" for name in ports}
-    said: Dict[int, str] = {}
-    for line in (proc.stdout + proc.stderr).splitlines():
-        port, sep, rest = line.partition(": ")
-        if sep and port.isdigit():
-            said[int(port)] = rest
+        answers = json.loads(line or "")["check"]
+    except (ValueError, KeyError, TypeError):
+        why = client.explain(line)
+        client.abandon()
+        return {name: f"grpcio client check: {why}" for name in ports}
     out = {}
     for name, port in ports.items():
-        answer = said.get(port)
+        answer = answers.get(str(port))
         if answer != "ok":
-            tail = proc.stderr.strip().splitlines()
-            out[name] = "grpcio client check failed: " + (answer or (tail[-1] if tail else f"{proc.returncode}"))
+            out[name] = f"grpcio client check failed: {answer}"
     return out
 
 
@@ -1074,11 +1095,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     gen.generate()
     env = server_env()
-    skipped: Dict[str, str] = {}
-    for s in servers:
-        why = probe(s, env)
-        if why:
-            skipped[s.name] = why
+    skipped = probe_all(servers, env)
     log_dir = tempfile.mkdtemp(prefix="puregrpc-bench-")
     bench = Bench(args, h2load, log_dir)
     report = Report(cases, servers, args.spread_limit)
@@ -1111,7 +1128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for rnd in range(1, args.rounds + 1):
             order = active[(rnd - 1) % len(active) :] + active[: (rnd - 1) % len(active)] if active else []
             running = start_servers([s for s in order if s.name not in broken], args, log_dir, f"r{rnd}", broken, notes)
-            problems = check_servers({n: p.port for n, p in running.items() if p.port}, args.client_cpu)
+            problems = check_servers({n: p.port for n, p in running.items() if p.port}, bench.clients)
             for name, why in problems.items():
                 fail_server(name, why, "failed check", running, broken, notes, rnd)
             for case in cases:
@@ -1149,10 +1166,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         tail = f"\n{indent(tail)}" if tail else ""
                         notes.append(f"{spec.name} {case.key} round {rnd}: {why}{tail}")
             alive = {n: p.port for n, p in running.items() if p.port and p.alive()}
-            for name, why in check_servers(alive, args.client_cpu).items():
+            for name, why in check_servers(alive, bench.clients).items():
                 notes.append(f"{name} round {rnd}: after the cases, {why}")
                 for case in cases:
                     report.cell(case, next(s for s in servers if s.name == name)).problems.append(why)
+            for server in running.values():
+                server.terminate()
             for name, server in running.items():
                 note = server.stop()
                 if note:

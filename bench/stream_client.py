@@ -2,7 +2,8 @@
 
     python bench/stream_client.py --port P --kind ss|cs|bidi --calls C --count N --size S
                                   --duration D [--warm-up W]
-    python bench/stream_client.py --serve      # runs one after another, as JSON lines on stdin
+    python bench/stream_client.py --serve      # runs one after another, as JSON lines on stdin;
+                                               # {"check": [PORT, ...]}: check.py's checks
 
 Runs C concurrent calls, one after another on each of C tasks, over one channel:
 
@@ -227,8 +228,18 @@ async def serve() -> None:
         if not line:
             return
         try:
+            command = json.loads(line)
+            if "check" in command:  # check.py's checks, for run.py, without starting a process
+                import check
+
+                answers = {}
+                for port in command["check"]:
+                    problem = await loop.run_in_executor(None, check.check, command.get("host", "127.0.0.1"), port)
+                    answers[str(port)] = problem or "ok"
+                print(json.dumps({"check": answers}), flush=True)
+                continue
             args = parser().parse_args([])
-            for key, value in json.loads(line).items():
+            for key, value in command.items():
                 setattr(args, key, value)
             if args.port is None or args.kind not in KINDS or args.count is None or args.size is None:
                 raise ValueError("port, kind, count and size are needed")
