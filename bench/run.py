@@ -1109,7 +1109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Command: `{command}`",
         f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; {pinning}",
         f"Versions: {versions(h2load, servers)}",
-        f"Runs: {args.rounds} round(s); each run {args.warm_up:g} s warm-up, {args.duration:g} s measured",
+        f"Runs: {args.rounds} round(s); each run {args.warm_up:g} s warm-up, {args.duration:g} s measured"
+        + (" (--quick: unary runs of 100+ requests instead)" if args.quick else ""),
     ]
     for line in header:
         print("# " + line)
@@ -1190,7 +1191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  - {n}")
     print(f"\nTotal time: {elapsed:.0f} s\n")
     print("\n".join(header[:3]) + "\n")
-    print(f"{args.rounds} round(s) of {args.duration:g} s per run after {args.warm_up:g} s warm-up.\n")
+    print(header[3].replace("Runs: ", "") + ".\n")
     print(report.markdown())
     for note in report.footnotes():
         print(note)
