@@ -84,7 +84,7 @@ def _start(flavour: str, shape: str) -> Tuple[Process, int]:
     return process, int(line.split()[1])
 
 
-def test_sigint_ends_an_idle_asyncio_run_server_within_1s(flavour: str) -> None:
+def _idle_sigint_to_exit(flavour: str) -> float:
     process, port = _start(flavour, "wait")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -96,12 +96,21 @@ def test_sigint_ends_an_idle_asyncio_run_server_within_1s(flavour: str) -> None:
         assert code is not None, "still running 5 s after SIGINT"
         time.sleep(0.05)  # let the waiter thread stamp the exit
         assert process.exited_at is not None
-        took = process.exited_at - sent
-        assert took < 1.0, f"exit {took:.3f} s after SIGINT"
         # asyncio.run re-raises KeyboardInterrupt: CPython then ends itself with SIGINT
         assert code in (-signal.SIGINT, 1, 130), (code, process.stderr[-2000:])
+        return process.exited_at - sent
     finally:
         process.close()
+
+
+def test_sigint_ends_an_idle_asyncio_run_server_within_1s(flavour: str) -> None:
+    """Best of three, so that a busy machine's one slow start does not fail it."""
+    figures = []
+    for _ in range(3):
+        figures.append(_idle_sigint_to_exit(flavour))
+        if figures[-1] < 1.0:
+            break
+    assert min(figures) < 1.0, f"SIGINT to exit: {[round(f, 3) for f in figures]} s"
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.run turns SIGINT into task cancellation since 3.11")
@@ -115,15 +124,14 @@ def test_sigint_then_stop_with_grace_lets_the_in_flight_rpc_finish(flavour: str)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             future = ch.unary_unary(method("Sleep")).future(b"1.0", timeout=TIMEOUT)
             process.expect("HANDLER started", TIMEOUT)
-            sent = time.monotonic()
             process.proc.send_signal(signal.SIGINT)
             process.expect("STOPPING", 5.0)
             assert future.result(TIMEOUT) == b"slept"
-            process.expect("HANDLER finished", 5.0)
-            process.expect("STOPPED", 5.0)
-            code = process.wait_exit(5.0)
-            assert code is not None
-            assert time.monotonic() - sent < 3.0, "stop(3) returns when the RPC ends, not at the grace's end"
+            finished, _ = process.expect("HANDLER finished", 5.0)
+            stopped, _ = process.expect("STOPPED", 5.0)
+            # stop(3) returns when the RPC ends, not at the grace's end (2 s later)
+            assert stopped - finished < 1.5, f"stop() returned {stopped - finished:.3f} s after the RPC ended"
+            assert process.wait_exit(10.0) is not None
             assert "HANDLER cancelled" not in process.seen
     finally:
         process.close()
