@@ -514,6 +514,9 @@ class Connection(asyncio.Protocol):
         """Loop: a posted response message was handed to the engine."""
         with self._out_lock:
             self._posted_out -= length
+        # Unsent output now, until the next flush measures it: counted at once, so that
+        # held calls released before that flush (worker_started) see it.
+        self.output_level += length
 
     def output_over_limit(self) -> bool:
         """Any thread; a snapshot, good enough for a bound."""
