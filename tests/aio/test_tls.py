@@ -37,7 +37,6 @@ def test_secure_port(served: Any, flavour: str, client_auth: bool) -> None:
     factory = grpc.ssl_server_credentials
     if flavour == "puregrpc":
         factory = importlib.import_module("puregrpc").ssl_server_credentials
-    )
     credentials = factory(
         [(server_cert.private_key_pem.bytes(), server_cert.cert_chain_pems[0].bytes())],
         root_certificates=ca.cert_pem.bytes() if client_auth else None,
