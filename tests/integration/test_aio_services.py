@@ -106,3 +106,38 @@ def test_puregrpc_health_and_reflection(aio_loop: _LoopThread) -> None:
         stopping = asyncio.run_coroutine_threadsafe(server.stop(2), aio_loop.loop)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         stopping.result(10)
+
+
+def test_a_sync_and_an_asyncio_server_in_one_process(aio_loop: _LoopThread) -> None:
+    """Each on its own loop (puregrpc's I/O thread; the caller's), both served at once,
+    and stopping one leaves the other serving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import puregrpc
+
+    async def hello_async(request: bytes, context: Any) -> bytes:
+        return b"aio " + request
+
+    def hello_sync(request: bytes, context: Any) -> bytes:
+        return b"sync " + request
+
+    def handlers(fn: Any) -> Any:
+        return puregrpc.method_handlers_generic_handler("both.S", {"Hi": puregrpc.unary_unary_rpc_method_handler(fn)})
+
+    aio_server, aio_port = _serve(aio_loop, lambda server: server.add_generic_rpc_handlers((handlers(hello_async),)))
+    sync_server = puregrpc.server(ThreadPoolExecutor(4), handlers=(handlers(hello_sync),))
+    sync_port = sync_server.add_insecure_port("127.0.0.1:0")
+    sync_server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{aio_port}") as a, grpc.insecure_channel(f"127.0.0.1:{sync_port}") as s:
+            for i in range(20):
+                assert a.unary_unary("/both.S/Hi")(b"%d" % i, timeout=5) == b"aio %d" % i
+                assert s.unary_unary("/both.S/Hi")(b"%d" % i, timeout=5) == b"sync %d" % i
+            aio_loop.run(aio_server.stop(1))
+            assert s.unary_unary("/both.S/Hi")(b"after", timeout=5) == b"sync after"
+            with pytest.raises(grpc.RpcError) as info:
+                a.unary_unary("/both.S/Hi")(b"x", timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        sync_server.stop(None)
+        aio_loop.run(aio_server.stop(None))
