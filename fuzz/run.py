@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable, List
 
 import atheris
 
@@ -27,6 +28,34 @@ import targets  # noqa: E402
 
 NAMES = sorted(targets.TARGETS)
 
+# Known open bugs, one substring of the InvariantViolation message per line (# comments):
+# a long campaign reads them so that it goes on past a bug already reported. The
+# regression inputs under fuzz/regressions/ still fail until the bug is fixed.
+SUPPRESSIONS_FILE = os.path.join(HERE, "suppressions.txt")
+
+
+def _suppressions() -> List[str]:
+    if os.environ.get("PUREGRPC_FUZZ_NO_SUPPRESSIONS") or not os.path.exists(SUPPRESSIONS_FILE):
+        return []
+    with open(SUPPRESSIONS_FILE, encoding="utf-8") as f:
+        lines = (line.split("#", 1)[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def suppressed(target: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    known = _suppressions()
+    if not known:
+        return target
+
+    def run(data: bytes) -> None:
+        try:
+            target(data)
+        except targets.InvariantViolation as exc:
+            if not any(text in str(exc) for text in known):
+                raise
+
+    return run
+
 
 def every_target(data: bytes) -> None:
     """Target "all": byte 0 picks the target, the rest is its input (one process for
@@ -38,7 +67,7 @@ def every_target(data: bytes) -> None:
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in (*targets.TARGETS, "all"):
         sys.exit(f"usage: run.py TARGET [libFuzzer options]; targets: {', '.join(NAMES)}, all")
-    target = every_target if sys.argv[1] == "all" else targets.TARGETS[sys.argv[1]]
+    target = suppressed(every_target if sys.argv[1] == "all" else targets.TARGETS[sys.argv[1]])
     atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
     atheris.Fuzz()
 
