@@ -134,3 +134,16 @@ def test_interceptor_exception_fails_the_call_not_the_server(served: Any) -> Non
         assert err.code() == grpc.StatusCode.UNKNOWN
         assert list(ch.unary_stream(method("Stream"))(b"still,up", timeout=TIMEOUT)) == [b"still", b"up"]
     assert log == [method("Echo"), method("Stream")]
+
+
+def test_the_flavours_own_interceptor_base_class(served: Any, aio: Any) -> None:
+    log: List[str] = []
+
+    class Own(aio.ServerInterceptor):  # type: ignore[misc,name-defined]
+        async def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+            log.append(details.method)
+            return await continuation(details)
+
+    with served(_handlers(), interceptors=[Own()]) as s, s.open_channel() as ch:
+        assert ch.unary_unary(method("Echo"))(b"own", timeout=TIMEOUT) == b"own"
+    assert log == [method("Echo")]

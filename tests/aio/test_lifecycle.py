@@ -427,3 +427,32 @@ def test_servers_on_two_loops_one_after_another(flavour: str) -> None:
 
     assert asyncio.run(main(b"first")) == b"first"
     assert asyncio.run(main(b"second")) == b"second"
+
+
+def test_stop_requested_from_inside_a_handler(served: Any) -> None:
+    """A handler may start the server's stop (as a task) and still answer its own call."""
+    tasks: List[Any] = []
+
+    with served(start=False) as s:
+
+        async def shutdown(request: bytes, context: Any) -> bytes:
+            tasks.append(asyncio.ensure_future(s.server.stop(5.0)))
+            await asyncio.sleep(0.1)
+            return b"bye"
+
+        async def scenario() -> Any:
+            s.server.add_generic_rpc_handlers((generic({"Shutdown": grpc.unary_unary_rpc_method_handler(shutdown)}),))
+            await s.server.start()
+            return asyncio.ensure_future(s.server.wait_for_termination())
+
+        waiter = s.run(scenario())
+        started = time.monotonic()
+        with s.open_channel() as ch:
+            assert ch.unary_unary(method("Shutdown"))(b"", timeout=TIMEOUT) == b"bye"
+
+        async def finish() -> Any:
+            await asyncio.wait_for(tasks[0], TIMEOUT)
+            return await asyncio.wait_for(waiter, TIMEOUT)
+
+        assert s.run(finish()) is False
+        assert time.monotonic() - started < 4.0, "termination follows the call's end, not the grace"

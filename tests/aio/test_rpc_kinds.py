@@ -370,3 +370,37 @@ def test_many_sequential_calls_on_one_channel(served: Any, kind: str) -> None:
                 assert ch.unary_unary(method("Upper"))(b"x%d" % index, timeout=TIMEOUT) == b"X%d" % index
             else:
                 assert len(list(ch.unary_stream(method("CountTo"))(b"2", timeout=TIMEOUT))) == 2
+
+
+def test_read_write_handler_written_against_grpc_aio_names(served: Any) -> None:
+    """Code written for grpc.aio (``is grpc.aio.EOF``) runs unchanged on either server."""
+
+    async def count(request_iterator: Any, context: Any) -> bytes:
+        total = 0
+        while (await context.read()) is not grpc.aio.EOF:
+            total += 1
+        return str(total).encode()
+
+    with served(generic({"Count": grpc.stream_unary_rpc_method_handler(count)})) as s, s.open_channel() as ch:
+        assert ch.stream_unary(method("Count"))(iter([b"a"] * 7), timeout=TIMEOUT) == b"7"
+
+
+def test_large_messages_both_ways(served: Any) -> None:
+    async def mirror(request: bytes, context: Any) -> bytes:
+        return request[::-1]
+
+    async def chunks(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        for index in range(4):
+            yield bytes([index]) * (1024 * 1024)
+
+    handlers = generic(
+        {
+            "Mirror": grpc.unary_unary_rpc_method_handler(mirror),
+            "Chunks": grpc.unary_stream_rpc_method_handler(chunks),
+        }
+    )
+    payload = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    with served(handlers) as s, s.open_channel() as ch:
+        assert ch.unary_unary(method("Mirror"))(payload, timeout=TIMEOUT) == payload[::-1]
+        got = list(ch.unary_stream(method("Chunks"))(b"", timeout=TIMEOUT))
+        assert [(len(c), c[0]) for c in got] == [(1024 * 1024, i) for i in range(4)]
