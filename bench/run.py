@@ -115,7 +115,7 @@ class Case:
 def make_cases(spec: str, quick: bool) -> List[Case]:
     # --quick: calls short enough that several finish (status and summary checked) in its tiny runs.
     named = {
-        "ss-small": Case("ss-small", "ss", size=gen.PAYLOAD_SIZE, calls=4, count=50 if quick else 1000),
+        "ss-small": Case("ss-small", "ss", size=gen.PAYLOAD_SIZE, calls=8, count=50 if quick else 1000),
         "ss-large": Case("ss-large", "ss", size=MIB, calls=2, count=2 if quick else 16),
         "cs-large": Case("cs-large", "cs", size=MIB, calls=2, count=2 if quick else 16),
         "bidi": Case("bidi", "bidi", size=gen.PAYLOAD_SIZE, calls=8, count=20 if quick else 200),
@@ -188,52 +188,67 @@ def parse_servers(spec: str, runtime: Optional[str]) -> List[ServerSpec]:
 
 
 PROBE = """
-import platform, sys
-sys.path.insert(0, sys.argv[1])
-import gen
-gen.load_pb2()
-import {module}
-loop = "asyncio"
-try:
-    import uvloop
-    loop = "uvloop"
-except ImportError:
-    pass
-print(platform.python_implementation(), platform.python_version(), loop)
+import importlib.util, json, platform, sys
+out = {"impl": platform.python_implementation(), "version": platform.python_version(), "missing": {}}
+for name in ["uvloop", *sys.argv[1:]]:
+    try:
+        found = importlib.util.find_spec(name) is not None
+        problem = "" if found else "No module named " + repr(name)
+    except Exception as exc:  # a parent package that does not import
+        problem = type(exc).__name__ + ": " + str(exc)
+    if problem:
+        out["missing"][name] = problem
+print(json.dumps(out))
 """
 
 
+def needed_modules(spec: ServerSpec) -> List[str]:
+    extra = ["google.protobuf", "hpack"] if spec.base.startswith("puregrpc") else ["google.protobuf"]
+    return [*extra, spec.module]
+
+
 def probe_all(specs: List[ServerSpec], env: Dict[str, str]) -> Dict[str, str]:
-    """Fill in each spec's runtime and loop, side by side; return name -> why it cannot run."""
-    started: Dict[str, Any] = {}
-    why: Dict[str, str] = {}
+    """Fill in each spec's runtime and loop; return name -> why it cannot run (a module missing).
+
+    One light process per interpreter: it looks the modules up without importing them (their
+    parent packages excepted). A module that is there but fails to import makes its server
+    fail to start, which is reported as a failure, not skipped.
+    """
+    by_python: Dict[str, List[ServerSpec]] = {}
     for spec in specs:
-        command = [spec.python, "-c", PROBE.format(module=spec.module), BENCH_DIR]
+        by_python.setdefault(spec.python, []).append(spec)
+    started = {}
+    why: Dict[str, str] = {}
+    for python, group in by_python.items():
+        modules = sorted({m for spec in group for m in needed_modules(spec)})
         try:
-            started[spec.name] = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_DIR
+            started[python] = subprocess.Popen(
+                [python, "-c", PROBE, *modules],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=REPO_DIR,
             )
         except OSError as exc:
-            why[spec.name] = f"{spec.python}: {exc}"
-    for spec in specs:
-        proc = started.get(spec.name)
-        if proc is None:
-            continue
+            why.update({spec.name: f"{python}: {exc}" for spec in group})
+    for python, proc in started.items():
+        group = by_python[python]
         try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
+            out, _ = proc.communicate(timeout=120)
+            said = json.loads(out)
+        except (subprocess.TimeoutExpired, ValueError):
             proc.kill()
             proc.communicate()
-            why[spec.name] = f"{spec.python} took more than 60 s to import {spec.module}"
+            why.update({spec.name: f"{python} did not answer what it has" for spec in group})
             continue
-        if proc.returncode != 0:
-            lines = err.strip().splitlines()
-            last = lines[-1] if lines else proc.returncode
-            why[spec.name] = f"cannot import {spec.module} under {spec.python}: {last}"
-            continue
-        impl, version, loop = out.split()
-        spec.runtime = f"{impl} {version}"
-        spec.loop = "asyncio" if spec.base == "grpcio-aio" else loop  # grpc.aio runs on asyncio's loop here
+        for spec in group:
+            spec.runtime = f"{said['impl']} {said['version']}"
+            uvloop = "uvloop" not in said["missing"]
+            spec.loop = "uvloop" if uvloop and spec.base != "grpcio-aio" else "asyncio"  # grpc.aio: asyncio's loop
+            missing = [said["missing"][m] for m in needed_modules(spec) if m in said["missing"]]
+            if missing:
+                why[spec.name] = f"under {python}: " + "; ".join(missing)
     return why
 
 
@@ -1016,13 +1031,13 @@ def versions(h2load: Optional[str], servers: List[ServerSpec]) -> str:
 
 
 def default_cpus() -> Tuple[Optional[str], Optional[str]]:
-    """Server on the first CPU this process may use, clients on up to 4 others."""
+    """Server on the first CPU this process may use, clients on up to 8 others."""
     if shutil.which("taskset") is None:
         return None, None
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if len(allowed) < 2:
         return None, None
-    return str(allowed[0]), ",".join(str(c) for c in allowed[1:5])
+    return str(allowed[0]), ",".join(str(c) for c in allowed[1:9])
 
 
 # --------------------------------------------------------------------------- main
@@ -1053,7 +1068,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         help="interpreter for the puregrpc servers (e.g. pypy3); env PUREGRPC_BENCH_RUNTIME",
     )
     p.add_argument("--server-cpu", help="taskset CPU list for the servers (default: the first CPU)")
-    p.add_argument("--client-cpu", help="taskset CPU list for the clients (default: the next 1 to 4 CPUs)")
+    p.add_argument("--client-cpu", help="taskset CPU list for the clients (default: the next 1 to 8 CPUs)")
     p.add_argument("--client-procs", type=int, default=0, help="at most this many grpc client processes per run")
     p.add_argument("--h2load", default="h2load", help="h2load executable")
     p.add_argument("--spread-limit", type=float, default=0.10, help="spread between rounds that flags a cell")
@@ -1108,7 +1123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     header = [
         f"Command: `{command}`",
         f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; {pinning}",
-        f"Versions: {versions(h2load, servers)}",
+        f"Versions: {versions(h2load, [s for s in servers if s.name not in skipped])}",
         f"Runs: {args.rounds} round(s); each run {args.warm_up:g} s warm-up, {args.duration:g} s measured"
         + (" (--quick: unary runs of 100+ requests instead)" if args.quick else ""),
     ]
