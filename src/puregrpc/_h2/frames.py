@@ -1,0 +1,84 @@
+"""HTTP/2 framing (RFC 9113 sections 4 and 6): constants, the frame header layout, and
+writers that append whole frames to an output buffer.
+
+Parsing stays in the connection's input loop, which unpacks the 9-byte header with
+``unpack_header`` and dispatches on the type: one call per frame, no frame objects.
+The writers are plain functions over a ``bytearray`` so the coordinator calls them
+without a method lookup.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types (RFC 9113 section 6).
+DATA = 0x0
+HEADERS = 0x1
+PRIORITY = 0x2
+RST_STREAM = 0x3
+SETTINGS = 0x4
+PUSH_PROMISE = 0x5
+PING = 0x6
+GOAWAY = 0x7
+WINDOW_UPDATE = 0x8
+CONTINUATION = 0x9
+
+# Flags.
+FLAG_END_STREAM = 0x1
+FLAG_ACK = 0x1
+FLAG_END_HEADERS = 0x4
+FLAG_PADDED = 0x8
+FLAG_PRIORITY = 0x20
+
+MIN_MAX_FRAME_SIZE = 16384
+MAX_MAX_FRAME_SIZE = (1 << 24) - 1
+
+# Frame header: length (24 bits) and type packed in one u32, flags, stream id.
+FRAME_HEADER = struct.Struct(">IBI")
+pack_header = FRAME_HEADER.pack
+unpack_header = FRAME_HEADER.unpack_from
+U32 = struct.Struct(">I")
+U32X2 = struct.Struct(">II")
+
+
+def write_window_update(out: bytearray, sid: int, increment: int) -> None:
+    out += pack_header(4 << 8 | WINDOW_UPDATE, 0, sid)
+    out += U32.pack(increment)
+
+
+def write_rst(out: bytearray, sid: int, code: int) -> None:
+    out += pack_header(4 << 8 | RST_STREAM, 0, sid)
+    out += U32.pack(code)
+
+
+def write_goaway(out: bytearray, last: int, code: int, debug: bytes) -> None:
+    out += pack_header((8 + len(debug)) << 8 | GOAWAY, 0, 0)
+    out += U32X2.pack(last, code)
+    out += debug
+
+
+def write_ping(out: bytearray, opaque: bytes, ack: bool) -> None:
+    out += pack_header(8 << 8 | PING, FLAG_ACK if ack else 0, 0)
+    out += opaque
+
+
+def write_headers(out: bytearray, sid: int, block: bytes, end_stream: bool, max_frame: int) -> None:
+    """A header block in one HEADERS frame, or continued in CONTINUATION frames
+    when it is larger than the peer's frame size (RFC 9113 4.3)."""
+    flags = FLAG_END_STREAM if end_stream else 0
+    n = len(block)
+    if n <= max_frame:
+        out += pack_header(n << 8 | HEADERS, flags | FLAG_END_HEADERS, sid)
+        out += block
+        return
+    out += pack_header(max_frame << 8 | HEADERS, flags, sid)
+    out += block[:max_frame]
+    pos = max_frame
+    while pos < n:
+        chunk = block[pos : pos + max_frame]
+        pos += len(chunk)
+        last = FLAG_END_HEADERS if pos >= n else 0
+        out += pack_header(len(chunk) << 8 | CONTINUATION, last, sid)
+        out += chunk

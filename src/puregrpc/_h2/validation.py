@@ -1,0 +1,140 @@
+"""Header field rules of RFC 9113 section 8 for requests and trailers: field names
+and values (8.2.1), connection-specific fields (8.2.2), pseudo-headers (8.3.1),
+content-length (8.1.1). Pure functions over decoded header lists."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from .events import Headers
+
+# RFC 9113 section 8.2.2: connection-specific fields make a message malformed.
+_CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+
+# A block that left the decoder's dynamic table unchanged (no insertion, no size
+# update) decodes the same way until the table changes, so its validated header
+# list is cached by its bytes, and the cache emptied whenever the table changes.
+# Bounds of the cache of such blocks (per connection): entries, block bytes, and
+# decoded list size, so the cache stays small whatever the peer sends.
+REQUEST_CACHE_ENTRIES = 16
+REQUEST_CACHE_MAX_BLOCK = 512
+REQUEST_CACHE_MAX_LIST = 4096
+
+# RFC 9113 8.2.1, checked on all names (joined with b" ") or values (joined with
+# b"\n") at once, with C-speed bytes operations. Names: only visible ASCII except
+# uppercase; a colon only as the first byte of a pseudo-header.
+_NAME_BYTES = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A) + b" "
+
+
+def _fields_ok(names: List[bytes], values: List[bytes], pseudo: int) -> bool:
+    """Names and values of one block are well formed (empty names are checked by
+    the caller)."""
+    joined = b" ".join(names)
+    if joined.translate(None, _NAME_BYTES) or joined.count(b" ") != len(names) - 1 or joined.count(b":") != pseudo:
+        return False
+    # Values: no NUL, CR or LF. Leading or trailing SP/HTAB is checked apart
+    # (_padded_values): such values are trimmed, not refused.
+    joined = b"\n".join(values)
+    return joined.count(b"\n") == len(values) - 1 and b"\r" not in joined and b"\x00" not in joined
+
+
+def _padded_values(values: List[bytes]) -> bool:
+    """Some value has leading or trailing SP or HTAB. RFC 9113 8.2.1 calls that
+    malformed, but grpcio's client sends such metadata values and grpcio's server
+    serves them, so they are trimmed as HTTP field values are (RFC 9110 5.5)."""
+    joined = b"\n".join(values)
+    if b"\n " in joined or b" \n" in joined or b"\n\t" in joined or b"\t\n" in joined:
+        return True
+    return joined[:1] in (b" ", b"\t") or joined[-1:] in (b" ", b"\t")
+
+
+def check_request(raw: List[Tuple[bytes, bytes]]) -> Tuple[Headers, int, int] | None:
+    """RFC 9113 8.2 and 8.3.1. Returns (headers, list size, content-length or -1),
+    or None if the request is malformed."""
+    headers: Headers = []
+    append = headers.append
+    names: List[bytes] = []
+    values: List[bytes] = []
+    size = 32 * len(raw)
+    method = scheme = path = authority = None
+    regular = False
+    pseudo = 0
+    content_length = -1
+    for name, value in raw:
+        size += len(name) + len(value)
+        names.append(name)
+        values.append(value)
+        if name[:1] == b":":
+            if regular:
+                return None  # pseudo-header after a regular field
+            pseudo += 1
+            if name == b":method":
+                if method is not None:
+                    return None
+                method = value
+            elif name == b":path":
+                if path is not None:
+                    return None
+                path = value
+            elif name == b":scheme":
+                if scheme is not None:
+                    return None
+                scheme = value
+            elif name == b":authority":
+                if authority is not None:
+                    return None
+                authority = value
+            else:
+                return None  # unknown, or a response pseudo-header
+        else:
+            regular = True
+            if not name or name in _CONNECTION_HEADERS:
+                return None
+            if name == b"te":
+                if value != b"trailers":
+                    return None
+            elif name == b"content-length":
+                if not value.isdigit() or (content_length >= 0 and content_length != int(value)):
+                    return None
+                content_length = int(value)
+        append((name.decode("latin-1"), value.decode("latin-1")))
+    if not _fields_ok(names, values, pseudo):
+        return None
+    if _padded_values(values):
+        headers = [(name, value.strip(" \t")) for name, value in headers]
+    if method is None:
+        return None
+    if method == b"CONNECT":
+        # RFC 9113 8.5: CONNECT carries only :method and :authority.
+        if scheme is not None or path is not None or authority is None:
+            return None
+    elif scheme is None or not path:
+        return None
+    return headers, size, content_length
+
+
+def check_trailers(raw: List[Tuple[bytes, bytes]]) -> Headers | None:
+    """RFC 9113 8.1: trailers carry no pseudo-headers."""
+    names: List[bytes] = []
+    values: List[bytes] = []
+    headers: Headers = []
+    for name, value in raw:
+        if not name or name[:1] == b":" or name in _CONNECTION_HEADERS:
+            return None
+        if name == b"te" and value != b"trailers":
+            return None
+        names.append(name)
+        values.append(value)
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    if raw and not _fields_ok(names, values, 0):
+        return None
+    if raw and _padded_values(values):
+        headers = [(name, value.strip(" \t")) for name, value in headers]
+    return headers
+
+
+def over_list_size(headers: Headers, limit: int) -> bool:
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value) + 32
+    return size > limit
