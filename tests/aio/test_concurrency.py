@@ -55,18 +55,22 @@ def test_200_concurrent_bidi_streams_on_one_channel(served: Any) -> None:
 
 
 def test_200_concurrent_unary_calls_from_grpcio_sync_client(served: Any) -> None:
+    """No call is answered until all 200 handlers are running at once."""
     state = {"active": 0, "peak": 0}
+    all_running = asyncio.Event()
 
-    async def slow(request: bytes, context: Any) -> bytes:
+    async def held(request: bytes, context: Any) -> bytes:
         state["active"] += 1
         state["peak"] = max(state["peak"], state["active"])
-        await asyncio.sleep(0.3)
+        if state["active"] >= STREAMS:
+            all_running.set()
+        await asyncio.wait_for(all_running.wait(), TIMEOUT)
         state["active"] -= 1
         return request
 
-    handlers = generic({"Slow": grpc.unary_unary_rpc_method_handler(slow)})
+    handlers = generic({"Held": grpc.unary_unary_rpc_method_handler(held)})
     with served(handlers) as s, s.open_channel() as ch:
-        call = ch.unary_unary(method("Slow"))
+        call = ch.unary_unary(method("Held"))
         futures = [call.future(b"%d" % i, timeout=TIMEOUT * 2) for i in range(STREAMS)]
         assert [f.result(TIMEOUT * 2) for f in futures] == [b"%d" % i for i in range(STREAMS)]
-    assert state["peak"] > STREAMS // 2, "async handlers overlap while they await"
+    assert state["peak"] == STREAMS
