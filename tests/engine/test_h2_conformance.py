@@ -3,6 +3,8 @@ the peer, in the shape of h2spec's cases."""
 
 from __future__ import annotations
 
+import struct
+
 import h2.events
 import h2.settings
 from h2_helpers import (
@@ -176,3 +178,18 @@ def test_refused_and_reset_streams_free_their_slots() -> None:
     assert [e.stream_id for e in of_type(events, RequestReceived)] == [5, 7]
     assert not of_type(events, StreamReset)
     assert goaway_of(pair.server.data_to_send()) is None
+
+
+def test_priority_error_on_an_idle_stream_closes_it() -> None:
+    """A PRIORITY frame that depends on itself, on a stream never opened, is reset
+    (5.3.1); the stream is then closed, so HEADERS on it later opens nothing (found by
+    fuzzing: it used to be opened while remembered as closed)."""
+    server = raw_server()
+    server.receive_data(frame(0x2, 0, 5, struct.pack(">IB", 5, 16)))
+    assert rsts_of(server.data_to_send()) == [(5, PROTOCOL_ERROR)]
+    assert server.receive_data(headers_frame(5, end_stream=True)) == []
+    assert server.invariant_violations() == []
+    assert not server.stream_is_open(5)
+    assert [type(e) for e in server.receive_data(headers_frame(7, end_stream=True))] == [RequestReceived]
+    events = server.receive_data(headers_frame(3))  # skipped: never opened
+    assert isinstance(events[-1], ConnectionTerminated) and events[-1].error_code == PROTOCOL_ERROR

@@ -431,9 +431,18 @@ class H2Connection(HeaderBlocks, FlowControl):
             raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
         self._charge_useless("PRIORITY frames")
         if len(payload) != 5:
-            self._stream_error(sid, ErrorCode.FRAME_SIZE_ERROR, report=sid in self._streams)
+            code = ErrorCode.FRAME_SIZE_ERROR
         elif U32.unpack_from(payload)[0] & 0x7FFFFFFF == sid:
-            self._stream_error(sid, ErrorCode.PROTOCOL_ERROR, report=sid in self._streams)
+            code = ErrorCode.PROTOCOL_ERROR
+        else:
+            return
+        if sid & 1 and sid > self._highest_id:
+            # An idle stream: the reset closes it, as if the peer had opened it, so
+            # a later HEADERS on it is a frame on a stream we reset, not a new one.
+            if sid > self._highest_id + 2:
+                self._skip_to(sid)
+            self._highest_id = sid
+        self._stream_error(sid, code, report=sid in self._streams)
 
     # RST_STREAM (RFC 9113 6.4)
     def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:

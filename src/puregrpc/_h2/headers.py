@@ -181,10 +181,7 @@ class HeaderBlocks:
                 self._stream_error(sid, ErrorCode.STREAM_CLOSED, report=False, charge=False)
             return
         if sid > self._highest_id + 2:
-            skipped = self._skipped
-            skipped.append((self._highest_id + 1, sid - 1))
-            if len(skipped) > SKIPPED_RANGES_LIMIT:
-                del skipped[0]
+            self._skip_to(sid)
         self._highest_id = sid
         result = self._request_cache.get(block)
         if result is None:
@@ -243,6 +240,13 @@ class HeaderBlocks:
         self._wu_warrants += 1
         self.last_stream_id = sid
         self._events.append(RequestHeadersTooLarge(sid, size, self.config.max_header_list_size, end_stream))
+
+    def _skip_to(self, sid: int) -> None:
+        """The peer uses ``sid``: the idle ids it jumped over are closed (5.1.1)."""
+        skipped = self._skipped
+        skipped.append((self._highest_id + 1, sid - 1))
+        if len(skipped) > SKIPPED_RANGES_LIMIT:
+            del skipped[0]
 
     def _was_skipped(self, sid: int) -> bool:
         """The peer skipped ``sid`` when it opened a higher stream (as far as the
