@@ -309,3 +309,26 @@ def raw_unary(port: int, path: str, payload: bytes, extra: Sequence[Tuple[str, s
         return response
     finally:
         sock.close()
+
+
+class LoopEvent:
+    """An ``asyncio.Event`` made on first use, on the loop that uses it.
+
+    Python 3.9's ``asyncio.Event()`` binds to the current thread's loop when it is made, so an
+    event made in the test's thread could not be awaited on the server's loop.
+    """
+
+    def __init__(self) -> None:
+        self._event: Optional[asyncio.Event] = None
+
+    def _get(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    async def wait(self) -> bool:
+        return await self._get().wait()
+
+    def set(self) -> None:
+        """Set it; call on the loop's thread (``loop.call_soon_threadsafe(event.set)``)."""
+        self._get().set()

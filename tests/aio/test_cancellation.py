@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Callable, List
 import grpc
 import pytest
 
-from ._support import TIMEOUT, Events, error_of, generic, method
+from ._support import TIMEOUT, Events, LoopEvent, error_of, generic, method
 
 SETTLE = 0.3  # time for a second (wrong) done callback to show up
 
@@ -243,7 +243,7 @@ def test_cancelled_handler_cleanup_may_await(served: Any) -> None:
 
 def test_cancel_of_one_call_leaves_others_running(served: Any) -> None:
     events = Events()
-    release = asyncio.Event()
+    release = LoopEvent()
 
     async def handler(request: bytes, context: Any) -> bytes:
         events.add(("started", request))

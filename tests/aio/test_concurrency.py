@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator, List
 
 import grpc
 
-from ._support import TIMEOUT, generic, method
+from ._support import TIMEOUT, LoopEvent, generic, method
 
 STREAMS = 200
 
@@ -15,7 +15,7 @@ STREAMS = 200
 def test_200_concurrent_bidi_streams_on_one_channel(served: Any) -> None:
     """Every stream is open at once: no handler answers until all 200 have arrived."""
     state = {"open": 0, "peak": 0}
-    all_open = asyncio.Event()
+    all_open = LoopEvent()
 
     async def chat(request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
         state["open"] += 1
@@ -57,7 +57,7 @@ def test_200_concurrent_bidi_streams_on_one_channel(served: Any) -> None:
 def test_200_concurrent_unary_calls_from_grpcio_sync_client(served: Any) -> None:
     """No call is answered until all 200 handlers are running at once."""
     state = {"active": 0, "peak": 0}
-    all_running = asyncio.Event()
+    all_running = LoopEvent()
 
     async def held(request: bytes, context: Any) -> bytes:
         state["active"] += 1

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, List
 import grpc
 import pytest
 
-from ._support import TIMEOUT, Events, error_of, generic, method, raw_unary
+from ._support import TIMEOUT, Events, LoopEvent, error_of, generic, method, raw_unary
 
 BODY = b"compressible " * 400  # 5200 bytes, compresses well
 
@@ -55,7 +55,7 @@ def test_default_receive_limit_is_4_mib(served: Any) -> None:
 
 def test_maximum_concurrent_rpcs(served: Any) -> None:
     events = Events()
-    release = asyncio.Event()
+    release = LoopEvent()
 
     async def hold(request: bytes, context: Any) -> bytes:
         events.add("held")

@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, Dict, List
 import grpc
 import pytest
 
-from ._support import TIMEOUT, error_of, generic, method
+from ._support import TIMEOUT, LoopEvent, error_of, generic, method
 
 CODES = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
 BINARY = bytes(range(256))
@@ -44,7 +44,7 @@ def test_initial_and_trailing_metadata_with_binary_values(served: Any) -> None:
 
 
 def test_stream_initial_metadata_arrives_before_the_first_message(served: Any) -> None:
-    release = asyncio.Event()
+    release = LoopEvent()
     loop_box: List[Any] = []
 
     async def handler(request: bytes, context: Any) -> AsyncIterator[bytes]:
