@@ -158,7 +158,7 @@ class TaskDriver:
     async def _request_here(self) -> None:
         call = self.call
         while True:
-            with call.cond:
+            with call.lock:
                 if call.requests or call.request_ended or not call.active:
                     return
             await self._news()
@@ -223,7 +223,7 @@ class TaskDriver:
     async def read_unary(self) -> Any:
         call = self.call
         await self._request_here()
-        with call.cond:
+        with call.lock:
             if not call.active:
                 raise Stop(None)
             if not call.requests:
@@ -235,7 +235,7 @@ class TaskDriver:
         """The next request message, or ``eof()`` at the end; raises if the call ended."""
         call = self.call
         while True:
-            with call.cond:
+            with call.lock:
                 if call.requests:
                     compressed, payload = call.pop_request()
                     break
@@ -251,7 +251,7 @@ class TaskDriver:
         call = self.call
         framed = call.frame(response)
         while True:
-            with call.cond:
+            with call.lock:
                 if not call.active:
                     return False
                 if not call.write_blocked():

@@ -11,7 +11,7 @@ Methods named ``on_*`` and ``*_loop`` run on the loop's thread only; they own
 the wire (``done``, the HTTP/2 stream). The others run on the handler's side and
 reach the loop through ``to_loop`` (a post to the loop for a thread, a direct call
 for a task). State shared by both (the request queue, ``active``, the write budget)
-is guarded by ``cond``. Backpressure both ways: the loop stops acknowledging
+is guarded by ``lock``. Backpressure both ways: the loop stops acknowledging
 request data (no WINDOW_UPDATE) while too much is queued unread, and a handler
 writing responses waits while too much is queued unsent.
 """
@@ -115,8 +115,11 @@ class CallCore:
         self.started_at = time.monotonic()
         self.deadline = None if head.timeout is None else self.started_at + head.timeout
         self.timer: Optional[Any] = None
-        self.cond = threading.Condition(threading.Lock())
-        # shared, under cond
+        self.lock = threading.Lock()
+        # A thread waiting for news (the sync adapter) waits on this condition over
+        # ``lock``, made by the first that waits: most calls never need one.
+        self.waiters: Optional[threading.Condition] = None
+        # shared, under lock
         self.active = True
         self.requests: Deque[Tuple[bool, bytes]] = collections.deque()
         self.request_ended = request_ended
@@ -174,7 +177,7 @@ class CallCore:
 
     def request_here(self) -> bool:
         """Whether a unary handler could read its request now (or learn it is missing)."""
-        with self.cond:
+        with self.lock:
             return bool(self.requests) or self.request_ended
 
     def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
@@ -199,7 +202,7 @@ class CallCore:
         hold_partial = after > 0 and link.partial_over_limit(self)
         if messages:
             self.messages_in += len(messages)
-        with self.cond:
+        with self.lock:
             for message in messages:
                 self.requests.append(message)
                 self.queued_bytes += len(message[1])
@@ -208,7 +211,8 @@ class CallCore:
             withhold = self.queued_bytes > REQUEST_QUEUE_LIMIT
             if withhold:
                 self.deferred_flow += flow_length
-            self.cond.notify_all()
+            if self.waiters is not None:
+                self.waiters.notify_all()
         if hold_partial and not withhold:
             link.withhold_partial(self, flow_length)
         elif not withhold:
@@ -294,11 +298,11 @@ class CallCore:
         pending = h2.pending_bytes(self.stream_id)
         if pending:
             link.stream_blocked(self, True)
-        with self.cond:
+        with self.lock:
             self.posted_bytes -= len(message)
             self.engine_pending = pending
-            if self.writer_waiting:
-                self.cond.notify_all()
+            if self.writer_waiting and self.waiters is not None:
+                self.waiters.notify_all()
         link.output_taken(len(message))
         link.mark_dirty()
 
@@ -307,10 +311,10 @@ class CallCore:
         pending = 0 if self.done else self.link.h2.pending_bytes(self.stream_id)
         if not pending:
             self.link.stream_blocked(self, False)
-        with self.cond:
+        with self.lock:
             self.engine_pending = pending
-            if self.writer_waiting:
-                self.cond.notify_all()
+            if self.writer_waiting and self.waiters is not None:
+                self.waiters.notify_all()
         if self.waker is not None:
             self.waker()
 
@@ -362,14 +366,15 @@ class CallCore:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        with self.cond:
+        with self.lock:
             self.active = False
             callbacks, self.callbacks = self.callbacks, None
             # Whatever ended the call, every byte received is credited back to the
             # connection exactly once: what was withheld for backpressure goes now
             # (a late release_flow_loop finds 0 here).
             deferred, self.deferred_flow = self.deferred_flow, 0
-            self.cond.notify_all()
+            if self.waiters is not None:
+                self.waiters.notify_all()
         link = self.link
         if deferred:
             link.h2.acknowledge_received_data(self.stream_id, deferred)
@@ -411,8 +416,15 @@ class CallCore:
     # ======================================================================
     # handler side (never blocks: the adapters wait)
     # ======================================================================
+    def condition(self) -> threading.Condition:
+        """The condition a thread waits on for news of this call (over ``lock``)."""
+        with self.lock:
+            if self.waiters is None:
+                self.waiters = threading.Condition(self.lock)
+            return self.waiters
+
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        with self.cond:
+        with self.lock:
             if self.callbacks is None:
                 return False
             self.callbacks.append(callback)
@@ -425,9 +437,10 @@ class CallCore:
             self.response_encoding = None
 
     def cancel_from_handler(self) -> None:
-        with self.cond:
+        with self.lock:
             was_active, self.active = self.active, False
-            self.cond.notify_all()
+            if self.waiters is not None:
+                self.waiters.notify_all()
         if was_active:
             self.to_loop(self.cancel_loop)
 
@@ -463,12 +476,12 @@ class CallCore:
         return frame_message(bytes(data))
 
     def write_blocked(self) -> bool:
-        """Under ``cond``: too much is queued unsent for another message now."""
+        """Under ``lock``: too much is queued unsent for another message now."""
         return self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.link.paused
 
     def post_framed(self, framed: bytes) -> None:
         """Hand a framed message to the loop (after ``write_blocked`` said there is room)."""
-        with self.cond:
+        with self.lock:
             self.posted_bytes += len(framed)
         self.link.output_posted(len(framed))
         self.to_loop(self.send_loop, self.take_headers(), framed)
@@ -503,7 +516,7 @@ class CallCore:
         self.to_loop(self.finish_loop, headers, framed, block, code)
 
     def pop_request(self) -> Tuple[bool, bytes]:
-        """Under ``cond``, with ``requests`` not empty: the next message; the flow
+        """Under ``lock``, with ``requests`` not empty: the next message; the flow
         withheld for backpressure goes back (via the loop) once half has been read."""
         compressed, payload = self.requests.popleft()
         self.queued_bytes -= len(payload)

@@ -1,6 +1,6 @@
 """The thread-pool adapter: runs a sync handler for one ``CallCore`` on a pool thread.
 
-The handler blocks, so this side waits on the core's condition: for a request
+The handler blocks, so this side waits on the core's condition (``CallCore.condition``): for a request
 message (``next_request``), or for room to write (``write``). It reaches the loop
 only through the core (``to_loop``: a post, batched into one wake-up per burst).
 """
@@ -81,16 +81,17 @@ class SyncDriver:
 
     def _request_ready(self) -> bool:
         call = self.call
-        with call.cond:
+        with call.lock:
             return bool(call.requests) or call.request_ended or not call.active
 
     # -- what the handler's blocking calls do ------------------------------------
     def next_request(self) -> Any:
         """The next request message, None at the end; raises RpcError if cancelled."""
         call = self.call
-        with call.cond:
+        cond = call.condition()
+        with cond:
             while not call.requests and not call.request_ended and call.active:
-                call.cond.wait()
+                cond.wait()
             if not call.requests:
                 if not call.active:
                     raise RpcError("the RPC was cancelled or has ended")
@@ -100,9 +101,10 @@ class SyncDriver:
 
     def read_unary(self) -> Any:
         call = self.call
-        with call.cond:
+        cond = call.condition()
+        with cond:
             while not call.requests and not call.request_ended and call.active:
-                call.cond.wait()
+                cond.wait()
             if not call.active:
                 raise Stop(None)
             if not call.requests:
@@ -114,10 +116,11 @@ class SyncDriver:
         """Send one response message; blocks while the client is not reading."""
         call = self.call
         framed = call.frame(response)
-        with call.cond:
+        cond = call.condition()
+        with cond:
             while call.active and call.write_blocked():
                 call.writer_waiting = True
-                call.cond.wait(1.0)
+                cond.wait(1.0)
             call.writer_waiting = False
             if not call.active:
                 return False
