@@ -422,12 +422,13 @@ class CpuSnapshot:
     ours: float
 
     @classmethod
-    def take(cls, server_pid: int, client_pids: List[int]) -> Optional[CpuSnapshot]:
+    def take(cls, server_pid: int, client_pids: List[int], tree: bool = False) -> Optional[CpuSnapshot]:
+        """tree: count the server's child processes too (a supervisor's workers)."""
         try:
             with open("/proc/stat", encoding="ascii") as f:
                 fields = [int(x) for x in f.readline().split()[1:]]
-            server_ticks = process_tree_ticks(server_pid)
-            client_ticks = sum(process_tree_ticks(pid) for pid in client_pids)
+            server_ticks = process_tree_ticks(server_pid) if tree else proc_ticks(server_pid)[0]
+            client_ticks = sum(proc_ticks(pid)[0] for pid in client_pids)
         except (OSError, ValueError, IndexError):
             return None
         # /proc/stat: user nice system idle iowait irq softirq steal ... Interrupt time is
@@ -596,9 +597,9 @@ class Bench:
             run.problems += ["warm-up: " + p for p in problems if p != "no request succeeded"]
         log_file = os.path.join(self.log_dir, f"{tag}-{case.key}-h2load.log")
         cmd = self.h2load_cmd(server.port, case, args.duration, log_file)
-        before = CpuSnapshot.take(server.proc.pid, [])
+        before = CpuSnapshot.take(server.proc.pid, [], bool(server.spec.workers))
         res, problems, _ = self.run_h2load(cmd, args.duration)
-        after = CpuSnapshot.take(server.proc.pid, [])
+        after = CpuSnapshot.take(server.proc.pid, [], bool(server.spec.workers))
         run.problems += problems
         run.noise = foreign_cores(before, after)
         if before and after and after.wall > before.wall:
@@ -653,11 +654,11 @@ class Bench:
                 client.abandon()
             return run
         pids = [c.proc.pid for c in clients]
-        before = CpuSnapshot.take(server.proc.pid, pids)
+        before = CpuSnapshot.take(server.proc.pid, pids, bool(server.spec.workers))
         for client in clients:
             client.send("go")
         time.sleep(args.duration)
-        after = CpuSnapshot.take(server.proc.pid, pids)
+        after = CpuSnapshot.take(server.proc.pid, pids, bool(server.spec.workers))
         results = []
         deadline = time.monotonic() + 30 + GRACE
         for i, client in enumerate(clients):
