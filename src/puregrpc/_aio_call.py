@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import sys
-from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._call import CallCore
 from ._context import ContextBase
@@ -41,12 +41,33 @@ def eof() -> Any:
     return getattr(aio, "EOF", _OWN_EOF) if aio is not None else _OWN_EOF
 
 
+# behavior -> (is asyncio code, is an async generator function): asked once per call, and
+# inspect is not free. Handlers are few and long-lived; the cap only guards against a
+# generic handler that makes new functions for every call.
+_KINDS: Dict[Any, Tuple[bool, bool]] = {}
+_KINDS_CAP = 4096
+
+
+def _kind(behavior: Any) -> Tuple[bool, bool]:
+    try:
+        return _KINDS[behavior]
+    except (KeyError, TypeError):
+        pass
+    call = getattr(behavior, "__call__", None)  # noqa: B004 - an object with an async __call__
+    agen = inspect.isasyncgenfunction(behavior) or inspect.isasyncgenfunction(call)
+    kind = (agen or inspect.iscoroutinefunction(behavior) or inspect.iscoroutinefunction(call), agen)
+    try:
+        if len(_KINDS) >= _KINDS_CAP:
+            _KINDS.clear()
+        _KINDS[behavior] = kind
+    except TypeError:  # unhashable
+        pass
+    return kind
+
+
 def is_async_behavior(behavior: Any) -> bool:
     """Whether a handler function is asyncio code (a coroutine or async generator function)."""
-    if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
-        return True
-    call = getattr(behavior, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+    return _kind(behavior)[0]
 
 
 def behavior_of(handler: Any) -> Any:
@@ -173,9 +194,7 @@ class TaskDriver:
         try:
             if handler.response_streaming:
                 framed = None
-                if inspect.isasyncgenfunction(behavior) or inspect.isasyncgenfunction(
-                    getattr(behavior, "__call__", None)  # noqa: B004
-                ):
+                if _kind(behavior)[1]:
                     await self._stream_responses(behavior(request, context))
                 else:
                     result = await behavior(request, context)  # the context.write() style
