@@ -94,13 +94,11 @@ def _mutate(rng: random.Random, data: bytes, corpus: List[bytes]) -> bytes:
 
 # Regression inputs of bugs found by fuzzing and not fixed yet, with the reason: they
 # must still fail (strict xfail); once the bug is fixed, remove the entry here and the
-# line in fuzz/suppressions.txt.
+# line in fuzz/suppressions.txt. Fixed so far: priority-self-dependency-on-idle-stream
+# (PRIORITY error on an idle stream: RST_STREAM on an idle id, then HEADERS opened a
+# stream remembered as reset).
 OPEN_BUGS: Dict[str, str] = {
-    "priority-self-dependency-on-idle-stream": (
-        "PRIORITY on an idle stream that depends on itself gets RST_STREAM (not allowed on idle "
-        "streams, RFC 9113 6.4) and the id is remembered as closed, yet HEADERS then opens that "
-        "stream: it is open and remembered as closed at once"
-    ),
+    # "regression-file-name": "what is wrong",
 }
 
 
