@@ -343,7 +343,11 @@ def test_generated_base_servicer_is_unimplemented(served: Any, pb: Any, pb_grpc:
         assert err.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_registered_method_handlers_win_over_generic(served: Any) -> None:
+def test_registered_method_handlers_win_over_generic(served: Any, flavour: str) -> None:
+    version = tuple(int(part) for part in grpc.__version__.split(".")[:2])
+    if flavour == "grpcaio" and version < (1, 85):
+        pytest.skip(f"grpc.aio {grpc.__version__} lets the generic handler win (1.85 does not)")
+
     async def registered(request: bytes, context: Any) -> bytes:
         return b"registered"
 
