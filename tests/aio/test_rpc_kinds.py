@@ -408,3 +408,18 @@ def test_large_messages_both_ways(served: Any) -> None:
         assert ch.unary_unary(method("Mirror"))(payload, timeout=TIMEOUT) == payload[::-1]
         got = list(ch.unary_stream(method("Chunks"))(b"", timeout=TIMEOUT))
         assert [(len(c), c[0]) for c in got] == [(1024 * 1024, i) for i in range(4)]
+
+
+def test_sync_handler_without_a_migration_thread_pool(served: Any) -> None:
+    """With ``migration_thread_pool=None`` a sync handler still runs, off the loop's thread
+    (grpc.aio uses the loop's default executor)."""
+    seen: List[Any] = []
+
+    def handler(request: bytes, context: Any) -> bytes:
+        seen.append(threading.current_thread())
+        return b"pooled"
+
+    handlers = generic({"H": grpc.unary_unary_rpc_method_handler(handler)})
+    with served(handlers, migration_thread_pool=None) as s, s.open_channel() as ch:
+        assert ch.unary_unary(method("H"))(b"", timeout=TIMEOUT) == b"pooled"
+        assert seen and seen[0] is not s.loop._thread
