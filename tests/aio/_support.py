@@ -18,6 +18,8 @@ from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Seq
 
 import grpc
 
+from puregrpc._loop import _new_event_loop
+
 # Every blocking wait in this suite carries a timeout so that a bug never hangs it.
 TIMEOUT = 10.0
 SERVICE = "aio.Test"
@@ -44,10 +46,11 @@ def puregrpc_aio_missing() -> Optional[str]:
 
 
 class LoopThread:
-    """An event loop running forever in a daemon thread."""
+    """An event loop running forever in a daemon thread: uvloop's where it is installed
+    (the uvloop run of scripts/test), else asyncio's."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_event_loop()
         self._thread = threading.Thread(target=self._main, name="aio-loop", daemon=True)
         self._thread.start()
 

@@ -87,3 +87,15 @@ def test_uvloop_run_really_has_uvloop() -> None:
     import uvloop
 
     assert isinstance(io_thread().loop, uvloop.Loop)
+
+
+def test_aio_suites_serve_on_the_expected_loop() -> None:
+    """tests/aio and test_aio_services run puregrpc.aio on loops made by ``_new_event_loop``
+    (the caller's loop, for puregrpc.aio): uvloop's in the uvloop run."""
+    from puregrpc._loop import _new_event_loop
+
+    loop = _new_event_loop()
+    try:
+        assert _kind(loop) == _expected()
+    finally:
+        loop.close()
