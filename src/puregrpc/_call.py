@@ -31,11 +31,13 @@ from ._h2.connection import H2Connection
 from ._h2.errors import ErrorCode
 from ._loop import LoopIO
 from ._protocol import (
+    Framed,
     MessageDecoder,
     ProtocolViolation,
     RequestHead,
     encode_metadata,
-    frame_message,
+    frame_for_wire,
+    framed_size,
     response_headers_block,
     trailers_block,
     trailers_only_block,
@@ -285,7 +287,7 @@ class CallCore:
             h2.reset_stream(self.stream_id, ErrorCode.NO_ERROR)
         self.link.mark_dirty()
 
-    def send_loop(self, headers: Optional[bytes], message: bytes) -> None:
+    def send_loop(self, headers: Optional[bytes], message: Framed) -> None:
         if self.done:
             return
         link = self.link
@@ -293,17 +295,17 @@ class CallCore:
         if headers is not None:
             h2.send_headers(self.stream_id, headers)
             self.headers_sent = True
-        h2.send_data(self.stream_id, message)
+        _send_framed(h2, self.stream_id, message)
         self.messages_out += 1
         pending = h2.pending_bytes(self.stream_id)
         if pending:
             link.stream_blocked(self, True)
         with self.lock:
-            self.posted_bytes -= len(message)
+            self.posted_bytes -= framed_size(message)
             self.engine_pending = pending
             if self.writer_waiting and self.waiters is not None:
                 self.waiters.notify_all()
-        link.output_taken(len(message))
+        link.output_taken(framed_size(message))
         link.mark_dirty()
 
     def window_opened_loop(self) -> None:
@@ -325,10 +327,10 @@ class CallCore:
             self.link.mark_dirty()
 
     def finish_loop(
-        self, headers: Optional[bytes], message: Optional[bytes], trailers: bytes, code: StatusCode
+        self, headers: Optional[bytes], message: Optional[Framed], trailers: bytes, code: StatusCode
     ) -> None:
         if message is not None:
-            self.link.output_taken(len(message))
+            self.link.output_taken(framed_size(message))
         if self.done:
             return
         self.final_code = code
@@ -338,7 +340,7 @@ class CallCore:
             h2.send_headers(sid, headers)
             self.headers_sent = True
         if message is not None:
-            h2.send_data(sid, message)
+            _send_framed(h2, sid, message)
             self.messages_out += 1
         h2.send_headers(sid, trailers, end_stream=True)
         if not self.request_ended and not h2.pending_bytes(sid):
@@ -458,7 +460,7 @@ class CallCore:
         block = response_headers_block(_CONTENT_TYPE, self.response_encoding, fields)
         self.to_loop(self.headers_loop, block)
 
-    def frame(self, response: Any) -> bytes:
+    def frame(self, response: Any) -> Framed:
         """Serialize, check the size limit, compress and frame one response message."""
         try:
             data = self.serializer(response) if self.serializer is not None else response
@@ -471,22 +473,23 @@ class CallCore:
         if len(data) > limit:
             raise Stop(StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {limit})")
         if self.response_encoding is not None and not self.skip_next_compression:
-            return frame_message(compress(bytes(data), self.response_encoding), True)
+            return frame_for_wire(compress(bytes(data), self.response_encoding), True)
         self.skip_next_compression = False
-        return frame_message(bytes(data))
+        return frame_for_wire(bytes(data))
 
     def write_blocked(self) -> bool:
         """Under ``lock``: too much is queued unsent for another message now."""
         return self.posted_bytes + self.engine_pending >= RESPONSE_QUEUE_LIMIT or self.link.paused
 
-    def post_framed(self, framed: bytes) -> None:
+    def post_framed(self, framed: Framed) -> None:
         """Hand a framed message to the loop (after ``write_blocked`` said there is room)."""
+        size = framed_size(framed)
         with self.lock:
-            self.posted_bytes += len(framed)
-        self.link.output_posted(len(framed))
+            self.posted_bytes += size
+        self.link.output_posted(size)
         self.to_loop(self.send_loop, self.take_headers(), framed)
 
-    def finish(self, framed: Optional[bytes], code: StatusCode, details: Optional[str]) -> None:
+    def finish(self, framed: Optional[Framed], code: StatusCode, details: Optional[str]) -> None:
         """Send the status (and a last message): the handler's last word."""
         # grpc-status-details-bin (google.rpc.Status) is set as trailing metadata,
         # e.g. by grpcio-status: it goes out as the status field, not as metadata.
@@ -505,7 +508,7 @@ class CallCore:
             status_details = None
         number = code.value[0]
         if framed is not None:
-            self.link.output_posted(len(framed))
+            self.link.output_posted(framed_size(framed))
         if framed is None and not self.initial_sent:
             block = trailers_only_block(200, _CONTENT_TYPE, number, details, trailing, status_details)
             self.initial_sent = True
@@ -566,6 +569,14 @@ class CallCore:
 
     def __eq__(self, other: Any) -> bool:
         return self is other
+
+
+def _send_framed(h2: H2Connection, stream_id: int, message: Framed) -> None:
+    if type(message) is tuple:
+        h2.send_data(stream_id, message[0])
+        h2.send_data(stream_id, message[1])
+    else:
+        h2.send_data(stream_id, message)  # type: ignore[arg-type]
 
 
 __all__ = ["CallCore", "CallLink", "CallSettings"]

@@ -339,6 +339,24 @@ def frame_message(payload: bytes, compressed: bool = False) -> bytes:
     return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
 
 
+# A message ready for the wire: the bytes of a small one, or (prefix, payload) of one of
+# LARGE_MESSAGE bytes or more, which is then never copied just to put 5 bytes before it.
+Framed = Union[bytes, Tuple[bytes, bytes]]
+LARGE_MESSAGE = 64 * 1024
+
+
+def frame_for_wire(payload: bytes, compressed: bool = False) -> Framed:
+    if len(payload) < LARGE_MESSAGE:
+        return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+    return (_PREFIX.pack(1 if compressed else 0, len(payload)), payload)
+
+
+def framed_size(framed: Framed) -> int:
+    if type(framed) is tuple:
+        return len(framed[0]) + len(framed[1])
+    return len(framed)
+
+
 class MessageDecoder:
     """Splits a request body into length-prefixed messages, across and within
     DATA frames. Yields ``(compressed, payload)``; enforces the size limit on the
@@ -360,20 +378,25 @@ class MessageDecoder:
         buf += data
         out: List[Tuple[bool, bytes]] = []
         offset = 0
-        while len(buf) - offset >= 5:
-            flag, length = _PREFIX.unpack_from(buf, offset)
-            if flag > 1:
-                raise ProtocolViolation(StatusCode.INTERNAL, f"invalid message compressed-flag {flag}")
-            if length > self._limit:
-                raise ProtocolViolation(
-                    StatusCode.RESOURCE_EXHAUSTED,
-                    f"Received message larger than max ({length} vs. {self._limit})",
-                )
-            end = offset + 5 + length
-            if end > len(buf):
-                break
-            out.append((flag == 1, bytes(buf[offset + 5 : end])))
-            offset = end
+        size = len(buf)
+        # Messages are copied out through a view (a bytearray slice would be one more
+        # copy); every view is released before the buffer shrinks (PyPy too).
+        with memoryview(buf) as view:
+            while size - offset >= 5:
+                flag, length = _PREFIX.unpack_from(buf, offset)
+                if flag > 1:
+                    raise ProtocolViolation(StatusCode.INTERNAL, f"invalid message compressed-flag {flag}")
+                if length > self._limit:
+                    raise ProtocolViolation(
+                        StatusCode.RESOURCE_EXHAUSTED,
+                        f"Received message larger than max ({length} vs. {self._limit})",
+                    )
+                end = offset + 5 + length
+                if end > size:
+                    break
+                with view[offset + 5 : end] as part:
+                    out.append((flag == 1, bytes(part)))
+                offset = end
         if offset:
             del buf[:offset]
         return out

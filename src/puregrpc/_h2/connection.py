@@ -44,7 +44,7 @@ attributes, so the split adds no call or attribute hop per frame.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from . import hpack_decoder, invariants
 from .budgets import WINDOW_UPDATE_CREDIT_MAX, Budget, PingPolicy, WindowUpdateCredit
@@ -115,6 +115,7 @@ class H2Connection(HeaderBlocks, FlowControl):
         check_config(cfg)
         self.config = cfg
         self._out = bytearray()
+        self._chunks: List[Any] = []  # output before ``_out``: headers and views of large DATA
         self._inbuf = bytearray()
         self._need = 0  # bytes _inbuf must hold before parsing is worth trying
         self._events: List[Event] = []
@@ -228,6 +229,13 @@ class H2Connection(HeaderBlocks, FlowControl):
         """Take every byte queued for the peer (empty if none)."""
         self._queued_control = 0
         out = self._out
+        chunks = self._chunks
+        if chunks:  # large DATA queued as views (FlowControl.send_data), then ``out``
+            chunks.append(out)
+            data = b"".join(chunks)
+            chunks.clear()
+            out.clear()
+            return data
         if not out:
             return b""
         data = bytes(out)
@@ -302,70 +310,90 @@ class H2Connection(HeaderBlocks, FlowControl):
         events: List[Event] = []
         self._events = events
         self._now = now
+        if type(data) is not bytes:
+            data = bytes(data)
         inbuf = self._inbuf
-        if inbuf:
-            inbuf += data
-            if len(inbuf) < self._need:
-                return events  # a large frame arriving in pieces: don't re-scan
-            buf = bytes(inbuf)
-            inbuf.clear()
-        elif type(data) is bytes:
-            buf = data
-        else:
-            buf = bytes(data)
-        end = len(buf)
         pos = 0
         try:
             if not self._preface_ok:
-                got = buf[: len(PREFACE)]
+                if inbuf:
+                    inbuf += data
+                    if len(inbuf) < self._need:
+                        return events
+                    data = bytes(inbuf)
+                    inbuf.clear()
+                got = data[: len(PREFACE)]
                 if not PREFACE.startswith(got):
                     if got[:5] in (b"GET /", b"POST ", b"HEAD ", b"PUT /") or got[:4] == b"OPTI":
                         raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "HTTP/1.x request")
                     raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "invalid preface")
                 if len(got) < len(PREFACE):
-                    self._inbuf += buf
+                    self._inbuf += data
                     self._need = len(PREFACE)
                     return events
                 self._preface_ok = True
                 pos = len(PREFACE)
-            need = 9
-            max_frame = self._max_inbound_frame
-            handlers = self._handlers
-            while end - pos >= 9:
-                head, flags, sid = unpack_header(buf, pos)
-                length = head >> 8
-                if length > max_frame:
-                    raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds limit")
-                fend = pos + 9 + length
-                if fend > end:
-                    need = 9 + length
-                    break
-                ftype = head & 0xFF
-                sid &= 0x7FFFFFFF
-                payload = buf[pos + 9 : fend]
-                pos = fend
-                if self._hb_sid and ftype != CONTINUATION:
-                    # RFC 9113 6.10: a header block is contiguous.
-                    raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "frame inside a header block")
-                if not self._settings_received and ftype != SETTINGS:
-                    # RFC 9113 3.4: the preface is followed by a SETTINGS frame.
-                    raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface")
-                if ftype == DATA:
-                    self._on_data(flags, sid, payload)
-                elif ftype == HEADERS:
-                    self._on_headers(flags, sid, payload)
-                else:
-                    handler = handlers.get(ftype)
-                    if handler is None:
-                        self._charge_useless("unknown frame types")  # RFC 9113 5.5: ignore
-                    else:
-                        handler(flags, sid, payload)
-            if pos < end:
-                self._inbuf += memoryview(buf)[pos:]
-            self._need = need
+            else:
+                # A frame begun in an earlier read: complete it (and only it) from this
+                # one, then scan the rest of this read in place, without copying it.
+                while inbuf:
+                    missing = self._need - len(inbuf)
+                    if len(data) - pos < missing:
+                        inbuf += memoryview(data)[pos:]
+                        return events  # a large frame arriving in pieces: don't re-scan
+                    inbuf += memoryview(data)[pos : pos + missing]
+                    pos += missing
+                    frame = bytes(inbuf)
+                    inbuf.clear()
+                    self._scan(frame, 0)  # may keep a remainder: then the loop tops it up
+                    if self._terminated:
+                        return events
+            self._scan(data, pos)
         except ConnectionViolation as exc:
             self._fail(exc.code, exc.message)
         return events
+
+    def _scan(self, buf: bytes, pos: int) -> None:
+        """Handle the complete frames of ``buf`` from ``pos``; keep an incomplete last
+        one in ``_inbuf``, with ``_need`` the bytes it takes to complete it."""
+        end = len(buf)
+        need = 9
+        max_frame = self._max_inbound_frame
+        handlers = self._handlers
+        while end - pos >= 9:
+            head, flags, sid = unpack_header(buf, pos)
+            length = head >> 8
+            if length > max_frame:
+                raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds limit")
+            fend = pos + 9 + length
+            if fend > end:
+                need = 9 + length
+                break
+            ftype = head & 0xFF
+            sid &= 0x7FFFFFFF
+            payload = buf[pos + 9 : fend]
+            pos = fend
+            if self._hb_sid and ftype != CONTINUATION:
+                # RFC 9113 6.10: a header block is contiguous.
+                raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "frame inside a header block")
+            if not self._settings_received and ftype != SETTINGS:
+                # RFC 9113 3.4: the preface is followed by a SETTINGS frame.
+                raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface")
+            if ftype == DATA:
+                self._on_data(flags, sid, payload)
+            elif ftype == HEADERS:
+                self._on_headers(flags, sid, payload)
+            else:
+                handler = handlers.get(ftype)
+                if handler is None:
+                    self._charge_useless("unknown frame types")  # RFC 9113 5.5: ignore
+                else:
+                    handler(flags, sid, payload)
+            if self._terminated:
+                return
+        if pos < end:
+            self._inbuf += memoryview(buf)[pos:]
+        self._need = need
 
     # DATA (RFC 9113 6.1)
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:

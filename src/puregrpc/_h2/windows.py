@@ -14,7 +14,7 @@ consumed, batched to one WINDOW_UPDATE per half window.
 
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Any, Dict, List, Union
 
 from .budgets import WINDOW_UPDATE_SMALL_FRAME
 from .frames import FLAG_END_STREAM, pack_header, write_headers, write_window_update
@@ -33,6 +33,7 @@ class FlowControl:
     _streams: Dict[int, Stream]
     _ready: Dict[int, Stream]  # streams waiting for connection window, round robin
     _out: bytearray
+    _chunks: List[Any]
     _terminated: bool
     _sent_since_ping: bool
     _wu_warrants: int
@@ -68,13 +69,32 @@ class FlowControl:
         n = len(data)
         pending = st.pending
         if pending is None:
-            if n <= st.send_window and n <= self._conn_send_window and n <= self._peer_max_frame:
-                # Fast path: the whole message fits in one frame right now.
+            if n <= st.send_window and n <= self._conn_send_window:
+                # Fast path: the windows take it all now.
                 self._sent_since_ping = True
-                self._wu_warrants += 1
                 out = self._out
-                out += pack_header(n << 8, FLAG_END_STREAM if end_stream else 0, stream_id)
-                out += data
+                max_frame = self._peer_max_frame
+                if n <= max_frame:
+                    self._wu_warrants += 1
+                    out += pack_header(n << 8, FLAG_END_STREAM if end_stream else 0, stream_id)
+                    out += data
+                else:
+                    # Larger than a frame: the frames are views of the caller's bytes,
+                    # queued in order after what the output holds so far, and joined
+                    # once by data_to_send: each byte is copied once, into the result.
+                    if type(data) is not bytes:
+                        data = bytes(data)  # held until then: it must not change
+                    chunks = self._chunks
+                    if out:
+                        chunks.append(bytes(out))
+                        out.clear()
+                    view = memoryview(data)
+                    for start in range(0, n, max_frame):
+                        stop = min(start + max_frame, n)
+                        flags = FLAG_END_STREAM if end_stream and stop == n else 0
+                        chunks.append(pack_header((stop - start) << 8, flags, stream_id))
+                        chunks.append(view[start:stop])
+                    self._wu_warrants += (n + max_frame - 1) // max_frame
                 st.send_window -= n
                 self._conn_send_window -= n
                 if end_stream:
@@ -173,7 +193,10 @@ class FlowControl:
             if last or size >= WINDOW_UPDATE_SMALL_FRAME:
                 self._wu_warrants += 1
             out += pack_header(size << 8, FLAG_END_STREAM if sent_end else 0, sid)
-            out += pending[:size]
+            # Through a view (a slice of the bytearray would be a copy); released before
+            # the bytearray shrinks, which it may not while a view exists (PyPy too).
+            with memoryview(pending) as view, view[:size] as part:
+                out += part
             self._sent_since_ping = True
             del pending[:size]
             self.pending_total -= size
