@@ -116,6 +116,8 @@ class Source:
 
 RESPONSE_BLOCK = encode_headers([(b":status", b"200"), (b"content-type", b"application/grpc")])
 TRAILERS_BLOCK = encode_headers([(b"grpc-status", b"0")])
+# Larger than any peer's frame: goes out as HEADERS + CONTINUATION.
+BIG_TRAILERS_BLOCK = encode_headers([(b"grpc-status", b"0"), (b"x-big", b"b" * 40000)])
 TRAILERS_ONLY_BLOCK = encode_headers(
     [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"12")]
 )
@@ -232,6 +234,7 @@ class Driver:
         self.app_pings_unread = 0
         self.conn_unacked = 0  # reported flow the application has not acknowledged
         self.goaway_sent = False
+        self.granted = 0  # connection window granted beyond what was consumed
         self.drained = False
         self.check_state()
         self.take_output()
@@ -303,7 +306,7 @@ class Driver:
                     f"stream {event.stream_id}: {model.recv_flow - model.acked} unacknowledged > window {window}",
                 )
                 check(
-                    self.conn_unacked <= cfg.connection_window_size,
+                    self.conn_unacked <= cfg.connection_window_size + self.granted,
                     f"connection: {self.conn_unacked} unacknowledged > {cfg.connection_window_size}",
                 )
                 if not model.failed:
@@ -388,6 +391,13 @@ class Driver:
         if rng.random() < 0.02:
             conn.goaway(self.last_request, 0, b"fuzz")
             self.goaway_sent = True
+        if rng.random() < 0.03:
+            # Credit beyond what was consumed (the server favours a stream this way).
+            increment = rng.choice((1, 1000, 1 << 30))
+            before = conn.connection_receive_window
+            conn.grant_connection_window(increment)
+            check(conn.connection_receive_window == min(before + increment, (1 << 31) - 1), "grant not applied")
+            self.granted += increment
 
     def ack(self, sid: int, model: _StreamModel, length: int) -> None:
         model.acked += length
@@ -410,8 +420,12 @@ class Driver:
             conn.send_data(sid, frame_message(b"x" * self.rng.randrange(64)))
             conn.send_headers(sid, TRAILERS_BLOCK, end_stream=True)
             model.local_ended = True
-        elif how == 1:  # Trailers-Only, or trailers
-            conn.send_headers(sid, TRAILERS_BLOCK if model.headers_sent else TRAILERS_ONLY_BLOCK, end_stream=True)
+        elif how == 1:  # Trailers-Only, or trailers (sometimes larger than a frame)
+            if model.headers_sent:
+                block = BIG_TRAILERS_BLOCK if self.rng.random() < 0.2 else TRAILERS_BLOCK
+            else:
+                block = TRAILERS_ONLY_BLOCK
+            conn.send_headers(sid, block, end_stream=True)
             model.local_ended = True
         elif how == 2:
             conn.reset_stream(sid, ErrorCode.CANCEL)
@@ -451,9 +465,11 @@ class Driver:
         check(conn.terminated == self.terminated, "terminated without ConnectionTerminated")
         check(conn.open_stream_count <= cfg.max_concurrent_streams, "more open streams than allowed")
         known_open = 0
+        queued = 0
         for sid, model in self.streams.items():
             is_open = conn.stream_is_open(sid)
             known_open += is_open
+            queued += conn.pending_bytes(sid)
             if is_open:
                 check(not model.closed, f"stream {sid} open after it was reset")
                 check(conn.stream_remote_open(sid) == (not model.remote_ended), f"stream {sid}: remote state")
@@ -462,6 +478,8 @@ class Driver:
                 # end of the connection close a stream; the application hears of each.
                 check(model.remote_ended and model.local_ended, f"stream {sid} gone without a reset")
         check(known_open == conn.open_stream_count, "the engine holds streams it never reported")
+        check(queued == conn.pending_total, f"pending_total {conn.pending_total} != {queued} queued on streams")
+        check(conn.connection_receive_window >= 0 or self.terminated, "negative connection receive window")
         decoder = getattr(conn, "_decoder", None)  # the HPACK decoder, where the engine keeps it
         if isinstance(decoder, hpack_decoder.Decoder):
             check_decoder_state(decoder)
@@ -756,6 +774,8 @@ class FrameBuilder:
             payload = frame_message(src.blob(40)) if src.flag() else src.blob(200)
             if src.below(3) == 0:
                 payload = payload * (1 + src.below(100))
+            if src.below(16) == 0:  # a full frame: a few of them pass the windows
+                payload = bytes(16384 - 9 * (flags & 8 and 1))
             if flags & 8:
                 pad = src.byte()
                 payload = bytes([pad]) + payload + b"\0" * pad
