@@ -58,7 +58,7 @@ class AioCore(ServerCore):
     def dispatch(self, call: CallCore) -> None:
         handler = call.handler
         if handler is not None and not is_async_behavior(behavior_of(handler)):
-            self.submit_sync(call, self.pool)
+            self.submit_sync(call)
         else:
             TaskDriver(call, self).start()
 
@@ -67,7 +67,7 @@ class AioCore(ServerCore):
         call.to_loop = self.io.post
         driver = SyncDriver(call, self.registry, self.interceptors, counted=False)
         try:
-            self.pool.submit(driver.run)
+            self.pool_dispatcher.submit(driver.run)
         except RuntimeError as exc:  # the pool was shut down
             call.abort_loop(StatusCode.UNAVAILABLE, f"server thread pool unavailable: {exc}")
 

@@ -30,6 +30,7 @@ from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
 from ._loop import LoopIO, io_thread
 from ._options import parse_options
+from ._pool import PoolDispatcher
 from ._protocol import RequestHead
 from ._stats import Counters, RpcObserver, ServerStats
 from ._status import StatusCode
@@ -59,6 +60,7 @@ class ServerCore:
         self.options = opts
         self.io: LoopIO = io if io is not None else io_thread()
         self.pool = thread_pool
+        self.pool_dispatcher = PoolDispatcher(thread_pool)
         self.lifecycle = Lifecycle()
         self.registry = Registry()
         self.interceptors = tuple(interceptors)
@@ -177,12 +179,12 @@ class ServerCore:
 
     def dispatch(self, call: CallCore) -> None:
         """Run the call's handler on the thread pool."""
-        self.submit_sync(call, self.pool)
+        self.submit_sync(call)
 
-    def submit_sync(self, call: CallCore, pool: Any) -> None:
+    def submit_sync(self, call: CallCore) -> None:
         driver = SyncDriver(call, self.registry, self.interceptors)
         try:
-            pool.submit(driver.run)
+            self.pool_dispatcher.submit(driver.run)
         except RuntimeError as exc:  # the user's pool was shut down
             call.link.worker_started()
             call.abort_loop(StatusCode.UNAVAILABLE, f"server thread pool unavailable: {exc}")

@@ -109,6 +109,7 @@ EVERY_OPTION = [
     "--grace",
     "--drain-delay",
     "--max-workers",
+    "--aio",
     "--workers",
     "--log-level",
     "--access-log",

@@ -1,0 +1,89 @@
+"""Handing RPCs to the user's thread pool, cheaply.
+
+``ThreadPoolExecutor.submit`` costs more than the rest of a small unary call on the
+loop's side (a Future, a work item, a semaphore built on a Condition), and the loop
+thread is what a busy server runs out of. So where the pool is a
+``ThreadPoolExecutor`` (its size is known), calls wait in a deque of our own and the
+pool is given *pullers*: work items that run queued calls one after another. A
+puller is submitted only while fewer than the pool's ``max_workers`` are at work, so
+under load a call costs a deque append, not a submit.
+
+What stays as with one work item per call: calls start in arrival order, at most
+``max_workers`` at once, each on one pool thread for its whole life. So that other
+work the application gives the same pool still gets its turn, a puller that has run
+``BATCH`` calls goes to the back of the pool's queue before it runs more. Any other
+executor (only ``submit`` is known of it) gets one ``submit`` per call.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Deque, Optional
+
+_LOGGER = logging.getLogger("puregrpc")
+
+BATCH = 16
+
+
+class PoolDispatcher:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        limit = getattr(pool, "_max_workers", None) if isinstance(pool, ThreadPoolExecutor) else None
+        self.limit: Optional[int] = limit if isinstance(limit, int) and limit > 0 else None
+        self._ready: Deque[Callable[[], None]] = collections.deque()
+        self._lock = threading.Lock()
+        self._pullers = 0
+
+    def submit(self, run: Callable[[], None]) -> None:
+        """Run ``run()`` on a pool thread. RuntimeError if the pool has been shut down."""
+        if self.limit is None:
+            self.pool.submit(run)
+            return
+        self._ready.append(run)
+        with self._lock:
+            if self._pullers >= self.limit:
+                return  # a puller at work will take it
+            self._pullers += 1
+        try:
+            self.pool.submit(self._pull)
+        except BaseException:
+            with self._lock:
+                self._pullers -= 1
+            raise
+
+    def _pull(self) -> None:
+        ready = self._ready
+        while True:
+            done = 0
+            while done < BATCH:
+                try:
+                    run = ready.popleft()
+                except IndexError:
+                    break
+                done += 1
+                try:
+                    run()
+                except Exception:  # each run() ends its own call; the puller goes on
+                    _LOGGER.exception("puregrpc: error in a pool work item")
+                except BaseException:
+                    with self._lock:
+                        self._pullers -= 1
+                    raise
+            if done == BATCH and ready:
+                try:
+                    self.pool.submit(self._pull)  # the back of the pool's queue: others' turn
+                    return
+                except RuntimeError:  # the pool is shutting down: finish the queue here
+                    continue
+            with self._lock:
+                # A call queued after the deque looked empty found this puller still
+                # counted: it is taken here rather than left with nobody to run it.
+                if not ready:
+                    self._pullers -= 1
+                    return
+
+
+__all__ = ["BATCH", "PoolDispatcher"]
