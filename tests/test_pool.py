@@ -1,0 +1,154 @@
+"""PoolDispatcher: calls handed to a real ThreadPoolExecutor through pullers keep the
+guarantees of one work item per call (order, at most max_workers at once, the pool's
+other work gets its turn), and other executors get one submit per call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, List
+
+import pytest
+
+from puregrpc._pool import BATCH, PoolDispatcher
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_calls_run_in_arrival_order_on_one_worker() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    dispatcher = PoolDispatcher(pool)
+    assert dispatcher.limit == 1
+    seen: List[int] = []
+    for i in range(200):
+        dispatcher.submit(lambda i=i: seen.append(i))
+    _wait_for(lambda: len(seen) == 200)
+    assert seen == list(range(200))
+    pool.shutdown()
+
+
+def test_at_most_max_workers_at_once_and_all_of_them_used() -> None:
+    workers = 4
+    pool = ThreadPoolExecutor(max_workers=workers)
+    dispatcher = PoolDispatcher(pool)
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+    gate = threading.Event()
+    done: List[int] = []
+
+    def call() -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        gate.wait(10)
+        with lock:
+            running[0] -= 1
+            done.append(1)
+
+    for _ in range(40):
+        dispatcher.submit(call)
+    _wait_for(lambda: running[0] == workers)
+    time.sleep(0.1)  # no fifth one starts while four block
+    assert running[0] == workers
+    gate.set()
+    _wait_for(lambda: len(done) == 40)
+    assert peak[0] == workers
+    pool.shutdown()
+
+
+def test_the_pools_other_work_gets_its_turn() -> None:
+    """One worker, a long queue of calls: a task the application submits to the same pool
+    runs after at most BATCH more calls, not after the whole queue."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    dispatcher = PoolDispatcher(pool)
+    order: List[str] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        started.set()
+        release.wait(10)
+        order.append("call")
+
+    dispatcher.submit(first)
+    started.wait(10)
+    for _ in range(10 * BATCH):
+        dispatcher.submit(lambda: order.append("call"))
+    pool.submit(lambda: order.append("other"))
+    release.set()
+    _wait_for(lambda: len(order) == 10 * BATCH + 2)
+    assert order.index("other") <= BATCH + 1, order.index("other")
+    pool.shutdown()
+
+
+def test_no_call_is_left_behind_by_a_puller_that_is_finishing() -> None:
+    """Calls submitted from many threads while pullers come and go all run."""
+    pool = ThreadPoolExecutor(max_workers=3)
+    dispatcher = PoolDispatcher(pool)
+    count = [0]
+    lock = threading.Lock()
+
+    def call() -> None:
+        with lock:
+            count[0] += 1
+
+    def producer() -> None:
+        for i in range(2000):
+            dispatcher.submit(call)
+            if i % 50 == 0:
+                time.sleep(0.001)  # let the pullers run dry now and then
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _wait_for(lambda: count[0] == 8000)
+    pool.shutdown()
+
+
+def test_an_exception_does_not_stop_the_puller() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    dispatcher = PoolDispatcher(pool)
+    seen: List[int] = []
+
+    def boom() -> None:
+        raise ValueError("handler side bug")
+
+    dispatcher.submit(boom)
+    dispatcher.submit(lambda: seen.append(1))
+    _wait_for(lambda: seen == [1])
+    pool.shutdown()
+
+
+def test_a_shut_down_pool_raises_runtime_error() -> None:
+    pool = ThreadPoolExecutor(max_workers=2)
+    dispatcher = PoolDispatcher(pool)
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        dispatcher.submit(lambda: None)
+
+
+def test_another_executor_gets_one_submit_per_call() -> None:
+    class Recording:
+        def __init__(self) -> None:
+            self.items: List[Any] = []
+
+        def submit(self, fn: Callable[[], None]) -> None:
+            self.items.append(fn)
+            fn()
+
+    executor = Recording()
+    dispatcher = PoolDispatcher(executor)
+    assert dispatcher.limit is None
+    seen: List[int] = []
+    for i in range(5):
+        dispatcher.submit(lambda i=i: seen.append(i))
+    assert len(executor.items) == 5 and seen == [0, 1, 2, 3, 4]
