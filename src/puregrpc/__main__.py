@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
-from . import __version__, _server
+from . import __version__, _malloc, _server
 from ._addresses import _split_host_port
 from ._credentials import ServerCredentials, ssl_server_credentials, to_ssl_context
 from ._run import serve_summary, serve_until_signal
@@ -448,6 +448,7 @@ def _tell_supervisor(fd: int) -> None:
 
 def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional[ServerCredentials]) -> int:
     register = _load(args.target)
+    _malloc.tune()  # this process is ours: large messages without page-fault churn (see _malloc)
     options: List[Tuple[str, OptionValue]] = list(args.option)
     if args.worker_fd is not None:  # every worker binds the same port
         options = [option for option in options if option[0] != "grpc.so_reuseport"]
