@@ -12,9 +12,12 @@ import sys
 import aio_server
 import sync_server
 
+from puregrpc import _malloc
 from puregrpc import aio as puregrpc_aio
 
 if __name__ == "__main__":
+    # As ``puregrpc serve`` does (PUREGRPC_MALLOC_TUNING=0 to measure glibc's defaults).
+    _malloc.tune()
     pb2, pb2_grpc = sync_server.load_for_puregrpc()
     use_uvloop = aio_server.loop_name() == "uvloop"
     sys.exit(aio_server.main(puregrpc_aio.server, pb2, pb2_grpc, use_uvloop=use_uvloop))

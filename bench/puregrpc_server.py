@@ -18,6 +18,7 @@ from typing import Any
 import sync_server
 
 import puregrpc
+from puregrpc import _malloc
 
 
 def with_metrics(pool: ThreadPoolExecutor) -> Any:
@@ -29,6 +30,8 @@ def with_metrics(pool: ThreadPoolExecutor) -> Any:
 
 
 if __name__ == "__main__":
+    # As ``puregrpc serve`` does (PUREGRPC_MALLOC_TUNING=0 to measure glibc's defaults).
+    _malloc.tune()
     if os.environ.get("PUREGRPC_BENCH_ACCESS_LOG") == "1":
         import logging
 
