@@ -18,8 +18,8 @@ ROOT = pathlib.Path(puregrpc.__file__).parent
 LAYERS = [
     ("HTTP/2 engine", ["_h2", "_h2.*"]),
     ("gRPC protocol", ["_status", "_compression", "_protocol", "_errors", "_stats", "_options"]),
-    ("I/O", ["_loop", "_addresses", "_credentials", "_connection"]),
-    ("dispatch", ["_callbacks", "_handlers", "_call", "_context", "_sync_call", "_aio_call"]),
+    ("I/O", ["_loop", "_addresses", "_credentials", "_malloc", "_connection"]),
+    ("dispatch", ["_callbacks", "_pool", "_handlers", "_call", "_context", "_sync_call", "_aio_call"]),
     ("lifecycle", ["_lifecycle", "_server", "_aio_server", "_run", "_supervisor"]),
     (
         "public API",
