@@ -60,7 +60,7 @@ OPTIONS: Dict[str, Option] = {
         INT_MAX, 0, "after the age GOAWAY, RPCs get this long to finish before the connection closes"
     ),
     "grpc.server_handshake_timeout_ms": Option(
-        120_000, 1, "a connection must send the HTTP/2 preface and SETTINGS within this time"
+        20_000, 1, "a connection must send the HTTP/2 preface and SETTINGS within this time"
     ),
 }
 
