@@ -68,7 +68,10 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in (*targets.TARGETS, "all"):
         sys.exit(f"usage: run.py TARGET [libFuzzer options]; targets: {', '.join(NAMES)}, all")
     target = suppressed(every_target if sys.argv[1] == "all" else targets.TARGETS[sys.argv[1]])
-    atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
+    # libFuzzer runs argv[0] through the shell for -merge and -fork: make it the full
+    # command that gets back here, with this interpreter and target.
+    command = f"{sys.executable} {os.path.abspath(__file__)} {sys.argv[1]}"
+    atheris.Setup([command, *sys.argv[2:]], target)
     atheris.Fuzz()
 
 
