@@ -15,10 +15,11 @@ import logging
 import sys
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._call import CallCore
+from ._call import RESPONSE_QUEUE_LIMIT, CallCore
 from ._context import ContextBase
 from ._errors import AbortError, IterationError, RpcError, Stop
 from ._handlers import HandlerCallDetails
+from ._protocol import framed_size
 from ._status import StatusCode
 
 _LOGGER = logging.getLogger("puregrpc")
@@ -90,6 +91,7 @@ class TaskDriver:
         self.finishing = False  # the handler's own end is on its way: no cancel
         self.done_callbacks: Optional[List[Callable[[Any], None]]] = []
         self.context: Optional[AioServicerContext] = None
+        self.unflushed = 0  # response bytes written since the loop last ran
         call.to_loop = _direct
         call.on_terminated = self._terminated
 
@@ -277,6 +279,14 @@ class TaskDriver:
                     break
             await self._news()
         call.post_framed(framed)
+        # The engine takes a message at once when the windows allow, so a handler that
+        # never has to wait would queue its whole stream before the loop writes any of it
+        # (and before the transport can say it is full): every RESPONSE_QUEUE_LIMIT bytes
+        # it lets the loop run, so output goes out, and backpressure is felt, as it goes.
+        self.unflushed += framed_size(framed)
+        if self.unflushed >= RESPONSE_QUEUE_LIMIT:
+            self.unflushed = 0
+            await asyncio.sleep(0)
         return True
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
