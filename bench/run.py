@@ -66,7 +66,7 @@ SERVER_MODULES: Dict[str, str] = {  # what must import for the server to run
 }
 BASELINE = "grpcio"
 WORKERS = re.compile(r"puregrpc-w([1-9][0-9]*)")  # puregrpc serve --workers N
-DEFAULT_CASES = "unary-1x1,unary-1x32,unary-8x8,ss-small,ss-large,cs-large,bidi"
+DEFAULT_CASES = "unary-1x1,unary-1x32,unary-8x8,unary-large,ss-small,ss-large,cs-large,bidi"
 START_TIMEOUT = 30.0
 CHECK_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -108,6 +108,8 @@ class Case:
         size = f"{self.size // MIB} MiB" if self.large else f"{self.size} B"
         if self.kind == "unary":
             return f"unary {size}, {self.connections}x{self.streams} (h2load)"
+        if self.kind == "ul":
+            return f"unary {size}, {self.calls} calls at a time (grpc.aio)"
         what = {"ss": "server-streaming", "cs": "client-streaming", "bidi": "bidi ping-pong"}[self.kind]
         return f"{what} {size}, {self.calls} {'streams' if self.kind == 'bidi' else 'calls'} x {self.count}"
 
@@ -119,6 +121,8 @@ def make_cases(spec: str, quick: bool) -> List[Case]:
         "ss-large": Case("ss-large", "ss", size=MIB, calls=2, count=2 if quick else 16),
         "cs-large": Case("cs-large", "cs", size=MIB, calls=2, count=2 if quick else 16),
         "bidi": Case("bidi", "bidi", size=gen.PAYLOAD_SIZE, calls=8, count=20 if quick else 200),
+        # 1 MiB each way per call (Unary echo), with grpc.aio's client rather than h2load
+        "unary-large": Case("unary-large", "ul", size=MIB, calls=2, count=1),
     }
     out: List[Case] = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):

@@ -1,6 +1,6 @@
 """Load generator for the streaming cases of run.py: grpcio's asyncio client (grpc.aio).
 
-    python bench/stream_client.py --port P --kind ss|cs|bidi --calls C --count N --size S
+    python bench/stream_client.py --port P --kind ss|cs|bidi|ul --calls C --count N --size S
                                   --duration D [--warm-up W]
     python bench/stream_client.py --serve      # runs one after another, as JSON lines on stdin;
                                                # {"check": [PORT, ...]}: check.py's checks
@@ -9,7 +9,8 @@ Runs C concurrent calls, one after another on each of C tasks, over one channel:
 
 - ss: ServerStream asking for N messages of S bytes; checks every message's seq and payload;
 - cs: ClientStream of N messages of S bytes; checks the server's summary (count, bytes, none bad);
-- bidi: Bidi, N ping-pongs per call (write one message, read its echo); checks every echo.
+- bidi: Bidi, N ping-pongs per call (write one message, read its echo); checks every echo;
+- ul: Unary, one message of S bytes each way per call (N is 1); checks every reply's payload.
 
 Every call must end with status OK. After connecting and W seconds of load it prints
 ``ready``, then waits for a line on stdin (run.py sends ``go`` to all its clients at once),
@@ -146,6 +147,23 @@ async def bidi(stub: Any, pb2: Any, w: Window, count: int, size: int) -> None:
                     w.calls += 1
 
 
+async def unary_large(stub: Any, pb2: Any, w: Window, count: int, size: int) -> None:
+    """Unary echo calls of one ``size``-byte message each way (``count`` is 1)."""
+    payload = gen.pattern(size)
+    seq = 0
+    while not w.stopping:
+        began = time.monotonic()
+        reply = await stub.Unary(pb2.EchoMsg(payload=payload, seq=seq))
+        if reply.payload != payload:
+            w.problem(f"Unary {size} B: the reply is {len(reply.payload)} B, not the payload sent")
+            continue
+        if w.inside(time.monotonic()):
+            w.messages += 1
+            w.bytes += size
+        finished(w, began)
+        seq += 1
+
+
 def finished(w: Window, began: float) -> None:
     w.calls_ok_total += 1
     now = time.monotonic()
@@ -154,7 +172,7 @@ def finished(w: Window, began: float) -> None:
         w.latencies.append(now - began)
 
 
-KINDS = {"ss": server_stream, "cs": client_stream, "bidi": bidi}
+KINDS = {"ss": server_stream, "cs": client_stream, "bidi": bidi, "ul": unary_large}
 
 
 async def worker(kind: str, stub: Any, pb2: Any, w: Window, count: int, size: int) -> None:
