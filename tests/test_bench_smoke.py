@@ -20,7 +20,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench")
-CASES = ["unary-1x1", "unary-1x32", "unary-8x8", "ss-small", "ss-large", "cs-large", "bidi"]
+CASES = ["unary-1x1", "unary-1x32", "unary-8x8", "unary-large", "ss-small", "ss-large", "cs-large", "bidi"]
 
 pytest.importorskip("grpc_tools")
 grpc = pytest.importorskip("grpc")
@@ -66,7 +66,7 @@ def test_quick_run_every_server_answers_every_case(tmp_path: Any) -> None:
             assert run["problems"] == [], (case, name, run)
             # No figure is asserted; a streaming run is ok only after at least one call ended
             # with every message, summary and status checked (perhaps after its short window).
-            if case.startswith("unary"):
+            if case.startswith("unary") and case != "unary-large":  # h2load's: a number of requests
                 assert run["units"] >= 100 and run["p50_ms"] is not None, (case, name, run)
 
     # The report: what was run, where, then the tables.
