@@ -208,20 +208,8 @@ class TaskDriver:
                     framed = call.frame(result)
                 else:
                     framed = None
-        except (Stop, AbortError, RpcError) as exc:
-            if isinstance(exc, Stop) and exc.code is not None and not call.aborted:
-                raise
-            if not call.active:
-                raise Stop(None) from None
-            raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not call.active:
-                raise Stop(None) from None
-            if call.aborted:
-                raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
-            raise _handler_error(call, exc) from None
+        except Exception as exc:  # CancelledError is a BaseException: it goes through
+            raise call.handler_stopped(exc, aio=True) from None
         if call.active:
             self.finishing = True
             call.finish(framed, call.code or StatusCode.OK, call.details)
@@ -294,15 +282,6 @@ class TaskDriver:
             self.server.io.loop.call_soon(_run_done_callback, callback, self.context)
         else:
             self.done_callbacks.append(callback)
-
-
-def _handler_error(call: CallCore, exc: BaseException) -> Stop:
-    """The status for a handler that raised, in grpc.aio's words."""
-    cause = exc.__cause__ if isinstance(exc, IterationError) and exc.__cause__ is not None else exc
-    _LOGGER.error("Exception in RPC handler %s", call.method, exc_info=cause)
-    code = call.code if call.code is not None and call.code is not StatusCode.OK else StatusCode.UNKNOWN
-    details = call.details if call.details is not None else f"Unexpected {type(cause)}: {cause}"
-    return Stop(code, details)
 
 
 def _run_done_callback(callback: Callable[[Any], None], context: Any) -> None:

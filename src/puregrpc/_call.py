@@ -26,7 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequenc
 
 from ._callbacks import run_callbacks
 from ._compression import DecompressionError, MessageTooLarge, compress, decompress
-from ._errors import IterationError, Stop
+from ._errors import AbortError, IterationError, RpcError, Stop
 from ._h2.connection import H2Connection
 from ._h2.errors import ErrorCode
 from ._loop import LoopIO
@@ -551,14 +551,28 @@ class CallCore:
             _LOGGER.exception("Failed to deserialize request for %s", self.method)
             raise Stop(StatusCode.INTERNAL, "Exception deserializing request!") from None
 
-    def handler_error(self, exc: BaseException) -> Stop:
-        """The status for a handler that raised (grpcio's wording: which side raised)."""
-        what = "iterating responses" if isinstance(exc, IterationError) else "calling application"
-        cause = exc.__cause__ if isinstance(exc, IterationError) else exc
-        _LOGGER.error("Exception %s: %s", what, self.method, exc_info=cause)
+    def handler_stopped(self, exc: Exception, aio: bool) -> Stop:
+        """How a handler that raised ``exc`` ends its RPC, for both adapters: a ``Stop``
+        with a status as is; nothing once the RPC has ended; the status set on the
+        context after an abort (or an ``AbortError``/``RpcError``); else the handler's
+        error, in grpcio's words (``aio``: grpc.aio's)."""
+        if isinstance(exc, Stop) and exc.code is not None and not self.aborted:
+            return exc
+        if not self.active:
+            return Stop(None)
+        code = self.code if self.code is not None else StatusCode.UNKNOWN
+        if self.aborted or isinstance(exc, (Stop, AbortError, RpcError)):
+            return Stop(code, self.details or "")
+        cause = exc.__cause__ if isinstance(exc, IterationError) and exc.__cause__ is not None else exc
+        if aio:
+            _LOGGER.error("Exception in RPC handler %s", self.method, exc_info=cause)
+            default = f"Unexpected {type(cause)}: {cause}"
+        else:
+            what = "iterating responses" if isinstance(exc, IterationError) else "calling application"
+            _LOGGER.error("Exception %s: %s", what, self.method, exc_info=cause)
+            default = f"Exception {what}: {cause}"
         code = self.code if self.code is not None and self.code is not StatusCode.OK else StatusCode.UNKNOWN
-        details = self.details if self.details is not None else f"Exception {what}: {cause}"
-        return Stop(code, details)
+        return Stop(code, self.details if self.details is not None else default)
 
     def unary_request_missing(self) -> Stop:
         """The error for a unary method whose client sent no message (grpcio's words)."""

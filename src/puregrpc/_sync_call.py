@@ -151,19 +151,8 @@ def run_handler(call: CallCore, handler: Any, driver: SyncDriver) -> None:
             framed = call.frame(result)
         else:
             framed = None
-    except (Stop, AbortError, RpcError) as exc:
-        if isinstance(exc, Stop) and exc.code is not None and not call.aborted:
-            raise
-        if not call.active:
-            raise Stop(None) from None
-        code = call.code if call.code is not None else StatusCode.UNKNOWN
-        raise Stop(code, call.details or "") from None
-    except Exception as exc:
-        if not call.active:
-            raise Stop(None) from None
-        if call.aborted:  # context.abort() raises a bare Exception, as grpcio's does
-            raise Stop(call.code if call.code is not None else StatusCode.UNKNOWN, call.details or "") from None
-        raise call.handler_error(exc) from None
+    except Exception as exc:  # context.abort() raises a bare Exception, as grpcio's does
+        raise call.handler_stopped(exc, aio=False) from None
     if call.active:
         call.finish(framed, call.code or StatusCode.OK, call.details)
 
