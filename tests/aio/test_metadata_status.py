@@ -247,5 +247,6 @@ def test_peer_auth_context_and_time_remaining(served: Any) -> None:
     assert seen["identity_key"] is None
     assert seen["auth"]["transport_security_type"] == [b"insecure"]
     with_deadline, without = seen["remaining"]
-    assert 3.0 < with_deadline <= 5.0
+    # 5 s deadline: grpc.aio reports up to ~10 ms over it (the client rounds the timeout up)
+    assert 3.0 < with_deadline <= 5.05
     assert without is None or without > 1e6
