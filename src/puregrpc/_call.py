@@ -210,10 +210,17 @@ class CallCore:
                 self.queued_bytes += len(message[1])
             if end_stream:
                 self.request_ended = True
-            withhold = self.queued_bytes > REQUEST_QUEUE_LIMIT
+            # The first message queued is always credited (max_receive bounds it): a
+            # message just over the limit would otherwise wait for the handler's
+            # thread to be credited, a round trip per message (1 MiB unary calls).
+            withhold = self.queued_bytes > REQUEST_QUEUE_LIMIT and len(self.requests) > 1
             if withhold:
                 self.deferred_flow += flow_length
-            if self.waiters is not None:
+            news = bool(messages) or end_stream
+            if news and self.waiters is not None:
+                # Only a whole message or the end is news to a reader: a large message
+                # arrives in many DATA frames, and waking the handler for each one cost
+                # a thread switch per 16 KiB.
                 self.waiters.notify_all()
         if hold_partial and not withhold:
             link.withhold_partial(self, flow_length)
@@ -224,9 +231,9 @@ class CallCore:
         if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
             return
-        if self.waker is not None:
+        if news and self.waker is not None:
             self.waker()
-        if self.awaiting_request and (messages or end_stream):
+        if self.awaiting_request and news:
             self.awaiting_request = False
             link.request_ready(self)
 

@@ -62,6 +62,9 @@ OPTIONS: Dict[str, Option] = {
     "grpc.server_handshake_timeout_ms": Option(
         20_000, 1, "a connection must send the HTTP/2 preface and SETTINGS within this time"
     ),
+    "grpc.http2.lookahead_bytes": Option(
+        1024 * 1024, 65535, "each stream's receive window: request bytes a client may send ahead of the handler"
+    ),
 }
 
 
@@ -83,6 +86,7 @@ class ServerOptions:
     max_connection_age: Optional[float]
     max_connection_age_grace: Optional[float]
     handshake_timeout: float
+    stream_window: int
 
 
 def _seconds(ms: int) -> Optional[float]:
@@ -115,6 +119,9 @@ def parse_options(options: Sequence[Tuple[str, Any]]) -> ServerOptions:
         close = difflib.get_close_matches(name, OPTIONS, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         _LOGGER.warning("server option %r is not supported by puregrpc and has no effect%s", name, hint)
+    if values["grpc.http2.lookahead_bytes"] > INT_MAX:
+        # RFC 9113 6.9.2: a flow-control window is at most 2^31-1.
+        raise ValueError(f"option 'grpc.http2.lookahead_bytes' must be at most {INT_MAX}")
     receive = values["grpc.max_receive_message_length"]
     send = values["grpc.max_send_message_length"]
     return ServerOptions(
@@ -132,6 +139,7 @@ def parse_options(options: Sequence[Tuple[str, Any]]) -> ServerOptions:
         max_connection_age=_seconds(values["grpc.max_connection_age_ms"]),
         max_connection_age_grace=_seconds(values["grpc.max_connection_age_grace_ms"]),
         handshake_timeout=values["grpc.server_handshake_timeout_ms"] / 1000.0,
+        stream_window=values["grpc.http2.lookahead_bytes"],
     )
 
 

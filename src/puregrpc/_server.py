@@ -73,6 +73,7 @@ class ServerCore:
         config = H2Config()
         config.max_concurrent_streams = opts.max_concurrent_streams
         config.max_header_list_size = opts.max_metadata_size
+        config.initial_window_size = opts.stream_window
         config.min_ping_interval = opts.min_ping_interval
         config.max_ping_strikes = opts.max_ping_strikes
         config.permit_pings_without_calls = opts.keepalive_permit_without_calls

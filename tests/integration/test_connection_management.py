@@ -337,11 +337,54 @@ def test_unsupported_options_warn_once_naming_them() -> None:
         ("grpc.max_receive_message_length", -2),
         ("grpc.so_reuseport", True),
         ("grpc.http2.max_ping_strikes", 1.5),
+        ("grpc.http2.lookahead_bytes", 1000),
+        ("grpc.http2.lookahead_bytes", 2**31),
     ],
 )
 def test_bad_option_values_raise_naming_the_option(option: str, value: Any) -> None:
     with pytest.raises(ValueError, match=option.replace(".", r"\.")):
         puregrpc.server(ThreadPoolExecutor(1), options=[(option, value)])
+
+
+# --- the stream receive window --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lookahead", [None, 65535, 8 * 1024 * 1024])
+def test_lookahead_bytes_sets_each_streams_receive_window(lookahead: Optional[int], peers: List[Peer]) -> None:
+    options = [] if lookahead is None else [("grpc.http2.lookahead_bytes", lookahead)]
+    with serve(handlers=_handlers(), options=options) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        peer.read(0.3)
+        (changed,) = peer.of("RemoteSettingsChanged")
+        window = changed.changed_settings[H2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value
+        assert window == (1024 * 1024 if lookahead is None else lookahead)
+        # A request larger than the window still arrives whole: the server reopens it.
+        message = bytes(range(256)) * 1200  # 307,200 bytes
+        body = grpc_frame(message)
+        sid = peer.conn.get_next_available_stream_id()
+        peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Echo"))
+        deadline = time.monotonic() + TIMEOUT
+        while body and time.monotonic() < deadline:
+            size = min(len(body), peer.conn.local_flow_control_window(sid), 16384)
+            if size:
+                peer.conn.send_data(sid, body[:size], end_stream=size == len(body))
+                body = body[size:]
+                peer.send()
+            else:
+                peer.read(0.05)  # for the server's WINDOW_UPDATE
+        assert not body, "the server never reopened the window"
+        received = b""
+        taken = 0
+        while not peer.of("StreamEnded") and time.monotonic() < deadline:
+            peer.read(0.05)
+            for event in peer.of("DataReceived")[taken:]:
+                assert event.stream_id == sid
+                received += event.data
+                peer.conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                taken += 1
+            peer.send()
+        assert received == grpc_frame(message)
 
 
 # --- access log -----------------------------------------------------------------------------------

@@ -353,6 +353,8 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
         while time.monotonic() < end:
             progressed = False
             for sid in sids:
+                if sid in peer.ended or sid in peer.resets:
+                    continue  # failed by the server (below)
                 room = min(peer.conn.local_flow_control_window(sid), declared - 1 - sent[sid], len(chunk))
                 if room > 0:
                     peer.conn.send_data(sid, chunk[:room])
@@ -362,13 +364,75 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
             peer.pump(timeout=0.01 if progressed else 0.1)
         taken = sum(sent.values())
         grown = rss() - base
-        print(f"unfinished messages: the client sent {taken / MiB:.1f} MiB, RSS grew {grown / MiB:.1f} MiB")
+        failed = sorted(peer.ended | set(peer.resets))
+        print(
+            f"unfinished messages: the client sent {taken / MiB:.1f} MiB, RSS grew {grown / MiB:.1f} MiB, "
+            f"{len(failed)} calls failed"
+        )
+        # Once even the leader's extra credit is spent, the newest such call fails
+        # RESOURCE_EXHAUSTED (favour_leader) rather than stall the connection.
+        for sid in failed:
+            assert peer.trailers.get(sid, {}).get("grpc-status") == "8", (sid, peer.trailers.get(sid), peer.resets)
         bound = 2 * 16 * MiB + 16 * MiB + 4 * MiB  # PARTIAL_LIMIT is 16 MiB (README)
         assert taken <= bound + 16 * KiB * 40, f"the client could send {taken / MiB:.1f} MiB"
         assert grown < bound + 16 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
         # A well-behaved client on another connection is served meanwhile.
         with running.channel() as ch:
             assert ch.unary_unary(f"/{SERVICE}/Echo")(b"other", timeout=TIMEOUT) == b"other"
+
+
+def test_a_handler_not_reading_holds_its_requests_bounded() -> None:
+    """A handler that does not read: the first complete message is credited whatever
+    its size (one message is bounded by max_receive), so a message just over 1 MiB
+    never waits for the handler to be credited; past it, once more than 1 MiB of
+    complete messages is queued, the call's WINDOW_UPDATE is withheld until the handler
+    has read them down to half. Nothing is lost."""
+    gate = threading.Event()
+
+    def gated(requests: Iterator[bytes], context: Any) -> bytes:
+        gate.wait(TIMEOUT)
+        return b",".join(str(len(r)).encode() for r in requests)
+
+    size = MiB + 512 * KiB
+    messages = [bytes([n]) * size for n in range(4)]
+    body = b"".join(grpc_frame(m) for m in messages)
+    with serve(handlers=_handlers({"Gated": grpc.stream_unary_rpc_method_handler(gated)})) as running:
+        peer = H2Peer(running.port)
+        try:
+            sid = peer.start(f"/{SERVICE}/Gated", end=False)
+            sent = 0
+
+            def send_what_the_window_allows() -> bool:
+                nonlocal sent
+                room = min(peer.conn.local_flow_control_window(sid), len(body) - sent, 16 * KiB)
+                if room <= 0:
+                    return False
+                peer.conn.send_data(sid, body[sent : sent + room], end_stream=sent + room == len(body))
+                sent += room
+                peer.flush()
+                return True
+
+            stalled_for = 0.0
+            while stalled_for < 1.0 and sent < len(body):
+                if not send_what_the_window_allows():
+                    peer.pump(timeout=0.1)
+                    stalled_for += 0.1
+            held = sent
+            # Two messages in full (the first credited though over 1 MiB), then at most
+            # the 1 MiB stream window more; not the whole body.
+            assert 2 * (size + 5) <= held <= 2 * (size + 5) + MiB + 16 * KiB, held
+            gate.set()
+            end = time.monotonic() + TIMEOUT
+            while sent < len(body) and time.monotonic() < end:
+                if not send_what_the_window_allows():
+                    peer.pump(timeout=0.05)
+            assert sent == len(body), "the window was never reopened"
+            assert peer.pump_until(lambda: sid in peer.ended)
+            assert peer.status(sid) == "0"
+            assert peer.data[sid] == grpc_frame(b",".join([str(size).encode()] * 4))
+        finally:
+            gate.set()
+            peer.close()
 
 
 def _total(requests: Iterator[bytes], context: Any) -> bytes:

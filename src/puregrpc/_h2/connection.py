@@ -77,6 +77,7 @@ from .frames import (
     U32,
     U32X2,
     WINDOW_UPDATE,
+    data_run,
     pack_header,
     unpack_header,
     write_goaway,
@@ -371,7 +372,7 @@ class H2Connection(HeaderBlocks, FlowControl):
                 break
             ftype = head & 0xFF
             sid &= 0x7FFFFFFF
-            payload = buf[pos + 9 : fend]
+            start = pos + 9
             pos = fend
             if self._hb_sid and ftype != CONTINUATION:
                 # RFC 9113 6.10: a header block is contiguous.
@@ -380,10 +381,15 @@ class H2Connection(HeaderBlocks, FlowControl):
                 # RFC 9113 3.4: the preface is followed by a SETTINGS frame.
                 raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "SETTINGS expected after preface")
             if ftype == DATA:
+                if length and not flags & (FLAG_PADDED | FLAG_END_STREAM) and end - pos >= 9:
+                    pos, flags, payload = data_run(buf, start, pos, end, sid, max_frame)
+                else:
+                    payload = buf[start:fend]
                 self._on_data(flags, sid, payload)
             elif ftype == HEADERS:
-                self._on_headers(flags, sid, payload)
+                self._on_headers(flags, sid, buf[start:fend])
             else:
+                payload = buf[start:fend]
                 handler = handlers.get(ftype)
                 if handler is None:
                     self._charge_useless("unknown frame types")  # RFC 9113 5.5: ignore
