@@ -320,3 +320,42 @@ def test_connection_credit_is_not_batched_while_the_window_is_low() -> None:
     server.acknowledge_received_data(3, 16000)  # only stream 3 is credited
     updates = [f for f in parse_frames(server.data_to_send()) if f[0] == 0x8 and f[2] == 0]
     assert updates, "the connection credit of stream 3 was held back"
+
+
+def test_grown_stream_window_is_sent_at_once_then_refilled_per_half() -> None:
+    config = H2Config(initial_window_size=65535, connection_window_size=1 << 24)
+    pair = Pair(config)
+    sid = pair.request(body=None, end_stream=False)
+    other = pair.request(body=None, end_stream=False)
+    pair.pump()
+    pair.server.grow_receive_window(sid, 262144)
+    sent = pair.server.data_to_send()
+    assert window_updates(sent) == {sid: 262144 - 65535}
+    pair.client.receive_data(sent)
+    assert pair.client.local_flow_control_window(sid) == 262144
+    assert pair.client.local_flow_control_window(other) == 65535  # only that stream
+    pair.server.grow_receive_window(sid, 100000)  # never lowers it
+    pair.server.grow_receive_window(sid, 262144)  # nor grants it twice
+    assert pair.server.data_to_send() == b""
+    for _ in range(10):
+        pair.client.send_data(sid, b"x" * 16000)
+    events, _ = pair.pump()
+    assert sum(e.flow_length for e in of_type(events, DataReceived)) == 160000
+    pair.server.acknowledge_received_data(sid, 100000)
+    assert sid not in window_updates(pair.server.data_to_send())  # under half of 256 KiB
+    pair.server.acknowledge_received_data(sid, 60000)
+    sent = pair.server.data_to_send()
+    assert window_updates(sent)[sid] == 160000
+    pair.client.receive_data(sent)
+    assert pair.client.local_flow_control_window(sid) == 262144
+    assert pair.server.invariant_violations() == []
+
+
+def test_growing_a_closed_stream_window_sends_nothing() -> None:
+    pair = Pair()
+    sid = pair.request(body=b"done", end_stream=True)
+    pair.pump()
+    pair.server.data_to_send()
+    pair.server.grow_receive_window(sid, 1 << 22)  # half-closed (remote): no more DATA
+    pair.server.grow_receive_window(99, 1 << 22)  # unknown
+    assert pair.server.data_to_send() == b""

@@ -435,6 +435,54 @@ def test_a_handler_not_reading_holds_its_requests_bounded() -> None:
             peer.close()
 
 
+def test_a_call_that_takes_its_messages_gets_a_larger_window(peers: List[H2Peer]) -> None:
+    """Once a handler has taken 1 MiB of whole messages as they came, its stream's receive
+    window grows from 1 MiB to 4 MiB (fewer WINDOW_UPDATEs, no sender waiting for one);
+    a call whose message never ends keeps 1 MiB (test_unfinished_messages_are_bounded)."""
+    from puregrpc._call import STREAM_WINDOW_GROWN
+
+    taken = Recorder()
+
+    def count(requests: Iterator[bytes], context: Any) -> bytes:
+        n = 0
+        for _ in requests:
+            n += 1
+            taken.add(n)
+        return str(n).encode()
+
+    handlers = _handlers({"Count": grpc.stream_unary_rpc_method_handler(count)})
+    with serve(handlers=handlers) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        growing = peer.start(f"/{SERVICE}/Count", end=False)
+        stuck = peer.start(f"/{SERVICE}/Count", end=False)
+        message = grpc_frame(b"m" * (256 * KiB))
+        for n in range(1, 6):  # 4 x 256 KiB taken, then the fifth message grows the window
+            sent = 0
+            while sent < len(message):
+                room = min(peer.conn.local_flow_control_window(growing), len(message) - sent, 16 * KiB)
+                if room <= 0:
+                    peer.pump(timeout=0.05)
+                    continue
+                peer.conn.send_data(growing, message[sent : sent + room])
+                sent += room
+            peer.flush()
+            assert taken.wait_for(n)
+        # An unfinished message on the other call: part of it, never its end.
+        partial = b"\x00" + (2 * MiB).to_bytes(4, "big") + b"s" * (512 * KiB)
+        for i in range(0, len(partial), 16 * KiB):
+            peer.conn.send_data(stuck, partial[i : i + 16 * KiB])
+        peer.flush()
+        assert peer.pump_until(lambda: peer.conn.local_flow_control_window(growing) > 2 * MiB)
+        peer.pump(timeout=0.3)
+        assert peer.conn.local_flow_control_window(growing) <= STREAM_WINDOW_GROWN
+        assert peer.conn.local_flow_control_window(stuck) <= MiB
+        peer.conn.end_stream(growing)
+        peer.flush()
+        assert peer.pump_until(lambda: growing in peer.ended)
+        assert peer.data[growing] == grpc_frame(b"5")
+
+
 def _total(requests: Iterator[bytes], context: Any) -> bytes:
     return str(sum(len(r) for r in requests)).encode()
 

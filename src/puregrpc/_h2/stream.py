@@ -57,6 +57,7 @@ class Stream:
         "pending",
         "pending_end",
         "received",
+        "recv_grown",
         "recv_unacked",
         "recv_window",
         "remote_closed",
@@ -71,6 +72,7 @@ class Stream:
         self.send_window = send_window
         self.recv_window = recv_window
         self.recv_unacked = 0
+        self.recv_grown = 0  # receive window granted beyond the initial one
         self.remote_closed = False
         self.local_closed = False  # END_STREAM written to the output
         self.end_queued = False  # END_STREAM requested by the application

@@ -46,6 +46,7 @@ class FlowControl:
     _conn_unacked: int
     _conn_refill: int
     _stream_refill: int
+    _local_initial_window: int
 
     def _local_end(self, st: Stream) -> None:
         raise NotImplementedError  # H2Connection's: END_STREAM written
@@ -126,7 +127,7 @@ class FlowControl:
         if st is None or st.remote_closed:
             return  # no more DATA can come on it: only the connection window matters
         unacked = st.recv_unacked + length
-        if unacked >= self._stream_refill:
+        if unacked >= self._stream_refill + (st.recv_grown >> 1):
             # Batched: one WINDOW_UPDATE per half window consumed (RFC 9113 6.9).
             increment = min(unacked, MAX_WINDOW - st.recv_window)
             st.recv_unacked = 0
@@ -135,6 +136,21 @@ class FlowControl:
                 write_window_update(self._out, stream_id, increment)
         else:
             st.recv_unacked = unacked
+
+    def grow_receive_window(self, stream_id: int, size: int) -> None:
+        """Raise a stream's receive window to ``size`` bytes (from the initial one): the
+        WINDOW_UPDATE for the difference goes out now, later ones per half of ``size``
+        consumed. Never lowers it. For a stream whose application takes its data as
+        fast as it comes: fewer WINDOW_UPDATEs, and a sender that never waits for one."""
+        st = self._streams.get(stream_id)
+        if st is None or st.remote_closed or self._terminated:
+            return
+        extra = size - self._local_initial_window - st.recv_grown
+        extra = min(extra, MAX_WINDOW - st.recv_window)
+        if extra > 0:
+            st.recv_grown += extra
+            st.recv_window += extra
+            write_window_update(self._out, stream_id, extra)
 
     @property
     def connection_receive_window(self) -> int:
