@@ -87,6 +87,7 @@ class ServerCore:
         self.sockets: List[socket.socket] = []
         self.ssl_contexts: Dict[socket.socket, ssl.SSLContext] = {}  # TLS sockets
         self.listeners: List[asyncio.AbstractServer] = []
+        self._adopting: Set[asyncio.Task[None]] = set()  # see _adopt_queued_connections
         self.draining = False
         self._grace_timer: Optional[asyncio.TimerHandle] = None
         self.stats = {"finished": 0, "cancelled": 0}
@@ -211,6 +212,7 @@ class ServerCore:
 
     def _begin_drain_loop(self) -> None:
         self.draining = True
+        self._adopt_queued_connections()
         for listener in self.listeners:
             listener.close()
         for sock in self.sockets:
@@ -222,6 +224,42 @@ class ServerCore:
             self._terminate_loop()
         else:
             self._arm_deadline_loop()
+
+    def _adopt_queued_connections(self) -> None:
+        """Take the connections still waiting in the listeners' accept queues before the
+        listeners close. Linux resets those (an SO_REUSEPORT group passes them to its
+        other listeners only with ``net.ipv4.tcp_migrate_req``): in a rolling restart, a
+        client reconnecting after one old worker's GOAWAY could land in the queue of
+        another old worker just as it closed, and fail UNAVAILABLE. Taken, they get the
+        drain's GOAWAY like every other connection, and reconnect elsewhere."""
+        loop = self.io.loop
+        for sock in self.sockets:
+            context = self.ssl_contexts.get(sock)
+            try:
+                sock.setblocking(False)
+            except OSError:
+                continue
+            while True:
+                try:
+                    conn_sock, _ = sock.accept()
+                except OSError:  # BlockingIOError: the queue is empty
+                    break
+                conn_sock.setblocking(False)
+                task = loop.create_task(self._serve_adopted(conn_sock, context))
+                self._adopting.add(task)  # the loop holds tasks weakly
+                task.add_done_callback(self._adopting.discard)
+
+    async def _serve_adopted(self, sock: socket.socket, context: Optional[ssl.SSLContext]) -> None:
+        try:
+            await self.io.loop.connect_accepted_socket(
+                lambda: Connection(self),
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT if context is not None else None,
+            )
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            _LOGGER.info("connection taken from the accept queue at drain failed: %s", exc)
+            sock.close()
 
     def _arm_deadline_loop(self) -> None:
         if self.lifecycle.terminated:
