@@ -88,42 +88,57 @@ class SyncDriver:
     def next_request(self) -> Any:
         """The next request message, None at the end; raises RpcError if cancelled."""
         call = self.call
-        cond = call.condition()
-        with cond:
-            while not call.requests and not call.request_ended and call.active:
-                cond.wait()
-            if not call.requests:
-                if not call.active:
-                    raise RpcError("the RPC was cancelled or has ended")
-                return None
-            compressed, payload = call.pop_request()
+        with call.lock:
+            here = bool(call.requests)
+            if here:  # no wait, no Condition to build
+                compressed, payload = call.pop_request()
+        if not here:
+            cond = call.condition()
+            with cond:
+                while not call.requests and not call.request_ended and call.active:
+                    cond.wait()
+                if not call.requests:
+                    if not call.active:
+                        raise RpcError("the RPC was cancelled or has ended")
+                    return None
+                compressed, payload = call.pop_request()
         return call.decode(compressed, payload)
 
     def read_unary(self) -> Any:
         call = self.call
-        cond = call.condition()
-        with cond:
-            while not call.requests and not call.request_ended and call.active:
-                cond.wait()
-            if not call.active:
-                raise Stop(None)
-            if not call.requests:
-                raise call.unary_request_missing()
-            compressed, payload = call.pop_request()
+        with call.lock:
+            here = bool(call.requests) and call.active
+            if here:  # the usual case: dispatched once its request was in
+                compressed, payload = call.pop_request()
+        if not here:
+            cond = call.condition()
+            with cond:
+                while not call.requests and not call.request_ended and call.active:
+                    cond.wait()
+                if not call.active:
+                    raise Stop(None)
+                if not call.requests:
+                    raise call.unary_request_missing()
+                compressed, payload = call.pop_request()
         return call.decode(compressed, payload)
 
     def write(self, response: Any) -> bool:
         """Send one response message; blocks while the client is not reading."""
         call = self.call
         framed = call.frame(response)
-        cond = call.condition()
-        with cond:
-            while call.active and call.write_blocked():
-                call.writer_waiting = True
-                cond.wait(1.0)
-            call.writer_waiting = False
-            if not call.active:
-                return False
+        with call.lock:
+            must_wait = call.active and call.write_blocked()
+            active = call.active
+        if must_wait:
+            cond = call.condition()
+            with cond:
+                while call.active and call.write_blocked():
+                    call.writer_waiting = True
+                    cond.wait(1.0)
+                call.writer_waiting = False
+                active = call.active
+        if not active:
+            return False
         call.post_framed(framed)
         return True
 
