@@ -11,7 +11,7 @@ from typing import Any, Callable, List
 
 import pytest
 
-from puregrpc._pool import BATCH, PoolDispatcher
+from puregrpc._pool import BATCH, LINGER, PoolDispatcher
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -152,3 +152,60 @@ def test_another_executor_gets_one_submit_per_call() -> None:
     for i in range(5):
         dispatcher.submit(lambda i=i: seen.append(i))
     assert len(executor.items) == 5 and seen == [0, 1, 2, 3, 4]
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A real ThreadPoolExecutor that counts its submits."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers)
+        self.submits = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.submits += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_call_soon_after_the_last_is_taken_by_the_lingering_puller(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "Soon" is within LINGER; a loaded test machine may take longer than 2 ms to
+    # switch threads, so the test lingers longer.
+    monkeypatch.setattr("puregrpc._pool.LINGER", 1.0)
+    pool = CountingPool(max_workers=4)
+    dispatcher = PoolDispatcher(pool)
+    threads: List[int] = []
+    for _ in range(20):  # one at a time, each soon after the previous one ended
+        done = threading.Event()
+
+        def call(done: threading.Event = done) -> None:
+            threads.append(threading.get_ident())
+            done.set()
+
+        dispatcher.submit(call)
+        assert done.wait(10)
+    assert pool.submits == 1, pool.submits
+    assert len(set(threads)) == 1
+    pool.shutdown()
+
+
+def test_a_lingering_puller_gives_its_thread_back_and_others_start_at_once() -> None:
+    pool = CountingPool(max_workers=2)
+    dispatcher = PoolDispatcher(pool)
+    done = threading.Event()
+    dispatcher.submit(done.set)
+    assert done.wait(10)
+    _wait_for(lambda: dispatcher._pullers == 0)  # back within LINGER (and a scheduling slice)
+    # While one puller lingers, two queued calls still run at once (a second puller).
+    first = threading.Event()
+    dispatcher.submit(first.set)
+    assert first.wait(10)
+    both = threading.Barrier(2, timeout=10)
+    results: List[int] = []
+    dispatcher.submit(lambda: results.append(both.wait()))
+    dispatcher.submit(lambda: results.append(both.wait()))
+    _wait_for(lambda: len(results) == 2)
+    assert sorted(results) == [0, 1]
+    time.sleep(LINGER * 5)
+    _wait_for(lambda: dispatcher._pullers == 0)
+    # The pool's own work runs on the threads the pullers gave back.
+    assert pool.submit(lambda: 42).result(10) == 42
+    pool.shutdown()
