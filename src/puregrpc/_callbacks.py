@@ -21,11 +21,7 @@ _callback_lock = threading.Lock()
 
 def _callback_worker() -> None:
     while True:
-        for callback in _callback_queue.get():
-            try:
-                callback()
-            except Exception:
-                _LOGGER.exception("RPC termination callback %r raised", callback)
+        _run_now(_callback_queue.get())
 
 
 def run_callbacks(callbacks: List[Callable[[], None]]) -> None:
@@ -35,6 +31,21 @@ def run_callbacks(callbacks: List[Callable[[], None]]) -> None:
         with _callback_lock:
             if _callback_thread is None:
                 thread = threading.Thread(target=_callback_worker, name="puregrpc-callbacks", daemon=True)
-                thread.start()
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # Python 3.12+ starts no thread once the interpreter is shutting down
+                    # (a server stopped at exit ending its calls): run them here, now,
+                    # rather than lose them or fail the stop.
+                    _run_now(callbacks)
+                    return
                 _callback_thread = thread
     _callback_queue.put(callbacks)
+
+
+def _run_now(callbacks: List[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            _LOGGER.exception("RPC termination callback %r raised", callback)
