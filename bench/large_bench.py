@@ -5,6 +5,7 @@
 - receive: a client's 1 MiB messages in 16 KiB DATA frames, handed over in 64 KiB
   reads (as TCP delivers them), through the engine and the message decoder.
 
+glibc's allocator is tuned as the servers tune it (``puregrpc._malloc``).
 CPU time (``time.process_time``) per MiB, best of ``--repeat``: what the Python layers
 cost per byte, the figure that copies show up in. The socket, the client and the
 handler's own work are not in it.
@@ -28,6 +29,7 @@ try:  # how the server frames a message to send (older trees: one copy with its 
     from puregrpc._protocol import frame_for_wire
 except ImportError:
     from puregrpc._protocol import frame_message as frame_for_wire  # type: ignore[assignment]
+from puregrpc import _malloc
 from puregrpc._protocol import MessageDecoder, frame_message
 
 READ_SIZE = 64 * 1024
@@ -104,6 +106,9 @@ def receive_case(reads: List[bytes], messages: int, size: int) -> float:
 
 
 def main() -> None:
+    # As puregrpc serve and the bench servers do (PUREGRPC_MALLOC_TUNING=0: glibc's
+    # defaults, under which every fresh 1 MiB buffer is page-faulted in).
+    _malloc.tune()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=64)
     parser.add_argument("--size", type=int, default=1 << 20)

@@ -10,6 +10,7 @@ import pytest
 
 from puregrpc._compression import DecompressionError, MessageTooLarge, compress, decompress
 from puregrpc._protocol import (
+    LARGE_MESSAGE,
     MessageDecoder,
     ProtocolViolation,
     RequestRejected,
@@ -161,6 +162,43 @@ def test_decoder_reports_partial_message() -> None:
     decoder = MessageDecoder(10)
     decoder.feed(frame_message(b"abc")[:4])
     assert decoder.partial
+
+
+@pytest.mark.parametrize("piece", [1, 4, 5, 6, 1000, 16384, 65536, 100_003])
+def test_decoder_collects_a_large_message_in_pieces(piece: int) -> None:
+    """A message of LARGE_MESSAGE bytes or more that a piece does not end is collected
+    as its pieces and joined at its end; the messages around it are unaffected."""
+    large = bytes(range(256)) * 1024  # 262,144 bytes, past LARGE_MESSAGE
+    assert len(large) >= LARGE_MESSAGE
+    stream = frame_message(b"before") + frame_message(large, compressed=True) + frame_message(b"after")
+    decoder = MessageDecoder(1 << 20)
+    got = []
+    for start in range(0, len(stream), piece):
+        got += decoder.feed(stream[start : start + piece])
+    assert got == [(False, b"before"), (True, large), (False, b"after")]
+    assert not decoder.partial and decoder.buffered == 0 and decoder.missing == 0
+
+
+def test_decoder_counts_a_large_message_being_collected() -> None:
+    large = b"L" * (LARGE_MESSAGE * 2)
+    framed = frame_message(large)
+    decoder = MessageDecoder(1 << 20)
+    assert decoder.feed(framed[:1000]) == []
+    assert decoder.partial and decoder.buffered == 1000 and decoder.missing == len(framed) - 1000
+    assert decoder.feed(framed[1000:50_000]) == []
+    assert decoder.buffered == 50_000 and decoder.missing == len(framed) - 50_000
+    decoder.clear()
+    assert not decoder.partial and decoder.buffered == 0 and decoder.missing == 0
+    # After clear(), a new message decodes from scratch.
+    assert decoder.feed(frame_message(b"next")) == [(False, b"next")]
+
+
+def test_decoder_limit_applies_before_collecting_a_large_message() -> None:
+    decoder = MessageDecoder(LARGE_MESSAGE)
+    with pytest.raises(ProtocolViolation) as info:
+        decoder.feed(frame_message(b"x" * (LARGE_MESSAGE + 1))[:100])
+    assert info.value.code is StatusCode.RESOURCE_EXHAUSTED
+    assert not decoder.partial
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])

@@ -360,30 +360,58 @@ def framed_size(framed: Framed) -> int:
 class MessageDecoder:
     """Splits a request body into length-prefixed messages, across and within
     DATA frames. Yields ``(compressed, payload)``; enforces the size limit on the
-    declared length, before buffering the message."""
+    declared length, before buffering the message.
 
-    __slots__ = ("_buffer", "_limit")
+    A message of ``LARGE_MESSAGE`` bytes or more that does not end in the data fed is
+    collected as the pieces it arrives in and joined once when it ends: each of its
+    bytes is copied once here (a growing buffer copied it in, grew, and copied it out).
+    Smaller leftovers (a message or prefix cut by a frame) wait in a small buffer."""
+
+    __slots__ = ("_buffer", "_chunked", "_chunks", "_flag", "_limit", "_need")
 
     def __init__(self, limit: int) -> None:
         self._buffer = bytearray()
         self._limit = limit
+        self._chunks: Optional[List[bytes]] = None  # the pieces of a large message
+        self._chunked = 0  # bytes in _chunks
+        self._need = 0  # the large message's length
+        self._flag = False  # and whether it is compressed
 
     def feed(self, data: bytes) -> List[Tuple[bool, bytes]]:
+        out: List[Tuple[bool, bytes]] = []
+        pos = 0
+        chunks = self._chunks
+        if chunks is not None:
+            want = self._need - self._chunked
+            if len(data) < want:
+                chunks.append(data)
+                self._chunked += len(data)
+                return out
+            chunks.append(data if want == len(data) else data[:want])
+            out.append((self._flag, b"".join(chunks)))
+            self._chunks = None
+            self._chunked = 0
+            if want == len(data):
+                return out
+            pos = want
         buf = self._buffer
-        if not buf and len(data) >= 5:
+        if not buf and not pos and len(data) >= 5:
             # Fast path: one whole message in one DATA frame.
             flag, length = _PREFIX.unpack_from(data)
             if length + 5 == len(data) and flag <= 1 and length <= self._limit:
                 return [(flag == 1, data[5:])]
-        buf += data
-        out: List[Tuple[bool, bytes]] = []
-        offset = 0
-        size = len(buf)
+        if buf:
+            buf += memoryview(data)[pos:]
+            src: Union[bytes, bytearray] = buf
+            pos = 0
+        else:
+            src = data
+        size = len(src)
         # Messages are copied out through a view (a bytearray slice would be one more
-        # copy); every view is released before the buffer shrinks (PyPy too).
-        with memoryview(buf) as view:
-            while size - offset >= 5:
-                flag, length = _PREFIX.unpack_from(buf, offset)
+        # copy); the view is released before the buffer changes size (PyPy too).
+        with memoryview(src) as view:
+            while size - pos >= 5:
+                flag, length = _PREFIX.unpack_from(src, pos)
                 if flag > 1:
                     raise ProtocolViolation(StatusCode.INTERNAL, f"invalid message compressed-flag {flag}")
                 if length > self._limit:
@@ -391,29 +419,43 @@ class MessageDecoder:
                         StatusCode.RESOURCE_EXHAUSTED,
                         f"Received message larger than max ({length} vs. {self._limit})",
                     )
-                end = offset + 5 + length
+                end = pos + 5 + length
                 if end > size:
+                    if length >= LARGE_MESSAGE:
+                        begun = size - pos - 5
+                        self._chunks = [bytes(view[pos + 5 : size])] if begun else []
+                        self._chunked = begun
+                        self._need = length
+                        self._flag = flag == 1
+                        pos = size
                     break
-                with view[offset + 5 : end] as part:
-                    out.append((flag == 1, bytes(part)))
-                offset = end
-        if offset:
-            del buf[:offset]
+                out.append((flag == 1, bytes(view[pos + 5 : end])))
+                pos = end
+            rest = bytes(view[pos:]) if src is not buf and pos < size else b""
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif rest:
+            buf += rest
         return out
 
     @property
     def partial(self) -> bool:
         """True when a message has begun but not ended (a truncated body at EOS)."""
-        return bool(self._buffer)
+        return bool(self._buffer) or self._chunks is not None
 
     @property
     def buffered(self) -> int:
-        """Bytes held of a message that has not ended yet."""
+        """Bytes held of a message that has not ended yet (its prefix included)."""
+        if self._chunks is not None:
+            return 5 + self._chunked
         return len(self._buffer)
 
     @property
     def missing(self) -> int:
         """Bytes still to come to end the message begun (0 if none is)."""
+        if self._chunks is not None:
+            return self._need - self._chunked
         buf = self._buffer
         if not buf:
             return 0
@@ -424,3 +466,5 @@ class MessageDecoder:
 
     def clear(self) -> None:
         self._buffer = bytearray()
+        self._chunks = None
+        self._chunked = 0
