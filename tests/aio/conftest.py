@@ -60,4 +60,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:  
         if marker is None or callspec is None or callspec.params.get("flavour") != "grpcaio":
             continue
         reason = marker.args[0] if marker.args else "known grpc.aio bug"
-        item.add_marker(pytest.mark.xfail(reason=f"grpc.aio 1.85: {reason}", strict=True))
+        # strict=False where grpc.aio's bug is a race that a run may not hit (an RPC
+        # arriving as stop() begins): an XPASS there says nothing about the server.
+        strict = bool(marker.kwargs.get("strict", True))
+        item.add_marker(pytest.mark.xfail(reason=f"grpc.aio 1.85: {reason}", strict=strict))

@@ -311,7 +311,8 @@ def _fate(sock: socket.socket, stream: int) -> str:
 
 @pytest.mark.grpcaio_wrong(
     "a request that arrives as stop() begins is included in GOAWAY's last stream id, then reset with "
-    "RST_STREAM(NO_ERROR) and no status: grpcio clients see CANCELLED"
+    "RST_STREAM(NO_ERROR) and no status: grpcio clients see CANCELLED",
+    strict=False,
 )
 def test_request_arriving_as_stop_begins_is_served_or_refused(served: Any) -> None:
     """On the wire: the stream is either served (grace 5 s) or refused in a way clients retry or
@@ -335,7 +336,7 @@ def test_request_arriving_as_stop_begins_is_served_or_refused(served: Any) -> No
     assert set(fates) <= {"ok", "refused"}, fates
 
 
-@pytest.mark.grpcaio_wrong("an RPC that arrives as stop() begins ends CANCELLED")
+@pytest.mark.grpcaio_wrong("an RPC that arrives as stop() begins ends CANCELLED", strict=False)
 def test_rpc_arriving_as_stop_begins_is_never_cancelled(served: Any) -> None:
     """grpcio's client: such an RPC ends OK (served within the grace) or UNAVAILABLE."""
     codes = []
