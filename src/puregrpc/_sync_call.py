@@ -8,7 +8,7 @@ only through the core (``to_loop``: a post, batched into one wake-up per burst).
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Tuple
 
 from ._call import CallCore
 from ._context import ServicerContext
@@ -85,42 +85,37 @@ class SyncDriver:
             return bool(call.requests) or call.request_ended or not call.active
 
     # -- what the handler's blocking calls do ------------------------------------
+    def _take_request(self) -> Optional[Tuple[bool, bytes]]:
+        """The next queued message, waiting while none is queued, the request stream
+        is open and the call active; None if there is none."""
+        call = self.call
+        with call.lock:
+            if call.requests:  # the usual case: no wait, no Condition to build
+                return call.pop_request()
+        cond = call.condition()
+        with cond:
+            while not call.requests and not call.request_ended and call.active:
+                cond.wait()
+            return call.pop_request() if call.requests else None
+
     def next_request(self) -> Any:
         """The next request message, None at the end; raises RpcError if cancelled."""
         call = self.call
-        with call.lock:
-            here = bool(call.requests)
-            if here:  # no wait, no Condition to build
-                compressed, payload = call.pop_request()
-        if not here:
-            cond = call.condition()
-            with cond:
-                while not call.requests and not call.request_ended and call.active:
-                    cond.wait()
-                if not call.requests:
-                    if not call.active:
-                        raise RpcError("the RPC was cancelled or has ended")
-                    return None
-                compressed, payload = call.pop_request()
-        return call.decode(compressed, payload)
+        message = self._take_request()
+        if message is None:
+            if not call.active:
+                raise RpcError("the RPC was cancelled or has ended")
+            return None
+        return call.decode(*message)
 
     def read_unary(self) -> Any:
         call = self.call
-        with call.lock:
-            here = bool(call.requests) and call.active
-            if here:  # the usual case: dispatched once its request was in
-                compressed, payload = call.pop_request()
-        if not here:
-            cond = call.condition()
-            with cond:
-                while not call.requests and not call.request_ended and call.active:
-                    cond.wait()
-                if not call.active:
-                    raise Stop(None)
-                if not call.requests:
-                    raise call.unary_request_missing()
-                compressed, payload = call.pop_request()
-        return call.decode(compressed, payload)
+        message = self._take_request()
+        if not call.active:
+            raise Stop(None)
+        if message is None:
+            raise call.unary_request_missing()
+        return call.decode(*message)
 
     def write(self, response: Any) -> bool:
         """Send one response message; blocks while the client is not reading."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import List, Optional, Tuple
 
-from h2_helpers import data_frame, frame, headers_frame, of_type, parse_frames, raw_server
+from h2_helpers import REQUEST_FIELDS, data_frame, frame, headers_frame, of_type, parse_frames, raw_server
 
 from puregrpc._h2.connection import H2Config, H2Connection
 from puregrpc._h2.events import ConnectionTerminated, DataReceived, Event, StreamReset
@@ -103,16 +103,7 @@ def test_a_run_past_the_stream_window_resets_the_stream() -> None:
 
 def test_content_length_is_checked_over_the_run() -> None:
     server = raw_server()
-    fields = [
-        (b":method", b"POST"),
-        (b":scheme", b"http"),
-        (b":path", b"/pkg.Service/Method"),
-        (b":authority", b"localhost"),
-        (b"content-type", b"application/grpc"),
-        (b"te", b"trailers"),
-        (b"content-length", b"3"),
-    ]
-    server.receive_data(headers_frame(1, encode_headers(fields)))
+    server.receive_data(headers_frame(1, encode_headers([*REQUEST_FIELDS, (b"content-length", b"3")])))
     events = server.receive_data(data_frame(1, b"ab") + data_frame(1, b"cd", end_stream=True))
     assert data_events(events) == []
     assert [(e.stream_id, e.error_code) for e in of_type(events, StreamReset)] == [(1, 0x1)]  # PROTOCOL_ERROR
