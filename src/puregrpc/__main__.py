@@ -9,9 +9,10 @@ or generated code's ``add_XServicer_to_server`` bound to a servicer with
 ``functools.partial``. Bad arguments print one line, ``puregrpc serve: ...``, on
 stderr and exit with status 2; an address that cannot be bound exits with 1.
 
-With ``--workers N`` this process becomes a supervisor (``_supervisor.py``): it runs
-N copies of this same command, each with the hidden ``--worker-fd`` option, each
-serving the same addresses with SO_REUSEPORT.
+With ``--workers N`` this process becomes a supervisor (``_supervisor.py``): it binds
+each address once per worker with SO_REUSEPORT and runs N copies of this same command,
+each with the hidden ``--worker-fd`` and ``--listen-fds`` options, each serving the
+sockets of its slot.
 """
 
 from __future__ import annotations
@@ -275,6 +276,8 @@ def _parser() -> _Parser:
     )
     # A worker of --workers: the supervisor's end of a socket pair (ready line, lifeline).
     serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    # ... and the listening sockets of its slot, one group per --address: "5,6;7".
+    serve.add_argument("--listen-fds", type=_listen_fds, help=argparse.SUPPRESS)
     return parser
 
 
@@ -450,9 +453,6 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
     register = _load(args.target)
     _malloc.tune()  # this process is ours: large messages without page-fault churn (see _malloc)
     options: List[Tuple[str, OptionValue]] = list(args.option)
-    if args.worker_fd is not None:  # every worker binds the same port
-        options = [option for option in options if option[0] != "grpc.so_reuseport"]
-        options.append(("grpc.so_reuseport", 1))
     # Looked up now, not at import: an instrumentor (opentelemetry-instrument) may wrap it.
     pool = ThreadPoolExecutor(max_workers=args.max_workers, thread_name_prefix="puregrpc-handler")
     if args.aio or inspect.iscoroutinefunction(register):
@@ -464,7 +464,7 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
     register(server)
     _add_builtin_services(server, args)
     metrics_writer = None if args.metrics_port is None else _serve_metrics(server, args.metrics_port)
-    bound = _bind(server, addresses, credentials)
+    bound = _bind(server, addresses, credentials, args.listen_fds)
     server.start()
     started = time.monotonic()
     serve_until_signal(server, args.grace, args.drain_delay, lambda: _ready(args, bound, credentials))
@@ -474,11 +474,28 @@ def _serve(args: argparse.Namespace, addresses: List[str], credentials: Optional
     return 0
 
 
-def _bind(server: Any, addresses: List[str], credentials: Optional[ServerCredentials]) -> List[str]:
+def _listen_fds(text: str) -> List[List[int]]:
+    """``--listen-fds 5,6;7``: the file descriptors of each address's listening sockets."""
+    return [[int(fd) for fd in group.split(",")] for group in text.split(";")]
+
+
+def _bind(
+    server: Any,
+    addresses: List[str],
+    credentials: Optional[ServerCredentials],
+    listen_fds: Optional[List[List[int]]] = None,
+) -> List[str]:
+    """Bind each address (or, in a worker, serve its slot's sockets: ``listen_fds``)."""
+    if listen_fds is not None and len(listen_fds) != len(addresses):
+        _fail(f"--listen-fds names {len(listen_fds)} addresses, not {len(addresses)}")
     bound = []
-    for address in addresses:
+    for index, address in enumerate(addresses):
         try:
-            if credentials is None:
+            if listen_fds is not None:
+                socks = [socket.socket(fileno=fd) for fd in listen_fds[index]]
+                context = None if credentials is None else to_ssl_context(credentials)
+                port = server._core.add_shared_sockets(socks, context)
+            elif credentials is None:
                 port = server.add_insecure_port(address)
             else:
                 port = server.add_secure_port(address, credentials)
@@ -528,7 +545,7 @@ def _serve_aio(
             await registered
         _add_builtin_services(server, args)
         metrics_writer = None if args.metrics_port is None else _serve_metrics(server, args.metrics_port)
-        bound = _bind(server, addresses, credentials)
+        bound = _bind(server, addresses, credentials, args.listen_fds)
         await server.start()
         started = time.monotonic()
         loop = asyncio.get_running_loop()

@@ -40,6 +40,10 @@ _LINGER = 2.0
 MAX_HANDSHAKING = 1000
 # How long the first GOAWAY waits for the PING ack before the final GOAWAY.
 _GOAWAY_PING_TIMEOUT = 1.0
+# How long a drain's GOAWAY waits for a client still setting its connection up (see
+# begin_shutdown). Under puregrpc.run's 1 s wait for connections to close before the
+# process exits, so that the GOAWAY and FIN reach such a client before the exit would reset it.
+_SETUP_WAIT = 0.5
 
 # Unsent response bytes of one connection (DATA waiting for the client's flow-
 # control window, plus the transport's buffer, plus messages handed over by
@@ -150,6 +154,13 @@ class Connection(asyncio.Protocol):
         self.refusing = False  # the server is draining: new streams get REFUSED_STREAM
         self._final_goaway_sent = False
         self._ping_timer: Optional[asyncio.TimerHandle] = None
+        # A drain waiting for the client to finish setting the connection up (begin_shutdown).
+        self._setup_wait: Optional[asyncio.TimerHandle] = None
+        self._finish_after_setup = False  # the server terminated meanwhile
+        self._setup_waited = False  # once only
+        # The highest stream answered: the final GOAWAY's last stream id (streams the
+        # drain refused were not processed, RFC 9113 6.8).
+        self._last_processed = 0
         # Connection management (gRFC A8/A9): one timer per connection, armed for the
         # earliest of these due times (loop clock); None: nothing due.
         self._timer: Optional[asyncio.TimerHandle] = None
@@ -246,6 +257,8 @@ class Connection(asyncio.Protocol):
                 self.flush()
                 self._close()
                 return
+        if self._setup_wait is not None and (self.h2.settings_acknowledged or self.h2.last_stream_id):
+            self._setup_done()
         self.flush()
         if new_calls:
             self._new = []
@@ -260,6 +273,9 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._ping_timer is not None:
             self._ping_timer.cancel()
+        if self._setup_wait is not None:
+            self._setup_wait.cancel()
+            self._setup_wait = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -290,10 +306,17 @@ class Connection(asyncio.Protocol):
     def _open_call(self, event: ev.RequestReceived) -> Optional[StreamCall]:
         sid = event.stream_id
         if self.refusing:
+            if self._setup_wait is not None:
+                # The client has set the connection up (it opened a stream): the drain's
+                # GOAWAY goes out now and names no stream, which tells the client this one
+                # was not processed (RFC 9113 6.8), so it retries it elsewhere.
+                self._setup_done()
+                return None
             # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
             # REFUSED_STREAM tells the client it may retry elsewhere.
             self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
             return None
+        self._last_processed = sid
         try:
             head = parse_request(event.headers)
         except RequestRejected as exc:
@@ -333,6 +356,7 @@ class Connection(asyncio.Protocol):
             f"{event.limit} bytes (grpc.max_metadata_size)"
         )
         code = StatusCode.RESOURCE_EXHAUSTED.value[0]
+        self._last_processed = event.stream_id
         self.h2.send_headers(event.stream_id, trailers_only_block(200, "application/grpc", code, message), True)
         if not event.end_stream:
             self.h2.reset_stream(event.stream_id, ErrorCode.NO_ERROR)
@@ -660,6 +684,15 @@ class Connection(asyncio.Protocol):
             return
         if refuse_new:
             self.refusing = True
+            if not self._setup_waited and not self.h2.settings_acknowledged and not self.h2.last_stream_id:
+                # The client is still setting the connection up (it has not acknowledged our
+                # SETTINGS). grpcio's client can then lose the GOAWAY and hang its first call
+                # until the deadline: seen in rolling restarts, where new connections reach
+                # a worker as it drains. So the GOAWAY waits for the ACK, the client's first
+                # stream, or _SETUP_WAIT.
+                if self._setup_wait is None:
+                    self._setup_wait = self.io.loop.call_later(_SETUP_WAIT, self._setup_done)
+                return
         if self.shutting_down:
             if refuse_new and not self.calls:
                 self._send_final_goaway()
@@ -681,7 +714,7 @@ class Connection(asyncio.Protocol):
         if self._ping_timer is not None:
             self._ping_timer.cancel()
             self._ping_timer = None
-        self.h2.goaway(self.h2.last_stream_id, ErrorCode.NO_ERROR)
+        self.h2.goaway(self._last_processed, ErrorCode.NO_ERROR)
         self.mark_dirty()
         if not self.calls:
             self.io.loop.call_soon(self._close_if_idle)
@@ -697,8 +730,26 @@ class Connection(asyncio.Protocol):
                 return
             self._close()
 
+    def _setup_done(self) -> None:
+        """The client has set the connection up (or was given the time to): the drain's
+        GOAWAY goes out now (begin_shutdown), and the close follows if the server has
+        terminated meanwhile."""
+        if self._setup_wait is not None:
+            self._setup_wait.cancel()
+            self._setup_wait = None
+        self._setup_waited = True
+        if self.closed:
+            return
+        self.begin_shutdown()
+        if self._finish_after_setup:
+            self.finish_shutdown()
+        self.mark_dirty()
+
     def finish_shutdown(self) -> None:
         """The server terminated: final GOAWAY now, close once idle."""
+        if self._setup_wait is not None:
+            self._finish_after_setup = True  # _setup_done finishes it
+            return
         self._send_final_goaway()
         self._close_if_idle()
 

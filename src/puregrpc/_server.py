@@ -17,6 +17,7 @@ import ssl
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._addresses import bind
@@ -84,11 +85,18 @@ class ServerCore:
         self.active_rpcs = 0
         self.handshaking = 0  # connections that have not sent their preface and SETTINGS yet
         self.connections: Set[Connection] = set()
+        # Connections accepted whose connection_made has not run yet (a loop turn, or a
+        # TLS handshake, later): sockets_closed waits for them too, or a process exiting
+        # just after termination would reset them. Weak: a failed handshake drops one.
+        self.opening: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.sockets: List[socket.socket] = []
+        # Listening sockets another process holds too (a supervisor's, see add_shared_sockets).
+        self.shared_sockets: Set[socket.socket] = set()
         self.ssl_contexts: Dict[socket.socket, ssl.SSLContext] = {}  # TLS sockets
         self.listeners: List[asyncio.AbstractServer] = []
         self._adopting: Set[asyncio.Task[None]] = set()  # see _adopt_queued_connections
         self.draining = False
+        self._listeners_closed = False
         self._grace_timer: Optional[asyncio.TimerHandle] = None
         self.stats = {"finished": 0, "cancelled": 0}
         self.counters = Counters()
@@ -114,6 +122,21 @@ class ServerCore:
                 self.ssl_contexts[sock] = ssl_context
         return port
 
+    def add_shared_sockets(self, socks: List[socket.socket], ssl_context: Optional[ssl.SSLContext] = None) -> int:
+        """Serve on listening sockets another process made and keeps (``--workers``: the
+        supervisor's, one per slot, passed to each worker of that slot); their port.
+        Their accept queue outlives this server, so its drain leaves the queue to the
+        next process serving the socket rather than taking it."""
+        if self.lifecycle.state is not State.NEW:
+            self.lifecycle.apply(Input.ADD_PORT)  # raises the table's error
+        for sock in socks:
+            sock.setblocking(False)
+            self.sockets.append(sock)
+            self.shared_sockets.add(sock)
+            if ssl_context is not None:
+                self.ssl_contexts[sock] = ssl_context
+        return int(socks[0].getsockname()[1])  # TCP only: --workers refuses unix: addresses
+
     def start(self) -> None:
         self.lifecycle.apply(Input.START)
         _live_cores.add(self)
@@ -125,7 +148,7 @@ class ServerCore:
         for sock in self.sockets:
             context = self.ssl_contexts.get(sock)
             listener = await loop.create_server(
-                lambda: Connection(self),
+                self._new_connection,
                 sock=sock,
                 backlog=1024,
                 ssl=context,
@@ -156,6 +179,8 @@ class ServerCore:
         if decision is StopDecision.BEGIN:
             self.notify_drain()
             self.io.call(self._begin_drain_loop)
+            if not self.io.in_loop_thread():
+                self.io.call(lambda: None)  # and its _close_listeners_loop: refused before stop() returns
         elif decision is StopDecision.EARLIER:
             self.io.call(self._arm_deadline_loop)
         if grace is None and not self.io.in_loop_thread():
@@ -191,17 +216,23 @@ class ServerCore:
             call.link.worker_started()
             call.abort_loop(StatusCode.UNAVAILABLE, f"server thread pool unavailable: {exc}")
 
+    def _new_connection(self) -> Connection:
+        conn = Connection(self)
+        self.opening.add(conn)
+        return conn
+
     def connection_opened(self, conn: Connection) -> None:
+        self.opening.discard(conn)
         self.connections.add(conn)
         self.counters.connections += 1
         self.counters.connections_total += 1
 
     def connection_closed(self, conn: Connection) -> None:
+        self.opening.discard(conn)  # closed in connection_made (TLS without h2, too many handshakes)
         if conn in self.connections:
             self.connections.discard(conn)
             self.counters.connections -= 1
-        if not self.connections and self.lifecycle.terminated:
-            self.sockets_closed.set()
+        self._check_sockets_closed()
 
     def call_finished(self, completed: bool, code: StatusCode) -> None:
         self.active_rpcs -= 1
@@ -210,13 +241,24 @@ class ServerCore:
         if self.draining and self.active_rpcs == 0:
             self._terminate_loop()
 
+    def _check_sockets_closed(self) -> None:
+        if self.lifecycle.terminated and self._listeners_closed and not self.connections and not self.opening:
+            self.sockets_closed.set()
+
     def _begin_drain_loop(self) -> None:
         self.draining = True
-        self._adopt_queued_connections()
-        for listener in self.listeners:
-            listener.close()
+        # Accept nothing more now, close the listeners one loop turn later. asyncio makes
+        # the transport of a connection it has accepted in a task of its own, which on a
+        # closed Server fails (an assertion in Server._attach, swallowed) and leaves the
+        # socket to the garbage collector: in a rolling restart such a client hung until
+        # the worker exited. The tasks already created run their first step before the
+        # close; removing the reader first means no new one is created after it.
         for sock in self.sockets:
-            sock.close()  # refuse new TCP connections before stop() returns
+            try:
+                self.io.loop.remove_reader(sock)
+            except (NotImplementedError, ValueError, OSError):
+                pass  # a loop without readers (its servers accept as they make transports)
+        self.io.loop.call_soon(self._close_listeners_loop)
         for conn in list(self.connections):
             conn.begin_shutdown()
         self.io.flush_dirty()
@@ -225,15 +267,28 @@ class ServerCore:
         else:
             self._arm_deadline_loop()
 
+    def _close_listeners_loop(self) -> None:
+        self._adopt_queued_connections()
+        for listener in self.listeners:
+            listener.close()
+        for sock in self.sockets:
+            sock.close()  # refuse new TCP connections (ServerCore.stop waits for this)
+        self._listeners_closed = True
+        self._check_sockets_closed()
+
     def _adopt_queued_connections(self) -> None:
         """Take the connections still waiting in the listeners' accept queues before the
         listeners close. Linux resets those (an SO_REUSEPORT group passes them to its
-        other listeners only with ``net.ipv4.tcp_migrate_req``): in a rolling restart, a
-        client reconnecting after one old worker's GOAWAY could land in the queue of
-        another old worker just as it closed, and fail UNAVAILABLE. Taken, they get the
-        drain's GOAWAY like every other connection, and reconnect elsewhere."""
+        other listeners only with ``net.ipv4.tcp_migrate_req``): when servers in several
+        processes share a port (``grpc.so_reuseport``) and are restarted one by one, a
+        client reconnecting after one's GOAWAY could land in the queue of another just as
+        it closed, and fail UNAVAILABLE. Taken, they get the drain's GOAWAY like every
+        other connection, and reconnect elsewhere. (``--workers`` needs none of this: the
+        supervisor keeps each socket open across restarts, see add_shared_sockets.)"""
         loop = self.io.loop
         for sock in self.sockets:
+            if sock in self.shared_sockets:
+                continue  # the queue is the next process's to serve (add_shared_sockets)
             context = self.ssl_contexts.get(sock)
             try:
                 sock.setblocking(False)
@@ -252,7 +307,7 @@ class ServerCore:
     async def _serve_adopted(self, sock: socket.socket, context: Optional[ssl.SSLContext]) -> None:
         try:
             await self.io.loop.connect_accepted_socket(
-                lambda: Connection(self),
+                self._new_connection,
                 sock,
                 ssl=context,
                 ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT if context is not None else None,
@@ -292,8 +347,7 @@ class ServerCore:
         self.io.flush_dirty()
         _live_cores.discard(self)
         self.lifecycle.apply(Input.DRAINED)
-        if not self.connections:
-            self.sockets_closed.set()
+        self._check_sockets_closed()
 
 
 _live_cores: Set[ServerCore] = set()

@@ -1,11 +1,21 @@
 """``puregrpc serve ... --workers N``: a supervisor keeping N worker processes on one port.
 
-The supervisor serves no RPC, binds no gRPC address and never imports the user's module.
-Each worker is a fresh interpreter running the same command line with the hidden
-``--worker-fd FD`` option (``sys.executable -m puregrpc serve ...``): it imports
-MODULE, calls ATTR(server), binds every address with SO_REUSEPORT, starts, and
-writes ``ready PID`` on FD, its end of a socket pair with the supervisor. The
-kernel spreads new connections over the workers' listeners.
+The supervisor serves no RPC and never imports the user's module. It binds every
+address once per slot with SO_REUSEPORT, so the port has N listening sockets and the
+kernel spreads new connections over them, and it keeps them: each worker is a fresh
+interpreter running the same command line with the hidden ``--worker-fd FD`` and
+``--listen-fds`` options (``sys.executable -m puregrpc serve ...``), which imports
+MODULE, calls ATTR(server), serves its slot's sockets, starts, and writes
+``ready PID`` on FD, its end of a socket pair with the supervisor.
+
+Why the supervisor owns the sockets: Linux resets the connections waiting in a
+listening socket's accept queue when its last holder closes it (an SO_REUSEPORT
+group passes them to its other sockets only with ``net.ipv4.tcp_migrate_req``). In a
+rolling restart a slot's new worker serves the same socket as the old one, which
+then stops accepting and drains: the queue is never closed, so no connection that
+reached it is lost. A slot whose worker dies unasked has its sockets closed (and
+bound anew for the next worker), so that new connections go to the living workers
+rather than wait in a queue nobody serves.
 
 Everything happens on the supervisor's main thread, in one loop: signals arrive
 through ``signal.set_wakeup_fd``, ready lines on the socket pairs, and children's
@@ -17,8 +27,9 @@ Ctrl+C in a terminal reaches the supervisor alone, which then drains them.
 - A worker that exits before its ready line while the first generation starts
   stops everything: the supervisor exits with the worker's status (a bad target or
   a busy port is the same error for each worker).
-- SIGTERM or SIGINT: SIGTERM to every worker (each drains as ``puregrpc.run``);
-  the supervisor exits 0 once all have exited. A second SIGTERM/SIGINT: SIGKILL to
+- SIGTERM or SIGINT: SIGTERM to every worker (each drains as ``puregrpc.run``)
+  and the supervisor closes its sockets, so the port refuses new connections once
+  the workers have closed theirs; the supervisor exits 0 once all have exited. A second SIGTERM/SIGINT: SIGKILL to
   every worker, exit status 1.
 - SIGHUP: a rolling restart. N new workers start (importing MODULE afresh); once
   every one has said ready, the old ones get SIGTERM and drain. If a new worker
@@ -39,6 +50,8 @@ import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional
+
+from ._addresses import bind
 
 _LOGGER = logging.getLogger("puregrpc.supervisor")
 
@@ -86,6 +99,17 @@ class Slot:
         self.worker: Optional[Worker] = None
         self.failures = 0
         self.restart_at: Optional[float] = None
+        # The slot's listening sockets, one group per address; None once closed.
+        self.listeners: Optional[List[List[socket.socket]]] = None
+
+    def fds(self) -> List[int]:
+        return [sock.fileno() for group in self.listeners or [] for sock in group]
+
+    def close_listeners(self) -> None:
+        for group in self.listeners or []:
+            for sock in group:
+                sock.close()
+        self.listeners = None
 
 
 class Supervisor:
@@ -106,14 +130,32 @@ class Supervisor:
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- workers -------------------------------------------------------------------
+    def open_listeners(self, slot: Slot) -> None:
+        """Bind the slot's sockets unless it has them; RuntimeError naming the address."""
+        if slot.listeners is None:
+            groups: List[List[socket.socket]] = []
+            try:
+                for address in self.addresses:
+                    groups.append(bind(address, reuse_port=True)[0])
+            except RuntimeError:
+                for group in groups:
+                    for sock in group:
+                        sock.close()
+                raise
+            slot.listeners = groups
+
     def spawn(self, slot: int, generation: int) -> Worker:
+        listeners = self.slots[slot].listeners
+        assert listeners is not None
+        fds = ";".join(",".join(str(sock.fileno()) for sock in group) for group in listeners)
         ours, theirs = socket.socketpair()
         argv = [sys.executable, "-m", "puregrpc", *self.worker_argv, "--worker-fd", str(theirs.fileno())]
+        argv += ["--listen-fds", fds]
         try:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), *self.slots[slot].fds()),
                 start_new_session=True,  # a terminal's Ctrl+C reaches the supervisor only
                 env={**os.environ, WORKER_ENV: str(slot)},
             )
@@ -175,8 +217,16 @@ class Supervisor:
             what = "stopping" if self.stopping else "starting" if self.booting else "already restarting"
             _LOGGER.warning("SIGHUP ignored: %s", what)
             return
+        try:
+            for slot in self.slots:
+                self.open_listeners(slot)  # a slot whose worker died has none
+        except RuntimeError as exc:
+            _LOGGER.error("SIGHUP ignored: %s", exc)
+            return
         self.generation += 1
         _LOGGER.info("SIGHUP received: starting %d new workers (generation %d)", len(self.slots), self.generation)
+        for slot in self.slots:
+            slot.restart_at = None  # a slot waiting for its restart gets the new worker
         self.rolling = [self.spawn(slot.index, self.generation) for slot in self.slots]
 
     def finish_roll(self) -> None:
@@ -205,6 +255,9 @@ class Supervisor:
             if worker.pid in self.workers:
                 self.signal_worker(worker, signal.SIGTERM)
         self.rolling = None
+        for slot in self.slots:
+            if slot.worker is None:  # its worker had died before the restart: restart it now
+                slot.restart_at = time.monotonic()
 
     # -- exits -----------------------------------------------------------------------
     def reap(self) -> None:
@@ -237,6 +290,13 @@ class Supervisor:
             _LOGGER.warning("worker %d (slot %d) %s", worker.pid, worker.slot, reason)
             return
         slot.worker = None
+        if self.rolling is not None and any(new.slot == slot.index for new in self.rolling):
+            _LOGGER.warning(
+                "worker %d (slot %d) %s; the rolling restart's worker takes its place", worker.pid, worker.slot, reason
+            )
+            return  # finish_roll fills the slot (abandon_roll restarts it)
+        if not any(other.slot == slot.index for other in self.workers.values()):
+            slot.close_listeners()  # new connections go to the living workers meanwhile
         now = time.monotonic()
         if worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER:
             slot.failures = 0
@@ -259,6 +319,14 @@ class Supervisor:
         for slot in self.slots:
             if slot.worker is None and slot.restart_at is not None and slot.restart_at <= now:
                 slot.restart_at = None
+                try:
+                    self.open_listeners(slot)
+                except RuntimeError as exc:
+                    delay = min(MAX_DELAY, FIRST_DELAY * 2**slot.failures)
+                    slot.failures += 1
+                    slot.restart_at = now + delay
+                    _LOGGER.error("slot %d: %s; trying again in %gs", slot.index, exc, delay)
+                    continue
                 slot.worker = self.spawn(slot.index, self.generation)
 
     def check_boot_timeouts(self) -> None:
@@ -273,6 +341,7 @@ class Supervisor:
         self.stopping = True
         for slot in self.slots:
             slot.restart_at = None
+            slot.close_listeners()  # the workers' copies close as they drain
         self.rolling = None
         for worker in self.workers.values():
             if not worker.stopping:
@@ -314,6 +383,12 @@ class Supervisor:
         try:
             for handled_signal in handled:
                 previous[int(handled_signal)] = signal.signal(handled_signal, self._handler)
+            try:
+                for slot in self.slots:
+                    self.open_listeners(slot)
+            except RuntimeError as exc:  # a busy port, no permission: as a single server, status 1
+                _LOGGER.error("%s", exc)
+                return 1
             for slot in self.slots:
                 slot.worker = self.spawn(slot.index, self.generation)
             while True:
@@ -342,6 +417,8 @@ class Supervisor:
             for worker in list(self.workers.values()):  # only after an error of ours
                 self.signal_worker(worker, signal.SIGKILL)
                 worker.proc.wait()
+            for slot in self.slots:
+                slot.close_listeners()
             self.selector.close()
             self.wake_r.close()
             self.wake_w.close()

@@ -20,10 +20,12 @@ import time
 from typing import List
 
 import grpc
+import pytest
 
-from ._support import CLIENT_PREFACE, TIMEOUT, read_frames, serve
+from ._support import CLIENT_PREFACE, TIMEOUT, raw_request, read_frames, serve
 
 SERVICE = "drain.Probe"
+SETTINGS_ACK = bytes.fromhex("000000040100000000")
 
 
 def _handlers() -> List[grpc.GenericRpcHandler]:
@@ -58,11 +60,118 @@ def test_connections_queued_at_drain_get_goaway_not_a_reset() -> None:
         stopper.join(TIMEOUT)
         try:
             for sock in queued:
-                # A reset would raise ConnectionResetError here.
-                frames = read_frames(sock, lambda frames: any(f[0] == 0x7 for f in frames))
+                # A reset would raise ConnectionResetError here. The GOAWAY waits for the
+                # client to acknowledge the server's SETTINGS (test_goaway_waits_for_settings_ack).
+                frames = read_frames(sock, lambda frames: any(f[0] == 0x4 and not f[1] & 0x1 for f in frames))
+                assert any(f[0] == 0x4 for f in frames), frames
+                sock.sendall(SETTINGS_ACK)
+                frames += read_frames(sock, lambda frames: any(f[0] == 0x7 for f in frames))
                 goaways = [f for f in frames if f[0] == 0x7]
                 assert goaways, frames
                 assert int.from_bytes(goaways[0][3][4:8], "big") == 0  # NO_ERROR: reconnect elsewhere
+        finally:
+            for sock in queued:
+                sock.close()
+
+
+def _connect_and_read_settings(port: int) -> socket.socket:
+    sock = socket.create_connection(("localhost", port), timeout=TIMEOUT)
+    sock.sendall(CLIENT_PREFACE)
+    frames = read_frames(sock, lambda frames: any(f[0] == 0x4 and not f[1] & 0x1 for f in frames))
+    assert any(f[0] == 0x4 for f in frames), frames  # connection_made has run: it is the server's
+    return sock
+
+
+@pytest.mark.parametrize("client", ["acknowledges", "never acknowledges"])
+def test_goaway_waits_for_the_clients_settings_ack(client: str) -> None:
+    """A drain's GOAWAY reaching a connection that grpcio's client is still setting up
+    (our SETTINGS not yet acknowledged) can hang the client's first call until its
+    deadline: seen in rolling restarts, where new connections reach a worker as it
+    drains. So the GOAWAY waits for the SETTINGS ACK, and at most _SETUP_WAIT."""
+    from puregrpc._connection import _SETUP_WAIT
+
+    with serve(handlers=_handlers()) as running:
+        sock = _connect_and_read_settings(running.port)
+        try:
+            stopped = time.monotonic()
+            assert running.server.stop(5).wait(TIMEOUT)  # no RPC running: terminated at once
+            early = read_frames(sock, lambda frames: False, timeout=_SETUP_WAIT / 2)
+            assert not [f for f in early if f[0] == 0x7], early  # no GOAWAY yet, not closed
+            if client == "acknowledges":
+                acked = time.monotonic()
+                sock.sendall(SETTINGS_ACK)
+            frames = read_frames(sock, lambda frames: any(f[0] == 0x7 for f in frames))
+            took = time.monotonic() - (acked if client == "acknowledges" else stopped)
+            goaways = [f for f in frames if f[0] == 0x7]
+            assert goaways, frames
+            assert int.from_bytes(goaways[-1][3][:4], "big") == 0  # no stream was processed
+            assert int.from_bytes(goaways[-1][3][4:8], "big") == 0  # NO_ERROR
+            if client == "acknowledges":
+                assert took < _SETUP_WAIT / 2, took  # sent on the ACK, not on the timer
+            else:
+                assert _SETUP_WAIT * 0.9 <= took < _SETUP_WAIT + 1.0, took
+            sock.sendall(SETTINGS_ACK if client != "acknowledges" else b"")
+            closing = time.monotonic()
+            rest = read_frames(sock, lambda frames: False, timeout=3.0)  # until the server's FIN
+            assert time.monotonic() - closing < 2.5, "the connection was not closed"
+            assert not [f for f in rest if f[0] not in (0x4, 0x6, 0x7)], rest
+        finally:
+            sock.close()
+
+
+def test_a_stream_opened_before_the_settings_ack_gets_a_goaway_naming_no_stream() -> None:
+    """A client may open its first stream before acknowledging our SETTINGS: that ends the
+    wait. The GOAWAY names no stream (last stream id 0: nothing was processed) and the
+    stream gets no RST_STREAM, so the client retries it on another connection."""
+    with serve(handlers=_handlers()) as running:
+        sock = _connect_and_read_settings(running.port)
+        try:
+            assert running.server.stop(5).wait(TIMEOUT)
+            sock.sendall(raw_request(1, f"/{SERVICE}/Echo", b"x"))
+            frames = read_frames(sock, lambda frames: False, timeout=3.0)  # until the server's FIN
+            goaways = [f for f in frames if f[0] == 0x7]
+            assert goaways, frames
+            assert [int.from_bytes(f[3][:4], "big") for f in goaways][-1] == 0, goaways
+            assert not [f for f in frames if f[0] in (0x1, 0x3)], frames  # no answer, no RST_STREAM
+        finally:
+            sock.close()
+
+
+def test_connections_accepted_as_the_drain_begins_are_served_their_goaway() -> None:
+    """The loop accepts queued connections and, before their transports are made (asyncio
+    makes each in a task of its own), the drain begins. Closing the listener then would
+    make asyncio drop them (an assertion in Server._attach, swallowed), each socket left
+    open for the garbage collector: the client got nothing until the process exited, in a
+    rolling restart a call hung until its deadline. The drain closes the listener one
+    loop turn later, so each gets SETTINGS and the drain's GOAWAY."""
+    with serve(handlers=_handlers()) as running:
+        loop = running.server._core.io.loop
+        entered = threading.Event()
+
+        def hold_then_stop_after_the_accept() -> None:
+            entered.set()
+            time.sleep(0.5)  # the clients connect meanwhile: the kernel queues them
+            # Next turn: the accept (the listener is readable), then this, which asks for
+            # the stop right after it, before the accepted connections' tasks have run.
+            loop.call_soon(lambda: loop.call_soon(lambda: running.server.stop(5)))
+
+        holder = threading.Thread(target=lambda: running.server._core.io.call(hold_then_stop_after_the_accept))
+        holder.start()
+        assert entered.wait(TIMEOUT)
+        queued = []
+        try:
+            for _ in range(5):
+                sock = socket.create_connection(("localhost", running.port), timeout=TIMEOUT)
+                sock.sendall(CLIENT_PREFACE)
+                queued.append(sock)
+            holder.join(TIMEOUT)
+            assert not running.server.wait_for_termination(TIMEOUT)  # False: terminated
+            for sock in queued:
+                frames = read_frames(sock, lambda frames: any(f[0] == 0x4 and not f[1] & 0x1 for f in frames), 3.0)
+                assert any(f[0] == 0x4 for f in frames), f"no SETTINGS: the connection was dropped ({frames})"
+                sock.sendall(SETTINGS_ACK)
+                frames += read_frames(sock, lambda frames: any(f[0] == 0x7 for f in frames), 3.0)
+                assert [f for f in frames if f[0] == 0x7], frames
         finally:
             for sock in queued:
                 sock.close()

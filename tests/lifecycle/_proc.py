@@ -104,9 +104,10 @@ class ServerProcess:
         return int(words[1]), int(words[2])
 
     def wait_blocked(self, tid: int, timeout: float = 5.0) -> None:
-        """Return once thread ``tid`` sleeps in the kernel in the same futex wait for
-        10 ms in a row (the main thread has entered ``wait_for_termination``; a
-        signal sent before that would interrupt the script's own start-up).
+        """Return once thread ``tid`` sleeps in the kernel in the same system call for
+        10 ms in a row (the main thread has entered ``wait_for_termination``, a futex,
+        or ``puregrpc.run``'s wait, a recv; a signal sent before that would interrupt
+        the script's own start-up).
 
         The one poll of this suite: there is no pipe to say "now blocked"."""
         task = pathlib.Path(f"/proc/{tid}/task/{tid}")  # any thread, even under strace
@@ -118,7 +119,7 @@ class ServerProcess:
                 syscall = (task / "syscall").read_text()
             except OSError:
                 break
-            if "futex" in wchan and syscall == last:
+            if wchan.strip() not in ("", "0") and syscall == last and not syscall.startswith("running"):
                 same += 1
                 if same >= 5:
                     return
