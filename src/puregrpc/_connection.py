@@ -40,9 +40,9 @@ _LINGER = 2.0
 MAX_HANDSHAKING = 1000
 # How long the first GOAWAY waits for the PING ack before the final GOAWAY.
 _GOAWAY_PING_TIMEOUT = 1.0
-# How long a drain's GOAWAY waits for a client still setting its connection up (see
-# begin_shutdown). Under puregrpc.run's 1 s wait for connections to close before the
-# process exits, so that the GOAWAY and FIN reach such a client before the exit would reset it.
+# How long a drain's GOAWAY waits for the first stream of a connection that has opened
+# none (see begin_shutdown). Under puregrpc.run's 1 s wait for connections to close
+# before the process exits, so that the GOAWAY and FIN reach the client before the exit.
 _SETUP_WAIT = 0.5
 
 # Unsent response bytes of one connection (DATA waiting for the client's flow-
@@ -257,8 +257,6 @@ class Connection(asyncio.Protocol):
                 self.flush()
                 self._close()
                 return
-        if self._setup_wait is not None and (self.h2.settings_acknowledged or self.h2.last_stream_id):
-            self._setup_done()
         self.flush()
         if new_calls:
             self._new = []
@@ -307,10 +305,10 @@ class Connection(asyncio.Protocol):
         sid = event.stream_id
         if self.refusing:
             if self._setup_wait is not None:
-                # The client has set the connection up (it opened a stream): the drain's
-                # GOAWAY goes out now and names no stream, which tells the client this one
-                # was not processed (RFC 9113 6.8), so it retries it elsewhere.
-                self._setup_done()
+                # The client uses the connection now (begin_shutdown): the drain's GOAWAY
+                # goes out, naming no stream, then REFUSED_STREAM for this one (lifecycle.md
+                # 12); the client may retry it elsewhere.
+                self._setup_done(refused=sid)
                 return None
             # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
             # REFUSED_STREAM tells the client it may retry elsewhere.
@@ -684,12 +682,13 @@ class Connection(asyncio.Protocol):
             return
         if refuse_new:
             self.refusing = True
-            if not self._setup_waited and not self.h2.settings_acknowledged and not self.h2.last_stream_id:
-                # The client is still setting the connection up (it has not acknowledged our
-                # SETTINGS). grpcio's client can then lose the GOAWAY and hang its first call
-                # until the deadline: seen in rolling restarts, where new connections reach
-                # a worker as it drains. So the GOAWAY waits for the ACK, the client's first
-                # stream, or _SETUP_WAIT.
+            if not self._setup_waited and not self.h2.last_stream_id:
+                # A connection that has opened no stream yet: its client may still be
+                # setting it up, and grpcio's client, given a GOAWAY then (even just after
+                # its SETTINGS ACK), can hang its first call until the deadline. Seen in
+                # rolling restarts, where new connections reach a worker as it drains. So
+                # the GOAWAY waits for the client's first stream (proof that it uses the
+                # connection), or at most _SETUP_WAIT.
                 if self._setup_wait is None:
                     self._setup_wait = self.io.loop.call_later(_SETUP_WAIT, self._setup_done)
                 return
@@ -730,9 +729,9 @@ class Connection(asyncio.Protocol):
                 return
             self._close()
 
-    def _setup_done(self) -> None:
-        """The client has set the connection up (or was given the time to): the drain's
-        GOAWAY goes out now (begin_shutdown), and the close follows if the server has
+    def _setup_done(self, refused: int = 0) -> None:
+        """The client has opened a stream (or was given the time to): the drain's GOAWAY
+        goes out now (begin_shutdown), and the close follows if the server has
         terminated meanwhile."""
         if self._setup_wait is not None:
             self._setup_wait.cancel()
@@ -741,6 +740,8 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.begin_shutdown()
+        if refused:
+            self.h2.reset_stream(refused, ErrorCode.REFUSED_STREAM)  # after the GOAWAYs
         if self._finish_after_setup:
             self.finish_shutdown()
         self.mark_dirty()

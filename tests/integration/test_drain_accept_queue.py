@@ -82,35 +82,31 @@ def _connect_and_read_settings(port: int) -> socket.socket:
     return sock
 
 
-@pytest.mark.parametrize("client", ["acknowledges", "never acknowledges"])
-def test_goaway_waits_for_the_clients_settings_ack(client: str) -> None:
+@pytest.mark.parametrize("ack", [True, False], ids=["settings acknowledged", "settings not acknowledged"])
+def test_goaway_waits_for_a_connections_first_stream(ack: bool) -> None:
     """A drain's GOAWAY reaching a connection that grpcio's client is still setting up
-    (our SETTINGS not yet acknowledged) can hang the client's first call until its
-    deadline: seen in rolling restarts, where new connections reach a worker as it
-    drains. So the GOAWAY waits for the SETTINGS ACK, and at most _SETUP_WAIT."""
+    can hang the client's first call until its deadline, even just after the client
+    acknowledged our SETTINGS: seen in rolling restarts, where new connections reach a
+    worker as it drains. So on a connection that has opened no stream the GOAWAY waits
+    for the first one (next test), and at most _SETUP_WAIT."""
     from puregrpc._connection import _SETUP_WAIT
 
     with serve(handlers=_handlers()) as running:
         sock = _connect_and_read_settings(running.port)
         try:
+            if ack:
+                sock.sendall(SETTINGS_ACK)
             stopped = time.monotonic()
             assert running.server.stop(5).wait(TIMEOUT)  # no RPC running: terminated at once
             early = read_frames(sock, lambda frames: False, timeout=_SETUP_WAIT / 2)
             assert not [f for f in early if f[0] == 0x7], early  # no GOAWAY yet, not closed
-            if client == "acknowledges":
-                acked = time.monotonic()
-                sock.sendall(SETTINGS_ACK)
             frames = read_frames(sock, lambda frames: any(f[0] == 0x7 for f in frames))
-            took = time.monotonic() - (acked if client == "acknowledges" else stopped)
+            took = time.monotonic() - stopped
             goaways = [f for f in frames if f[0] == 0x7]
             assert goaways, frames
             assert int.from_bytes(goaways[-1][3][:4], "big") == 0  # no stream was processed
             assert int.from_bytes(goaways[-1][3][4:8], "big") == 0  # NO_ERROR
-            if client == "acknowledges":
-                assert took < _SETUP_WAIT / 2, took  # sent on the ACK, not on the timer
-            else:
-                assert _SETUP_WAIT * 0.9 <= took < _SETUP_WAIT + 1.0, took
-            sock.sendall(SETTINGS_ACK if client != "acknowledges" else b"")
+            assert _SETUP_WAIT * 0.9 <= took < _SETUP_WAIT + 1.0, took
             closing = time.monotonic()
             rest = read_frames(sock, lambda frames: False, timeout=3.0)  # until the server's FIN
             assert time.monotonic() - closing < 2.5, "the connection was not closed"
@@ -119,20 +115,26 @@ def test_goaway_waits_for_the_clients_settings_ack(client: str) -> None:
             sock.close()
 
 
-def test_a_stream_opened_before_the_settings_ack_gets_a_goaway_naming_no_stream() -> None:
-    """A client may open its first stream before acknowledging our SETTINGS: that ends the
-    wait. The GOAWAY names no stream (last stream id 0: nothing was processed) and the
-    stream gets no RST_STREAM, so the client retries it on another connection."""
+@pytest.mark.parametrize("ack", [True, False], ids=["settings acknowledged", "settings not acknowledged"])
+def test_the_first_stream_ends_the_wait_and_is_refused(ack: bool) -> None:
+    """The connection's first stream ends the wait: the GOAWAY goes out at once, naming no
+    stream (nothing was processed), then RST_STREAM REFUSED_STREAM for the stream
+    (lifecycle.md 12), so the client retries it on another connection."""
     with serve(handlers=_handlers()) as running:
         sock = _connect_and_read_settings(running.port)
         try:
             assert running.server.stop(5).wait(TIMEOUT)
-            sock.sendall(raw_request(1, f"/{SERVICE}/Echo", b"x"))
-            frames = read_frames(sock, lambda frames: False, timeout=3.0)  # until the server's FIN
+            sock.sendall((SETTINGS_ACK if ack else b"") + raw_request(1, f"/{SERVICE}/Echo", b"x"))
+            sent = time.monotonic()
+            frames = read_frames(sock, lambda frames: any(f[0] == 0x3 for f in frames), 3.0)
+            took = time.monotonic() - sent
+            kinds = [f[0] for f in frames if f[0] in (0x1, 0x3, 0x7)]
+            assert kinds and kinds[-1] == 0x3 and 0x7 in kinds and 0x1 not in kinds, frames  # GOAWAYs, RST
             goaways = [f for f in frames if f[0] == 0x7]
-            assert goaways, frames
-            assert [int.from_bytes(f[3][:4], "big") for f in goaways][-1] == 0, goaways
-            assert not [f for f in frames if f[0] in (0x1, 0x3)], frames  # no answer, no RST_STREAM
+            assert int.from_bytes(goaways[-1][3][:4], "big") == 0, goaways  # no stream processed
+            reset = next(f for f in frames if f[0] == 0x3)
+            assert reset[2] == 1 and int.from_bytes(reset[3], "big") == 0x7, reset  # REFUSED_STREAM
+            assert took < 0.4, took  # at once, not on the timer
         finally:
             sock.close()
 

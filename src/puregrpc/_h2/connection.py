@@ -200,11 +200,6 @@ class H2Connection(HeaderBlocks, FlowControl):
         return self._terminated
 
     @property
-    def settings_acknowledged(self) -> bool:
-        """The peer has acknowledged our SETTINGS: it has read and applied them."""
-        return not self._local_settings_pending
-
-    @property
     def handshake_done(self) -> bool:
         """The peer sent the connection preface and its first SETTINGS frame."""
         return self._settings_received
