@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import enum
 import math
+import select
+import signal
+import socket
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 
@@ -131,13 +135,17 @@ class Lifecycle:
     def wait(self, timeout: Optional[float]) -> bool:
         """Block until terminated or timeout; True if it timed out (grpcio's contract).
 
-        Blocks in one ``Lock.acquire``: no periodic wake-ups (lifecycle.md 10), and
-        interruptible by Ctrl+C in the main thread on POSIX.
+        Blocks with no periodic wake-ups (lifecycle.md 10): in one ``Lock.acquire``, or
+        in the main thread in one ``select`` woken by signals (lifecycle.md 11).
         """
         if self._terminated:
             return False
         if timeout is not None and timeout <= 0:
             return True
+        if threading.current_thread() is threading.main_thread():
+            timed_out = self._wait_woken_by_signals(timeout)
+            if timed_out is not None:
+                return timed_out
         gate = threading.Lock()
         gate.acquire()
         with self._lock:
@@ -155,6 +163,50 @@ class Lifecycle:
                     else:
                         released = self._terminated
         return not released
+
+    def _wait_woken_by_signals(self, timeout: Optional[float]) -> Optional[bool]:
+        """``wait`` for the main thread: a ``select`` on a socket that the termination
+        and ``signal.set_wakeup_fd`` both write to; None where the wakeup fd is taken
+        (an asyncio loop's). The kernel may hand a signal to any thread, and Python runs
+        its handler (Ctrl+C's KeyboardInterrupt, puregrpc.run's drain) in the main
+        thread only once that thread wakes: blocked in a lock, it never would (a
+        --workers test saw a worker ignore its SIGTERM so)."""
+        wake_r, wake_w = socket.socketpair()
+        try:
+            wake_w.setblocking(False)
+            try:
+                previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+            except (ValueError, TypeError):  # not the main interpreter's main thread after all
+                return None
+            if previous != -1:
+                signal.set_wakeup_fd(previous)
+                return None
+
+            def wake() -> None:
+                try:
+                    wake_w.send(b"\0")
+                except OSError:  # full: woken already
+                    pass
+
+            try:
+                if not self.add_termination_callback(wake):
+                    return False
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not self._terminated:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return True
+                    # The signal handlers run as this returns (PEP 475: a KeyboardInterrupt
+                    # comes out of it).
+                    if select.select([wake_r], [], [], remaining)[0]:
+                        wake_r.recv(64)
+                return False
+            finally:
+                self.remove_termination_callback(wake)
+                signal.set_wakeup_fd(-1)
+        finally:
+            wake_r.close()
+            wake_w.close()
 
     def add_termination_callback(self, callback: Callable[[], None]) -> bool:
         """Call ``callback()`` at termination; False (and no call) if it has happened."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -77,42 +76,21 @@ def serve_until_signal(
             forced.set()
             threading.Thread(target=server.stop, args=(None,), name="puregrpc-force", daemon=True).start()
 
-    # The main thread waits on a socket that both a signal and the termination write to.
-    # The kernel may deliver SIGTERM to any thread of the process; Python then runs the
-    # handler in the main thread only once that thread wakes up, which a thread blocked
-    # in a lock (wait_for_termination) never does: one worker in about 80 SIGTERMs of a
-    # rolling-restart test ignored its signal and served on. The wakeup fd is written to
-    # by the C-level handler on whichever thread takes the signal.
-    wake_r, wake_w = socket.socketpair()
-    wake_w.setblocking(False)
-
-    def wake() -> None:
-        try:
-            wake_w.send(b"\0")
-        except OSError:  # full (it is woken already) or closed (run() has returned)
-            pass
-
     previous: Dict[int, Any] = {}
-    old_wakeup = -1
     try:
-        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for sig in _SIGNALS:
             previous[int(sig)] = signal.signal(sig, on_signal)
         if ready is not None:
             ready()
-        if core.lifecycle.add_termination_callback(wake):
-            while not core.lifecycle.terminated:
-                wake_r.recv(64)  # the signal handlers run here, in the main thread
+        # In the main thread this waits on the signal wakeup fd, so the handlers run
+        # whichever thread the kernel hands the signal to (Lifecycle.wait).
+        server.wait_for_termination()
         # The process usually exits next: let the connections finish their graceful
         # close (final GOAWAY, FIN, the peer's FIN) first, for at most a second.
         core.sockets_closed.wait(_CLOSE_WAIT)
     finally:
-        core.lifecycle.remove_termination_callback(wake)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        signal.set_wakeup_fd(old_wakeup)
-        wake_r.close()
-        wake_w.close()
 
 
 def serve_summary(server: Any, started: float) -> str:

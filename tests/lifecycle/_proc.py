@@ -8,6 +8,7 @@ The exit time is taken by a thread blocked in ``waitpid``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pathlib
 import queue
@@ -25,6 +26,9 @@ SERVICE = "lifecycle.Test"
 STARTUP_TIMEOUT = 30.0
 
 Line = Tuple[float, str]
+# tgkill(2), to signal one thread of another process: its number where we know it.
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}
+CAN_SIGNAL_A_THREAD = sys.platform.startswith("linux") and os.uname().machine in _SYS_TGKILL
 
 
 class ServerProcess:
@@ -140,6 +144,19 @@ class ServerProcess:
         """Send ``signum``; return the monotonic time just before sending it."""
         sent = time.monotonic()
         os.kill(self.pid, signum)
+        return sent
+
+    def kill_another_thread(self, signum: int) -> float:
+        """Send ``signum`` to the process's oldest thread other than the main one (the
+        server's I/O thread: handler threads come and go, and a signal sent to a thread
+        that exits is lost), as the kernel may do with a signal sent to the process;
+        the time, as ``kill``."""
+        others = [int(tid) for tid in os.listdir(f"/proc/{self.pid}/task") if int(tid) != self.pid]
+        assert others, "the process has no thread but its main one"
+        libc = ctypes.CDLL(None, use_errno=True)
+        sent = time.monotonic()
+        if libc.syscall(_SYS_TGKILL[os.uname().machine], self.pid, min(others), signum) != 0:
+            raise OSError(ctypes.get_errno(), "tgkill failed")
         return sent
 
     def wait_exit(self, timeout: float) -> Optional[int]:

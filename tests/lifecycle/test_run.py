@@ -6,8 +6,6 @@ SIGTERMs; the main-thread check and the restoring of signal handlers are in-proc
 
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
 import threading
 import time
@@ -19,7 +17,7 @@ import pytest
 
 import puregrpc
 
-from ._proc import Rpc, ServerProcess, ms, new_channel
+from ._proc import CAN_SIGNAL_A_THREAD, Rpc, ServerProcess, ms, new_channel
 
 
 def _run_server(grace: float, drain_delay: float = 0.0) -> ServerProcess:
@@ -200,26 +198,19 @@ def test_run_restores_the_previous_signal_handlers() -> None:
         pool.shutdown(wait=False)
 
 
-_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}
-
-
-@pytest.mark.skipif(os.uname().machine not in _SYS_TGKILL, reason="tgkill's number is known for x86_64 and aarch64")
+@pytest.mark.skipif(not CAN_SIGNAL_A_THREAD, reason="tgkill's number is known on Linux x86_64 and aarch64")
 def test_a_sigterm_taken_by_another_thread_still_drains() -> None:
     """The kernel may hand a process's SIGTERM to any of its threads. Python runs the
     handler in the main thread when that thread wakes, which a thread blocked in a lock
-    never does: a --workers test saw a worker ignore its SIGTERM and serve on. run()
-    waits on its signal wakeup fd instead. Here the signal goes to one of the server's
-    other threads (tgkill), never to the main thread."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    never does: a --workers test saw a worker ignore its SIGTERM and serve on. The
+    main thread now waits on the signal wakeup fd (Lifecycle.wait). Here the signal
+    goes to one of the server's other threads (tgkill), never to the main thread."""
     with _run_server(grace=5) as server:
         _, tid = server.ready()
         server.wait_blocked(tid)
-        others = [int(t) for t in os.listdir(f"/proc/{server.pid}/task") if int(t) != server.pid]
-        assert others, "the server has other threads (its I/O thread, at least)"
-        sent = time.monotonic()
-        assert libc.syscall(_SYS_TGKILL[os.uname().machine], server.pid, others[0], signal.SIGTERM) == 0
+        sent = server.kill_another_thread(signal.SIGTERM)
         draining, _ = server.expect("DRAINING", 5.0)
         code = server.wait_exit(5.0)
-        print(f"\nSIGTERM to thread {others[0]}, not the main thread: drain began {ms(draining - sent)}")
+        print(f"\nSIGTERM to another thread than the main one: drain began {ms(draining - sent)}")
         assert code == 0, server.describe()
         assert "RETURNED" in server.stdout_lines

@@ -14,7 +14,7 @@ import time
 import grpc
 import pytest
 
-from ._proc import Rpc, ServerProcess, best_of, ms, new_channel
+from ._proc import CAN_SIGNAL_A_THREAD, Rpc, ServerProcess, best_of, ms, new_channel
 
 UNCOOPERATIVE = 4.0  # the spec's 30 s handler, shortened
 
@@ -115,3 +115,19 @@ def test_second_sigint_ends_the_process_while_an_uncooperative_handler_runs() ->
         print(f"\nsecond SIGINT -> exit {ms(took)} (exit code {code})")
         assert code != 0, server.describe()
         assert took < 1.0, f"second SIGINT-to-exit {ms(took)}"
+
+
+@pytest.mark.skipif(not CAN_SIGNAL_A_THREAD, reason="tgkill's number is known on Linux x86_64 and aarch64")
+def test_a_sigint_taken_by_another_thread_still_interrupts_the_wait() -> None:
+    """lifecycle.md 11 when the kernel hands the SIGINT to a thread other than the main
+    one (tgkill here): the main thread, blocked in wait_for_termination(), still gets
+    its KeyboardInterrupt, because it waits on the signal wakeup fd. Blocked in a lock,
+    it would never wake to run the handler."""
+    with ServerProcess.script("wait_server.py", "--on-interrupt", "exit1") as server:
+        _, tid = server.ready()
+        server.wait_blocked(tid)
+        sent = server.kill_another_thread(signal.SIGINT)
+        interrupted, _ = server.expect("INTERRUPTED", 5.0)
+        code = server.wait_exit(5.0)
+        print(f"\nSIGINT to another thread: KeyboardInterrupt {ms(interrupted - sent)}")
+        assert code == 1, server.describe()
