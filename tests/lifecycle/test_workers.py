@@ -283,13 +283,13 @@ class Caller:
         self._thread.join(60)
 
 
-def test_sighup_replaces_every_worker_without_failing_an_rpc(supervisors: List[Supervisor]) -> None:
+def test_sighup_replaces_every_worker_without_a_reset_or_a_hang(supervisors: List[Supervisor]) -> None:
     """One channel calling in a loop reconnects after its worker's GOAWAY; two callers
     opening a new connection per call keep landing on the old workers as they drain.
-    None may fail (README, "A rolling restart fails no RPC"; bench/rolling_restart.py
-    runs this for many restarts): the supervisor keeps each slot's socket open across
-    the restart, the drain closes its listener a loop turn after it stops accepting,
-    and a connection that has opened no stream gets its GOAWAY only with its first."""
+    No connection is reset and no call hangs (README, "Rolling restarts"; run for many
+    restarts by bench/rolling_restart.py): the supervisor keeps each slot's socket open
+    across the restart, the drain closes its listener a loop turn after it stops
+    accepting, and a connection that has opened no stream gets its GOAWAY with its first."""
     sup = start(supervisors, 2, "--grace", "10")
     old = sup.serving()
     callers = [Caller(sup.target, fresh=False)] + [Caller(sup.target, fresh=True) for _ in range(2)]
@@ -316,16 +316,14 @@ def test_sighup_replaces_every_worker_without_failing_an_rpc(supervisors: List[S
             f" after it: {sorted(after)}"
         )
         failures = f"{kind}: {caller.failures[:5]} ({len(caller.failures)} of {len(caller.pids)})"
-        if caller.fresh:
-            # A new connection whose first stream reaches a worker as it drains gets GOAWAY
-            # naming no stream and REFUSED_STREAM (lifecycle.md 12). grpcio usually retries
-            # it on another connection, but not always: UNAVAILABLE, about once in 80
-            # restarts of bench/rolling_restart.py. Anything else (a reset, a hang) fails.
-            refused = ("GOAWAY received", "REFUSED_STREAM", "error code 7")
-            assert len(caller.failures) <= 1, failures
-            assert all("UNAVAILABLE" in f and any(r in f for r in refused) for f in caller.failures), failures
-        else:
-            assert caller.failures == [], failures
+        # A new connection (a fresh caller's, or the channel's reconnect) whose first stream
+        # reaches a worker as it drains gets GOAWAY naming no stream and REFUSED_STREAM
+        # (lifecycle.md 12). grpcio usually retries it on another connection, but not
+        # always: UNAVAILABLE, about once in 30 to 80 restarts of bench/rolling_restart.py.
+        # Anything else (a reset, a hang, a second failure) fails the test.
+        refused = ("GOAWAY received", "REFUSED_STREAM", "error code 7")
+        assert len(caller.failures) <= 1, failures
+        assert all("UNAVAILABLE" in f and any(r in f for r in refused) for f in caller.failures), failures
         assert during, "no call completed during the rolling restart"
         assert after and after <= new, (after, new)
     assert all(gone(pid) for pid in old)
