@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import math
-import select
 import signal
 import socket
 import threading
@@ -136,7 +135,7 @@ class Lifecycle:
         """Block until terminated or timeout; True if it timed out (grpcio's contract).
 
         Blocks with no periodic wake-ups (lifecycle.md 10): in one ``Lock.acquire``, or
-        in the main thread in one ``select`` woken by signals (lifecycle.md 11).
+        in the main thread in one wait on a socket that signals wake (lifecycle.md 11).
         """
         if self._terminated:
             return False
@@ -197,9 +196,13 @@ class Lifecycle:
                     if remaining is not None and remaining <= 0:
                         return True
                     # The signal handlers run as this returns (PEP 475: a KeyboardInterrupt
-                    # comes out of it).
-                    if select.select([wake_r], [], [], remaining)[0]:
+                    # comes out of it). A socket timeout waits in poll(), which, unlike
+                    # select(), takes file descriptors past 1024 (a busy server's).
+                    wake_r.settimeout(remaining)
+                    try:
                         wake_r.recv(64)
+                    except socket.timeout:
+                        pass
                 return False
             finally:
                 self.remove_termination_callback(wake)

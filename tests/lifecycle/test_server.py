@@ -6,6 +6,7 @@ Margins are the spec's: 50 ms for waiter release, 100 ms for refusals.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import statistics
 import struct
@@ -149,6 +150,32 @@ def test_wait_timeout_returns_true_after_the_timeout(harness: Harness) -> None:
     began = time.monotonic()
     assert harness.server.wait_for_termination(0.5) is True
     assert 0.5 <= time.monotonic() - began <= 0.55
+
+
+def test_wait_in_the_main_thread_with_file_descriptors_past_1024(harness: Harness) -> None:
+    """In the main thread the wait blocks on a socket the signal wakeup fd writes to
+    (lifecycle.md 11); a busy server has many connections, so that socket may be past
+    1024, where select() fails: the wait must not use it."""
+    assert threading.current_thread() is threading.main_thread()
+    harness.server.start()
+    held: List[int] = []
+    try:
+        with open("/dev/null", "rb") as devnull:
+            while not held or held[-1] < 1100:  # every lower descriptor is taken
+                held.append(os.dup(devnull.fileno()))
+            probe = socket.socket()
+            assert probe.fileno() > 1024  # the wait's own sockets come after it
+            probe.close()
+            began = time.monotonic()
+            assert harness.server.wait_for_termination(0.3) is True
+            assert 0.3 <= time.monotonic() - began <= 0.35
+            stopper = threading.Timer(0.2, harness.server.stop, args=(None,))
+            stopper.start()
+            assert harness.server.wait_for_termination(5) is False  # woken by the termination
+            assert time.monotonic() - began < 0.3 + 0.2 + 0.1
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 @pytest.mark.parametrize("timeout", [0, -1])
