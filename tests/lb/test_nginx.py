@@ -182,7 +182,11 @@ def test_drain_of_one_of_two_replicas(stack: Stack) -> None:
         # the GOAWAY goes out when the drain delay ends; a exits as soon as its RPCs are done
         assert sent + DRAIN_DELAY - 0.1 <= outcome.ended <= exited + 0.5, (outcome, sent, exited)
     assert len(failed) <= 2, figures(load, nginx, sent, exited)
-    explained = [line for line in nginx.stderr_lines if "upstream sent goaway" in line or "prematurely closed" in line]
+    # Once in CI (in about 25 local runs, never) nginx logged "recv() failed (104: Connection
+    # reset by peer) while reading response header from upstream" for the one 502 instead:
+    # a TCP reset from a as it closed; its cause is not pinned down (docs/load-balancers.md).
+    known = ("upstream sent goaway", "prematurely closed", "(104: Connection reset by peer) while reading response")
+    explained = [line for line in nginx.stderr_lines if any(k in line for k in known)]
     assert len(explained) >= len(failed), nginx.stderr_lines
     during = load.by_replica(sent, sent + DRAIN_DELAY - 0.2)
     assert during["a"] >= 10, f"a stopped serving before its drain delay ended: {during}"
