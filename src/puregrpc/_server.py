@@ -242,7 +242,13 @@ class ServerCore:
             self._terminate_loop()
 
     def _check_sockets_closed(self) -> None:
-        if self.lifecycle.terminated and self._listeners_closed and not self.connections and not self.opening:
+        if (
+            self.lifecycle.terminated
+            and self._listeners_closed
+            and not self._adopting  # taken from an accept queue, not yet a Connection
+            and not self.opening
+            and not self.connections
+        ):
             self.sockets_closed.set()
 
     def _begin_drain_loop(self) -> None:
@@ -302,7 +308,11 @@ class ServerCore:
                 conn_sock.setblocking(False)
                 task = loop.create_task(self._serve_adopted(conn_sock, context))
                 self._adopting.add(task)  # the loop holds tasks weakly
-                task.add_done_callback(self._adopting.discard)
+                task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[None]) -> None:
+        self._adopting.discard(task)
+        self._check_sockets_closed()  # a failed adoption leaves no connection to wait for
 
     async def _serve_adopted(self, sock: socket.socket, context: Optional[ssl.SSLContext]) -> None:
         try:

@@ -177,3 +177,41 @@ def test_connections_accepted_as_the_drain_begins_are_served_their_goaway() -> N
         finally:
             for sock in queued:
                 sock.close()
+
+
+def test_a_process_exit_waits_for_the_connections_taken_from_the_queue() -> None:
+    """``sockets_closed`` (puregrpc.run waits on it before the process exits) counts the
+    connections taken from the accept queue at the drain, before they are Connections:
+    set at termination, the process exited under them and the kernel reset them (nginx,
+    tests/lb: "Connection reset by peer while reading response header from upstream")."""
+    with serve(handlers=_handlers()) as running:
+        core = running.server._core
+        with running.channel() as ch:
+            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=TIMEOUT) == b"x"
+        entered = threading.Event()
+
+        def hold_loop() -> None:
+            entered.set()
+            time.sleep(0.5)
+
+        holder = threading.Thread(target=lambda: core.io.call(hold_loop, timeout=TIMEOUT))
+        holder.start()
+        assert entered.wait(TIMEOUT)
+        queued = [socket.create_connection(("localhost", running.port), timeout=TIMEOUT) for _ in range(3)]
+        try:
+            for sock in queued:
+                sock.sendall(CLIENT_PREFACE)
+            stopper = threading.Thread(target=lambda: running.server.stop(5))
+            stopper.start()
+            holder.join(TIMEOUT)
+            stopper.join(TIMEOUT)
+            assert not running.server.wait_for_termination(TIMEOUT)  # no RPC: terminated at once
+            time.sleep(0.1)  # the adopted connections are Connections by now, or would be lost
+            assert not core.sockets_closed.is_set(), "a process would exit under the queued connections"
+            for sock in queued:
+                frames = read_frames(sock, lambda frames: any(f[0] == 0x4 and not f[1] & 0x1 for f in frames), 3.0)
+                assert any(f[0] == 0x4 for f in frames), frames  # served, not dropped
+        finally:
+            for sock in queued:
+                sock.close()
+        assert core.sockets_closed.wait(5.0), "set once every connection has closed"
