@@ -22,7 +22,7 @@ from typing import List
 import grpc
 import pytest
 
-from ._support import CLIENT_PREFACE, TIMEOUT, raw_request, read_frames, serve
+from ._support import CLIENT_PREFACE, TIMEOUT, Running, raw_request, read_frames, serve
 
 SERVICE = "drain.Probe"
 SETTINGS_ACK = bytes.fromhex("000000040100000000")
@@ -33,35 +33,44 @@ def _handlers() -> List[grpc.GenericRpcHandler]:
     return [grpc.method_handlers_generic_handler(SERVICE, {"Echo": echo})]
 
 
+def _queue_connections_then_stop(running: Running, count: int) -> List[socket.socket]:
+    """Hold the server's I/O loop in a sleep while ``count`` clients connect and send the
+    preface (the kernel queues them), and ask for the stop during that sleep, so that the
+    drain runs before the loop could accept them; the clients' sockets."""
+    core = running.server._core
+    # Warm the loop so that the sleep below is the next thing it runs.
+    with running.channel() as ch:
+        assert ch.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=TIMEOUT) == b"x"
+    entered = threading.Event()
+
+    def hold_loop() -> None:
+        entered.set()
+        time.sleep(1.0)
+
+    holder = threading.Thread(target=lambda: core.io.call(hold_loop, timeout=TIMEOUT))
+    holder.start()
+    assert entered.wait(TIMEOUT)
+    queued = []
+    for _ in range(count):
+        sock = socket.create_connection(("localhost", running.port), timeout=TIMEOUT)
+        sock.sendall(CLIENT_PREFACE)
+        queued.append(sock)
+    stopper = threading.Thread(target=lambda: running.server.stop(5))
+    stopper.start()
+    time.sleep(0.2)  # the stop is posted to the loop, behind the sleep
+    holder.join(TIMEOUT)
+    stopper.join(TIMEOUT)
+    return queued
+
+
 def test_connections_queued_at_drain_get_goaway_not_a_reset() -> None:
     with serve(handlers=_handlers()) as running:
-        core = running.server._core
-        # Warm the loop so that the sleep below is the next thing it runs.
-        with running.channel() as ch:
-            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=TIMEOUT) == b"x"
-        entered = threading.Event()
-
-        def hold_loop() -> None:
-            entered.set()
-            time.sleep(1.0)
-
-        holder = threading.Thread(target=lambda: core.io.call(hold_loop, timeout=TIMEOUT))
-        holder.start()
-        assert entered.wait(TIMEOUT)
-        queued = []
-        for _ in range(5):
-            sock = socket.create_connection(("localhost", running.port), timeout=TIMEOUT)
-            sock.sendall(CLIENT_PREFACE)
-            queued.append(sock)
-        stopper = threading.Thread(target=lambda: running.server.stop(5))
-        stopper.start()
-        time.sleep(0.2)  # the stop is posted to the loop, behind the sleep
-        holder.join(TIMEOUT)
-        stopper.join(TIMEOUT)
+        queued = _queue_connections_then_stop(running, 5)
         try:
             for sock in queued:
-                # A reset would raise ConnectionResetError here. The GOAWAY waits for the
-                # client to acknowledge the server's SETTINGS (test_goaway_waits_for_settings_ack).
+                # A reset would raise ConnectionResetError here. On a connection that has
+                # opened no stream the GOAWAY comes after _SETUP_WAIT
+                # (test_goaway_waits_for_a_connections_first_stream).
                 frames = read_frames(sock, lambda frames: any(f[0] == 0x4 and not f[1] & 0x1 for f in frames))
                 assert any(f[0] == 0x4 for f in frames), frames
                 sock.sendall(SETTINGS_ACK)
@@ -186,25 +195,8 @@ def test_a_process_exit_waits_for_the_connections_taken_from_the_queue() -> None
     tests/lb: "Connection reset by peer while reading response header from upstream")."""
     with serve(handlers=_handlers()) as running:
         core = running.server._core
-        with running.channel() as ch:
-            assert ch.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=TIMEOUT) == b"x"
-        entered = threading.Event()
-
-        def hold_loop() -> None:
-            entered.set()
-            time.sleep(0.5)
-
-        holder = threading.Thread(target=lambda: core.io.call(hold_loop, timeout=TIMEOUT))
-        holder.start()
-        assert entered.wait(TIMEOUT)
-        queued = [socket.create_connection(("localhost", running.port), timeout=TIMEOUT) for _ in range(3)]
+        queued = _queue_connections_then_stop(running, 3)
         try:
-            for sock in queued:
-                sock.sendall(CLIENT_PREFACE)
-            stopper = threading.Thread(target=lambda: running.server.stop(5))
-            stopper.start()
-            holder.join(TIMEOUT)
-            stopper.join(TIMEOUT)
             assert not running.server.wait_for_termination(TIMEOUT)  # no RPC: terminated at once
             time.sleep(0.1)  # the adopted connections are Connections by now, or would be lost
             assert not core.sockets_closed.is_set(), "a process would exit under the queued connections"
