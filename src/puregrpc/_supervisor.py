@@ -24,13 +24,14 @@ Ctrl+C in a terminal reaches the supervisor alone, which then drains them.
 
 - A worker that exits unasked is restarted after a delay: 0.5 s, doubled after each
   exit up to 30 s, back to 0.5 s once a worker has stayed up 60 s.
-- A worker that exits before its ready line while the first generation starts
-  stops everything: the supervisor exits with the worker's status (a bad target or
-  a busy port is the same error for each worker).
+- An address the supervisor cannot bind (a busy port) exits 1 before any worker
+  starts. A worker that exits before its ready line while the first generation
+  starts stops everything: the supervisor exits with the worker's status (a bad
+  target is the same error for each worker).
 - SIGTERM or SIGINT: SIGTERM to every worker (each drains as ``puregrpc.run``)
   and the supervisor closes its sockets, so the port refuses new connections once
-  the workers have closed theirs; the supervisor exits 0 once all have exited. A second SIGTERM/SIGINT: SIGKILL to
-  every worker, exit status 1.
+  the workers have closed theirs; the supervisor exits 0 once all have exited. A
+  second SIGTERM/SIGINT: SIGKILL to every worker, exit status 1.
 - SIGHUP: a rolling restart. N new workers start (importing MODULE afresh); once
   every one has said ready, the old ones get SIGTERM and drain. If a new worker
   exits or is not ready within ``BOOT_TIMEOUT``, the new generation is stopped and
@@ -102,8 +103,14 @@ class Slot:
         # The slot's listening sockets, one group per address; None once closed.
         self.listeners: Optional[List[List[socket.socket]]] = None
 
-    def fds(self) -> List[int]:
-        return [sock.fileno() for group in self.listeners or [] for sock in group]
+    def schedule_restart(self, now: float) -> float:
+        """Restart this slot after the current delay, which then doubles; the delay."""
+        # The exponent is capped: 2.0 ** 1024 overflows, after some 9 hours of a slot
+        # dying every 30 s.
+        delay = min(MAX_DELAY, FIRST_DELAY * 2.0 ** min(self.failures, 32))
+        self.failures += 1
+        self.restart_at = now + delay
+        return delay
 
     def close_listeners(self) -> None:
         for group in self.listeners or []:
@@ -147,15 +154,15 @@ class Supervisor:
     def spawn(self, slot: int, generation: int) -> Worker:
         listeners = self.slots[slot].listeners
         assert listeners is not None
-        fds = ";".join(",".join(str(sock.fileno()) for sock in group) for group in listeners)
+        groups = [[sock.fileno() for sock in group] for group in listeners]
         ours, theirs = socket.socketpair()
         argv = [sys.executable, "-m", "puregrpc", *self.worker_argv, "--worker-fd", str(theirs.fileno())]
-        argv += ["--listen-fds", fds]
+        argv += ["--listen-fds", ";".join(",".join(map(str, group)) for group in groups)]
         try:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), *self.slots[slot].fds()),
+                pass_fds=(theirs.fileno(), *(fd for group in groups for fd in group)),
                 start_new_session=True,  # a terminal's Ctrl+C reaches the supervisor only
                 env={**os.environ, WORKER_ENV: str(slot)},
             )
@@ -300,9 +307,7 @@ class Supervisor:
         now = time.monotonic()
         if worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER:
             slot.failures = 0
-        delay = min(MAX_DELAY, FIRST_DELAY * 2**slot.failures)
-        slot.failures += 1
-        slot.restart_at = now + delay
+        delay = slot.schedule_restart(now)
         _LOGGER.warning(
             "worker %d (slot %d) %s after %.1fs; restarting it in %gs",
             worker.pid,
@@ -322,9 +327,7 @@ class Supervisor:
                 try:
                     self.open_listeners(slot)
                 except RuntimeError as exc:
-                    delay = min(MAX_DELAY, FIRST_DELAY * 2**slot.failures)
-                    slot.failures += 1
-                    slot.restart_at = now + delay
+                    delay = slot.schedule_restart(now)
                     _LOGGER.error("slot %d: %s; trying again in %gs", slot.index, exc, delay)
                     continue
                 slot.worker = self.spawn(slot.index, self.generation)

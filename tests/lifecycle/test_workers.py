@@ -478,3 +478,16 @@ def test_workers_serve_tls_on_the_supervisors_sockets(supervisors: List[Supervis
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     sup.proc.kill(signal.SIGTERM)
     assert sup.proc.wait_exit(TIMEOUT) == 0, sup.proc.describe()
+
+
+def test_the_restart_delay_doubles_to_30s_and_stays_there() -> None:
+    """0.5 s, doubled after each exit, at most 30 s, however many exits: computed as
+    0.5 * 2**failures it overflowed (OverflowError in the supervisor) after 1,024 exits,
+    some 9 hours of a slot dying every 30 s."""
+    from puregrpc._supervisor import Slot
+
+    slot = Slot(0)
+    delays = [slot.schedule_restart(100.0) for _ in range(2000)]
+    assert delays[:8] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert set(delays[6:]) == {30.0}
+    assert slot.restart_at == 130.0
