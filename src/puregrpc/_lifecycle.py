@@ -164,7 +164,7 @@ class Lifecycle:
         return not released
 
     def _wait_woken_by_signals(self, timeout: Optional[float]) -> Optional[bool]:
-        """``wait`` for the main thread: a ``select`` on a socket that the termination
+        """``wait`` for the main thread: a ``recv`` on a socket that the termination
         and ``signal.set_wakeup_fd`` both write to; None where the wakeup fd is taken
         (an asyncio loop's). The kernel may hand a signal to any thread, and Python runs
         its handler (Ctrl+C's KeyboardInterrupt, puregrpc.run's drain) in the main
