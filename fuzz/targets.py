@@ -234,7 +234,6 @@ class Driver:
         self.app_pings_unread = 0
         self.conn_unacked = 0  # reported flow the application has not acknowledged
         self.goaway_sent = False
-        self.granted = 0  # connection window granted beyond what was consumed
         self.drained = False
         self.check_state()
         self.take_output()
@@ -311,7 +310,7 @@ class Driver:
                     f"stream {event.stream_id}: {model.recv_flow - model.acked} unacknowledged > window {window}",
                 )
                 check(
-                    self.conn_unacked <= cfg.connection_window_size + self.granted,
+                    self.conn_unacked <= cfg.connection_window_size,
                     f"connection: {self.conn_unacked} unacknowledged > {cfg.connection_window_size}",
                 )
                 if not model.failed:
@@ -396,18 +395,15 @@ class Driver:
         if rng.random() < 0.02:
             conn.goaway(self.last_request, 0, b"fuzz")
             self.goaway_sent = True
-        if rng.random() < 0.03:
-            # Credit beyond what was consumed (the server favours a stream this way).
-            increment = rng.choice((1, 1000, 1 << 30))
-            before = conn.connection_receive_window
-            conn.grant_connection_window(increment)
-            check(conn.connection_receive_window == min(before + increment, (1 << 31) - 1), "grant not applied")
-            self.granted += increment
 
     def ack(self, sid: int, model: _StreamModel, length: int) -> None:
         model.acked += length
         self.conn_unacked -= length
-        self.conn.acknowledge_received_data(sid, length)
+        if self.rng.random() < 0.5:
+            self.conn.acknowledge_received_data(sid, length)
+        else:  # the server credits the connection and the stream apart
+            self.conn.acknowledge_connection_data(length)
+            self.conn.acknowledge_stream_data(sid, length)
 
     def answer(self, sid: int, how: int) -> None:
         conn = self.conn

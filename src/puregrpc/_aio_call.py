@@ -183,7 +183,10 @@ class TaskDriver:
         while True:
             with call.lock:
                 if call.requests or call.request_ended or not call.active:
+                    call.reading = False
                     return
+                call.reading = True
+            call.link.reader_waiting()
             await self._news()
 
     async def _call_handler(self, handler: Any, context: AioServicerContext) -> None:
@@ -245,6 +248,7 @@ class TaskDriver:
         call = self.call
         while True:
             with call.lock:
+                call.reading = False
                 if call.requests:
                     compressed, payload = call.pop_request()
                     break
@@ -252,6 +256,8 @@ class TaskDriver:
                     raise RpcError("the RPC was cancelled or has ended")
                 if call.request_ended:
                     return eof()
+                call.reading = True
+            call.link.reader_waiting()
             await self._news()
         return call.decode(compressed, payload)
 

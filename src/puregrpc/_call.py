@@ -59,8 +59,9 @@ REQUEST_QUEUE_LIMIT = 1 << 20
 # sender since (see REQUEST_QUEUE_LIMIT), gets a receive window of STREAM_WINDOW_GROWN: its sender
 # then never waits for a WINDOW_UPDATE, and gets one per 2 MiB rather than per 512 KiB
 # (1 MiB client-streaming: grpcio's client spent more CPU on our WINDOW_UPDATEs than
-# on its messages). Calls that never finish a message keep the initial window, so the
-# bounds on unfinished messages are unchanged (Connection.favour_leader).
+# on its messages). Calls that never finish a message keep the initial window, and at
+# most _connection.MAX_GROWN_STREAMS streams of a connection grow, so the connection's
+# bound stays a sum of constants (see _connection.CREDIT_LIMIT).
 GROW_WINDOW_AFTER = 1 << 20
 STREAM_WINDOW_GROWN = 4 << 20
 # Response bytes queued unsent before a writing handler waits.
@@ -96,11 +97,17 @@ class CallLink(Protocol):
     def call_done(self, call: CallCore) -> None: ...
     def request_ready(self, call: CallCore) -> None: ...
     def stream_blocked(self, call: CallCore, blocked: bool) -> None: ...
-    def partial_changed(self, call: CallCore, delta: int) -> None: ...
-    def partial_over_limit(self, call: CallCore) -> bool: ...
-    def withhold_partial(self, call: CallCore, length: int) -> None: ...
-    def favour_leader(self) -> None: ...
-    def release_partial(self, call: CallCore) -> None: ...
+
+    grown_streams: int
+
+    def unread_added(self, length: int) -> None: ...
+    def request_taken(self, length: int) -> None: ...
+    def reader_waiting(self) -> None: ...
+    def credit(self, call: CallCore, length: int) -> None: ...
+    def request_ended(self, call: CallCore) -> None: ...
+    def message_completed(self, call: CallCore) -> None: ...
+    def credit_ended(self, call: CallCore, unread: int) -> None: ...
+    def may_grow(self) -> bool: ...
     def output_posted(self, length: int) -> None: ...
     def output_taken(self, length: int) -> None: ...
     def output_over_limit(self) -> bool: ...
@@ -138,12 +145,14 @@ class CallCore:
         self.posted_bytes = 0  # written by the handler, not yet given to HTTP/2
         self.engine_pending = 0  # given to HTTP/2, waiting for send window
         self.writer_waiting = False
+        self.reading = False  # the handler waits for a message (the connection's credit)
         self.callbacks: Optional[List[Callable[[], None]]] = []
         # loop side
         self.waker: Optional[Callable[[], None]] = None  # a task adapter waiting for news
         self.on_terminated: Optional[Callable[[], None]] = None  # the adapter's own end hook
         self.awaiting_request = False  # dispatch waits for the request message
-        self.partial_flow = 0  # flow bytes withheld for an unfinished message (connection bound)
+        self.held_flow = 0  # stream credit the connection's bound holds back (loop only)
+        self.credit_settled = False  # ended: its bytes no longer count (under lock)
         self.handler: Optional[Any] = None  # found on the loop when no user code is needed
         self.rpc_type: Optional[str] = None  # set once a handler is found (observers are told)
         self.final_code = StatusCode.CANCELLED  # what the RPC ended with, as far as the wire goes
@@ -195,8 +204,12 @@ class CallCore:
     def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
         link = self.link
         h2 = link.h2
+        # The connection window reopens as bytes arrive, whatever this call does with
+        # them: a call whose handler is slow or not started yet holds back only its own
+        # stream's credit, never the other calls' (see _connection.CREDIT_LIMIT).
+        h2.acknowledge_connection_data(flow_length)
         if self.done:
-            h2.acknowledge_received_data(self.stream_id, flow_length)
+            h2.acknowledge_stream_data(self.stream_id, flow_length)
             return
         decoder = self.decoder
         before = decoder.buffered
@@ -204,27 +217,24 @@ class CallCore:
             messages = decoder.feed(data) if data else []
         except ProtocolViolation as exc:
             if decoder.buffered != before:
-                link.partial_changed(self, decoder.buffered - before)
-            h2.acknowledge_received_data(self.stream_id, flow_length)
+                link.unread_added(decoder.buffered - before)
             self.abort_loop(exc.code, exc.message)
             return
-        after = decoder.buffered
-        if after != before:
-            link.partial_changed(self, after - before)
-        hold_partial = after > 0 and link.partial_over_limit(self)
+        received = decoder.buffered - before
         if messages:
             self.messages_in += len(messages)
         with self.lock:
             for message in messages:
                 self.requests.append(message)
-                self.queued_bytes += len(message[1])
+                size = len(message[1])
+                self.queued_bytes += size
+                received += size
             if end_stream:
                 self.request_ended = True
             # The first message queued is always credited (max_receive bounds it): a
             # message just over the limit would otherwise wait for the handler's
             # thread to be credited, a round trip per message (1 MiB unary calls).
             withhold = self.queued_bytes > REQUEST_QUEUE_LIMIT and len(self.requests) > 1
-            grow = bool(messages) and not withhold and not self.window_grown and self.bytes_taken >= GROW_WINDOW_AFTER
             if withhold:
                 self.deferred_flow += flow_length
             news = bool(messages) or end_stream
@@ -233,15 +243,18 @@ class CallCore:
                 # arrives in many DATA frames, and waking the handler for each one cost
                 # a thread switch per 16 KiB.
                 self.waiters.notify_all()
-        if hold_partial and not withhold:
-            link.withhold_partial(self, flow_length)
+        if received:
+            link.unread_added(received)
+        if end_stream:
+            link.request_ended(self)
         elif not withhold:
-            if grow:
+            if messages and not self.window_grown and self.bytes_taken >= GROW_WINDOW_AFTER and link.may_grow():
                 self.window_grown = True
+                link.grown_streams += 1
                 h2.grow_receive_window(self.stream_id, STREAM_WINDOW_GROWN)
-            h2.acknowledge_received_data(self.stream_id, flow_length)
-            if after:
-                link.favour_leader()
+            link.credit(self, flow_length)
+        if messages:
+            link.message_completed(self)
         if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
             return
@@ -377,8 +390,11 @@ class CallCore:
             self._end_loop()
 
     def release_flow_loop(self, length: int) -> None:
-        self.link.h2.acknowledge_received_data(self.stream_id, length)
-        self.link.mark_dirty()
+        """The handler read its queue down: the stream credit it held back goes (the
+        connection's was given on arrival), as the connection's bound allows."""
+        if not self.done and not self.request_ended:
+            self.link.credit(self, length)
+            self.link.mark_dirty()
 
     def _end_loop(self) -> None:
         self.done = True
@@ -392,19 +408,20 @@ class CallCore:
         with self.lock:
             self.active = False
             callbacks, self.callbacks = self.callbacks, None
-            # Whatever ended the call, every byte received is credited back to the
-            # connection exactly once: what was withheld for backpressure goes now
-            # (a late release_flow_loop finds 0 here).
-            deferred, self.deferred_flow = self.deferred_flow, 0
+            # The stream credit held back for backpressure is moot now (the connection's
+            # was given on arrival); the bytes still queued stop counting against the
+            # connection's bound, once (credit_settled: a late pop_request skips it).
+            self.deferred_flow = 0
+            unread = 0 if self.credit_settled else self.queued_bytes + self.decoder.buffered
+            self.credit_settled = True
             if self.waiters is not None:
                 self.waiters.notify_all()
         link = self.link
-        if deferred:
-            link.h2.acknowledge_received_data(self.stream_id, deferred)
-        if self.decoder.buffered:
-            link.partial_changed(self, -self.decoder.buffered)
-            self.decoder.clear()
-        link.release_partial(self)
+        self.decoder.clear()
+        if self.window_grown:
+            self.window_grown = False
+            link.grown_streams -= 1
+        link.credit_ended(self, unread)
         link.call_done(self)
         if _ACCESS.isEnabledFor(logging.INFO):
             _ACCESS.info(
@@ -545,6 +562,8 @@ class CallCore:
         compressed, payload = self.requests.popleft()
         self.queued_bytes -= len(payload)
         self.bytes_taken += len(payload)
+        if not self.credit_settled:
+            self.link.request_taken(len(payload))
         if self.deferred_flow and self.queued_bytes <= REQUEST_QUEUE_LIMIT // 2:
             release, self.deferred_flow = self.deferred_flow, 0
             self.to_loop(self.release_flow_loop, release)

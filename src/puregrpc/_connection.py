@@ -50,11 +50,17 @@ _SETUP_WAIT = 0.5
 # handlers) above which its new calls are held, not run, until half of it drains.
 # The connection is still read: WINDOW_UPDATE, RST_STREAM and PING must be heard.
 OUTPUT_LIMIT = 4 << 20
-# Bytes of unfinished request messages one connection may hold acknowledged.
-# Past it, the flow of every unfinished message but the oldest is withheld (no
-# WINDOW_UPDATE) until messages complete or their calls end; the oldest is always
-# credited, so one large message can always finish (see Connection.favour_leader).
-PARTIAL_LIMIT = 16 << 20
+# Request bytes one connection may hold received and not yet taken by handlers (whole
+# messages queued and unfinished ones) while its streams still get credit ahead of their
+# handlers. Past it, a stream's WINDOW_UPDATE waits until the connection is back under
+# the bound, except for two leaders (see Connection.credit). The connection window is
+# credited as bytes arrive, whatever their stream holds: what one call holds back never
+# stalls the others.
+CREDIT_LIMIT = 16 << 20
+# Streams of one connection whose receive window may grow to STREAM_WINDOW_GROWN (a
+# grown window is credit the client may use without asking): the bound stays a sum of
+# constants, whatever the number of streams.
+MAX_GROWN_STREAMS = 8
 # Calls of one connection handed to the server (a thread pool's queue) and not yet
 # started by a worker; more wait here, so that one client cannot fill the pool's
 # queue ahead of every other client.
@@ -70,7 +76,9 @@ class StreamCall(Protocol):
     completed: bool
     final_code: StatusCode
     awaiting_request: bool
-    partial_flow: int
+    held_flow: int
+    queued_bytes: int
+    reading: bool  # its handler is blocked waiting for a message
     decoder: MessageDecoder
 
     def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None: ...
@@ -144,10 +152,16 @@ class Connection(asyncio.Protocol):
         self.output_level = 0  # engine + transport bytes unsent, as of the last flush
         self._posted_out = 0  # response bytes handlers posted that the loop has not taken
         self._out_lock = threading.Lock()
-        self.partial_bytes = 0  # bytes of unfinished request messages, all calls
-        self._partial_calls: Dict[StreamCall, None] = {}  # calls holding one, oldest first
-        self._partial_held: Dict[StreamCall, None] = {}  # calls whose flow is withheld
-        self._overgrant = 0  # connection credit given beyond what was consumed (see _favour_leader)
+        # Request bytes received and not taken by handlers, all calls (see CREDIT_LIMIT);
+        # handlers' threads take from it, hence the lock.
+        self.unread = 0
+        self._credit_lock = threading.Lock()
+        self._credit_held: Dict[StreamCall, None] = {}  # calls whose stream credit waits, oldest first
+        # The calls credited past the bound (see credit): one reader, one request.
+        self._reader: Optional[StreamCall] = None
+        self._request: Optional[StreamCall] = None
+        self._rebalance_posted = False  # a _rebalance is queued on the loop (under _credit_lock)
+        self.grown_streams = 0  # streams whose window grew (MAX_GROWN_STREAMS)
         self.paused = False
         self.closed = False
         self.shutting_down = False
@@ -562,74 +576,118 @@ class Connection(asyncio.Protocol):
                 self._waiting += 1
             self.core.dispatch(call)
 
-    # -- unfinished request messages (see PARTIAL_LIMIT) ---------------------------
-    def partial_changed(self, call: StreamCall, delta: int) -> None:
-        self.partial_bytes += delta
-        if call.decoder.buffered and not call.done:
-            self._partial_calls.setdefault(call)
-            return
-        # Its message completed (or the call ended): credit it; maybe others.
-        if next(iter(self._partial_calls), None) is call and not call.done:
-            self._overgrant = 0  # the leader used its extra credit to finish
-        self._partial_calls.pop(call, None)
-        self.release_partial(call)
-        if self._partial_held:
-            if self.partial_bytes <= PARTIAL_LIMIT:
-                for other in list(self._partial_held):
-                    self.release_partial(other)
-            else:
-                leader = next(iter(self._partial_calls), None)
-                if leader is not None:
-                    self.release_partial(leader)
-                    self.favour_leader()
+    # -- request credit (see CREDIT_LIMIT) ------------------------------------------
+    # What a connection holds of requests is bounded by CREDIT_LIMIT, plus two leaders'
+    # messages, plus what the client may send without credit: the streams' windows
+    # (max_concurrent_streams x lookahead_bytes, and MAX_GROWN_STREAMS grown ones).
+    #
+    # Past the bound, two calls at a time are still credited, so that no call waits
+    # for credit that only another call's progress could free:
+    # - the reader: a handler blocked reading (its queue is empty), until the message
+    #   it waits for is whole; it takes it at once, so this frees the slot;
+    # - the request: a unary call whose dispatch waits for its request message, until
+    #   a handler has taken it (it may wait for a worker the readers will free).
+    def unread_added(self, length: int) -> None:
+        """The loop received ``length`` request bytes for a call (negative: dropped)."""
+        with self._credit_lock:
+            self.unread += length
 
-    def partial_over_limit(self, call: StreamCall) -> bool:
-        """Withhold this call's flow: over the bound, and not the oldest message."""
-        return self.partial_bytes > PARTIAL_LIMIT and next(iter(self._partial_calls), None) is not call
+    def request_taken(self, length: int) -> None:
+        """A handler took a message (any thread). Under pressure, the loop looks again
+        at the credit held back; otherwise this is one lock and a subtraction."""
+        with self._credit_lock:
+            self.unread -= length
+            if not self._credit_held or self._rebalance_posted:
+                return
+            self._rebalance_posted = True
+        self.io.post(self._rebalance)
 
-    def withhold_partial(self, call: StreamCall, length: int) -> None:
-        call.partial_flow += length
-        self._partial_held[call] = None
-        self.favour_leader()
+    def reader_waiting(self) -> None:
+        """A handler blocks for its next message (any thread): it may lead."""
+        with self._credit_lock:
+            if not self._credit_held or self._rebalance_posted:
+                return
+            self._rebalance_posted = True
+        self.io.post(self._rebalance)
 
-    def favour_leader(self) -> None:
-        """While others' credit is withheld, the bytes they hold may fill the whole
-        connection window and starve the oldest message, the one always credited.
-        Then the connection window is opened by what that message still lacks, at
-        most PARTIAL_LIMIT of such extra credit until a leader finishes; past that,
-        the newest withheld call fails RESOURCE_EXHAUSTED instead of stalling all.
-        What a connection holds of unfinished messages is thus bounded by
-        2 x PARTIAL_LIMIT + its receive window + one message (max_receive)."""
-        if not self._partial_held:
-            return
-        leader = next(iter(self._partial_calls), None)
-        if leader is None:
-            return
-        lacking = leader.decoder.missing - self.h2.connection_receive_window
-        if lacking <= 0:
-            return
-        extra = min(lacking, PARTIAL_LIMIT - self._overgrant)
-        if extra > 0:
-            self._overgrant += extra
-            self.h2.grant_connection_window(extra)
+    def credit(self, call: StreamCall, length: int) -> None:
+        """Give ``call``'s stream credit for ``length`` bytes received: now if the
+        connection is under CREDIT_LIMIT or the call leads, else once it is or does."""
+        with self._credit_lock:
+            # Decided and recorded under the lock that request_taken holds: a handler
+            # taking a message at this moment either brings us under the bound first
+            # or sees this call held and has the loop look again.
+            hold = self.unread > CREDIT_LIMIT and call is not self._reader and call is not self._request
+            if hold:
+                call.held_flow += length
+                self._credit_held[call] = None
+        if not hold:
+            self.h2.acknowledge_stream_data(call.stream_id, length)
+        elif self._reader is None and call.reading:
+            self._reader = call
+            self._release_credit(call)
+        elif self._request is None and call.awaiting_request:
+            self._request = call
+            self._release_credit(call)
+
+    def request_ended(self, call: StreamCall) -> None:
+        """No more DATA can come on ``call``: stream credit would be of no use to it."""
+        call.held_flow = 0
+        self._credit_held.pop(call, None)
+        if call is self._reader:
+            self._reader = None
+            self._rebalance()
+
+    def message_completed(self, call: StreamCall) -> None:
+        """A message of ``call`` is whole: if it led as the reader, another may."""
+        if call is self._reader:
+            self._reader = None
+            self._rebalance()
+
+    def credit_ended(self, call: StreamCall, unread: int) -> None:
+        """``call`` ended holding ``unread`` bytes: they no longer count."""
+        call.held_flow = 0
+        self._credit_held.pop(call, None)
+        if call is self._reader:
+            self._reader = None
+        if call is self._request:
+            self._request = None
+        with self._credit_lock:
+            self.unread -= unread
+        if self._credit_held:
+            self._rebalance()
+
+    def _release_credit(self, call: StreamCall) -> None:
+        length, call.held_flow = call.held_flow, 0
+        self._credit_held.pop(call, None)
+        if length and not call.done:
+            self.h2.acknowledge_stream_data(call.stream_id, length)
             self.mark_dirty()
-        elif self.h2.connection_receive_window <= 0:
-            # The others' unfinished messages hold the whole window and the extra
-            # credit is spent: rather than stall every call of the connection, the
-            # newest of them fails (its credit then goes back, and the leader runs).
-            newest = next(reversed(self._partial_held))
-            newest.abort_loop(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"the server holds too many unfinished request messages on this connection "
-                f"(over {PARTIAL_LIMIT} bytes); retry",
-            )
 
-    def release_partial(self, call: StreamCall) -> None:
-        length, call.partial_flow = call.partial_flow, 0
-        self._partial_held.pop(call, None)
-        if length:
-            self.h2.acknowledge_received_data(call.stream_id, length)
-            self.mark_dirty()
+    def _rebalance(self) -> None:
+        """Under the bound again: every held call gets its credit, oldest first. Still
+        over it: an empty leader slot goes to the oldest held call that qualifies."""
+        with self._credit_lock:
+            self._rebalance_posted = False
+            under = self.unread <= CREDIT_LIMIT
+        request = self._request
+        if request is not None and not request.awaiting_request and not request.queued_bytes:
+            self._request = None  # its handler has taken the message
+        if under:
+            for call in list(self._credit_held):
+                self._release_credit(call)
+            return
+        for call in list(self._credit_held):
+            if self._reader is None and call.reading and not call.done:
+                self._reader = call
+                self._release_credit(call)
+            elif self._request is None and call.awaiting_request and not call.done:
+                self._request = call
+                self._release_credit(call)
+
+    def may_grow(self) -> bool:
+        """Whether one more stream's window may grow (see MAX_GROWN_STREAMS)."""
+        return self.grown_streams < MAX_GROWN_STREAMS and self.unread <= CREDIT_LIMIT // 2
 
     # -- output ----------------------------------------------------------------
     def mark_dirty(self) -> None:

@@ -94,8 +94,12 @@ class SyncDriver:
                 return call.pop_request()
         cond = call.condition()
         with cond:
-            while not call.requests and not call.request_ended and call.active:
-                cond.wait()
+            if not call.requests and not call.request_ended and call.active:
+                call.reading = True
+                call.link.reader_waiting()
+                while not call.requests and not call.request_ended and call.active:
+                    cond.wait()
+                call.reading = False
             return call.pop_request() if call.requests else None
 
     def next_request(self) -> Any:

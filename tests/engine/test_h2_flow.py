@@ -322,6 +322,31 @@ def test_connection_credit_is_not_batched_while_the_window_is_low() -> None:
     assert updates, "the connection credit of stream 3 was held back"
 
 
+def test_connection_and_stream_credit_given_apart() -> None:
+    """The server credits the connection as bytes arrive and a stream later (or never):
+    the peer's connection window reopens while that stream's stays shut; the stream's
+    credit, given later, reopens only the stream."""
+    config = H2Config(initial_window_size=100000, connection_window_size=131070)
+    pair = Pair(config)
+    sid = pair.request(body=None, end_stream=False)
+    pair.pump()
+    for _ in range(5):
+        pair.client.send_data(sid, b"x" * 16000)
+    pair.pump()
+    assert pair.client.outbound_flow_control_window == 131070 - 80000
+    pair.server.acknowledge_connection_data(80000)
+    sent = pair.server.data_to_send()
+    assert window_updates(sent) == {0: 80000}
+    pair.client.receive_data(sent)
+    assert pair.client.outbound_flow_control_window == 131070  # the connection: open again
+    assert pair.client.local_flow_control_window(sid) == 20000  # the stream: still shut
+    pair.server.acknowledge_stream_data(sid, 80000)
+    sent = pair.server.data_to_send()
+    assert window_updates(sent) == {sid: 80000}  # nothing more for the connection
+    pair.client.receive_data(sent)
+    assert pair.client.local_flow_control_window(sid) == 100000
+
+
 def test_grown_stream_window_is_sent_at_once_then_refilled_per_half() -> None:
     config = H2Config(initial_window_size=65535, connection_window_size=1 << 24)
     pair = Pair(config)

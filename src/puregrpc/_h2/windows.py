@@ -123,6 +123,19 @@ class FlowControl:
         if length <= 0 or self._terminated:
             return
         self._refill_connection(length)
+        self.acknowledge_stream_data(stream_id, length)
+
+    def acknowledge_connection_data(self, length: int) -> None:
+        """Reopen the connection window only (the stream's credit is given separately,
+        with ``acknowledge_stream_data``): what one stream holds then never closes the
+        window of the others."""
+        if length > 0 and not self._terminated:
+            self._refill_connection(length)
+
+    def acknowledge_stream_data(self, stream_id: int, length: int) -> None:
+        """Reopen one stream's window only (see ``acknowledge_connection_data``)."""
+        if length <= 0 or self._terminated:
+            return
         st = self._streams.get(stream_id)
         if st is None or st.remote_closed:
             return  # no more DATA can come on it: only the connection window matters
@@ -156,14 +169,6 @@ class FlowControl:
     def connection_receive_window(self) -> int:
         """Bytes the peer may still send on the connection before our next WINDOW_UPDATE."""
         return self._conn_recv_window
-
-    def grant_connection_window(self, increment: int) -> None:
-        """Open the connection window by ``increment`` beyond what was consumed, so a
-        stream the application favours can proceed while others' credit is withheld."""
-        increment = min(increment, MAX_WINDOW - self._conn_recv_window)
-        if increment > 0 and not self._terminated:
-            self._conn_recv_window += increment
-            write_window_update(self._out, 0, increment)
 
     def _drop_pending(self, st: Stream) -> None:
         """The stream is gone: forget its queued DATA."""
