@@ -56,12 +56,12 @@ _ACCESS.setLevel(logging.WARNING)
 # Request bytes queued unread before the loop withholds WINDOW_UPDATE.
 REQUEST_QUEUE_LIMIT = 1 << 20
 # A call whose handler has taken this many request bytes, with none withheld from its
-# sender since (see REQUEST_QUEUE_LIMIT), gets a receive window of STREAM_WINDOW_GROWN: its sender
-# then never waits for a WINDOW_UPDATE, and gets one per 2 MiB rather than per 512 KiB
-# (1 MiB client-streaming: grpcio's client spent more CPU on our WINDOW_UPDATEs than
-# on its messages). Calls that never finish a message keep the initial window, and at
-# most _connection.MAX_GROWN_STREAMS streams of a connection grow, so the connection's
-# bound stays a sum of constants (see _connection.CREDIT_LIMIT).
+# sender since (see REQUEST_QUEUE_LIMIT), gets a receive window of STREAM_WINDOW_GROWN: its
+# sender then never waits for a WINDOW_UPDATE, and gets one per 2 MiB rather than per
+# half of the initial window (1 MiB client-streaming: grpcio's client spent more CPU on
+# our WINDOW_UPDATEs than on its messages). A message larger than the initial window
+# grows it to fit (up to STREAM_WINDOW_GROWN). At most _connection.MAX_GROWN_STREAMS
+# streams of a connection grow, so its bound stays a sum of constants (CREDIT_LIMIT).
 GROW_WINDOW_AFTER = 1 << 20
 STREAM_WINDOW_GROWN = 4 << 20
 # Response bytes queued unsent before a writing handler waits.
@@ -107,7 +107,7 @@ class CallLink(Protocol):
     def request_ended(self, call: CallCore) -> None: ...
     def message_completed(self, call: CallCore) -> None: ...
     def credit_ended(self, call: CallCore, unread: int) -> None: ...
-    def may_grow(self) -> bool: ...
+    def may_grow(self, call: CallCore) -> bool: ...
     def output_posted(self, length: int) -> None: ...
     def output_taken(self, length: int) -> None: ...
     def output_over_limit(self) -> bool: ...
@@ -159,7 +159,8 @@ class CallCore:
         self.cancelled_by_client = False
         self.messages_in = 0
         self.bytes_taken = 0  # request bytes the handler has taken (under lock)
-        self.window_grown = False
+        self.window_grown = False  # it holds one of the connection's MAX_GROWN_STREAMS
+        self.window_size = link.h2.initial_receive_window  # the stream's receive window
         self.messages_out = 0
         self.done = False
         self.completed = False  # ended with the handler's own status
@@ -248,10 +249,8 @@ class CallCore:
         if end_stream:
             link.request_ended(self)
         elif not withhold:
-            if messages and not self.window_grown and self.bytes_taken >= GROW_WINDOW_AFTER and link.may_grow():
-                self.window_grown = True
-                link.grown_streams += 1
-                h2.grow_receive_window(self.stream_id, STREAM_WINDOW_GROWN)
+            if self.window_size < STREAM_WINDOW_GROWN:
+                self._grow_window(bool(messages))
             link.credit(self, flow_length)
         if messages:
             link.message_completed(self)
@@ -263,6 +262,29 @@ class CallCore:
         if self.awaiting_request and news:
             self.awaiting_request = False
             link.request_ready(self)
+
+    def _grow_window(self, completed: bool) -> None:
+        """Grow the stream's receive window for a message larger than it (to fit it: one
+        WINDOW_UPDATE, not one per half window, each a round trip the sender may wait
+        for), or once the handler has kept up with GROW_WINDOW_AFTER bytes; within the
+        connection's MAX_GROWN_STREAMS (a grown window is credit given in advance)."""
+        decoder = self.decoder
+        if completed and self.bytes_taken >= GROW_WINDOW_AFTER:
+            size = STREAM_WINDOW_GROWN
+        elif decoder.partial:
+            size = min(decoder.buffered + decoder.missing, STREAM_WINDOW_GROWN)
+        else:
+            return
+        if size <= self.window_size:
+            return
+        link = self.link
+        if not self.window_grown:
+            if not link.may_grow(self):
+                return
+            self.window_grown = True
+            link.grown_streams += 1
+        self.window_size = size
+        link.h2.grow_receive_window(self.stream_id, size)
 
     def on_end(self) -> None:
         """The client half-closed (END_STREAM without data, or trailers)."""

@@ -397,6 +397,8 @@ class Connection(asyncio.Protocol):
             self._dispatch(call)
         else:
             call.awaiting_request = True
+            if self._credit_held:
+                self._rebalance()  # its request's credit may be held: it may lead
 
     def worker_started(self) -> None:
         """Any thread: a dispatched call has begun (a worker took it)."""
@@ -626,7 +628,7 @@ class Connection(asyncio.Protocol):
         elif self._reader is None and call.reading:
             self._reader = call
             self._release_credit(call)
-        elif self._request is None and call.awaiting_request:
+        elif call.awaiting_request and self._request_slot_free():
             self._request = call
             self._release_credit(call)
 
@@ -657,6 +659,14 @@ class Connection(asyncio.Protocol):
         if self._credit_held:
             self._rebalance()
 
+    def _request_slot_free(self) -> bool:
+        """Whether no unary request leads (one whose handler took its message or that
+        ended no longer does: that is learnt here, not told)."""
+        request = self._request
+        if request is not None and (request.done or (not request.awaiting_request and not request.queued_bytes)):
+            self._request = request = None
+        return request is None
+
     def _release_credit(self, call: StreamCall) -> None:
         length, call.held_flow = call.held_flow, 0
         self._credit_held.pop(call, None)
@@ -670,9 +680,7 @@ class Connection(asyncio.Protocol):
         with self._credit_lock:
             self._rebalance_posted = False
             under = self.unread <= CREDIT_LIMIT
-        request = self._request
-        if request is not None and not request.awaiting_request and not request.queued_bytes:
-            self._request = None  # its handler has taken the message
+        self._request_slot_free()
         if under:
             for call in list(self._credit_held):
                 self._release_credit(call)
@@ -681,13 +689,17 @@ class Connection(asyncio.Protocol):
             if self._reader is None and call.reading and not call.done:
                 self._reader = call
                 self._release_credit(call)
-            elif self._request is None and call.awaiting_request and not call.done:
+            elif call.awaiting_request and not call.done and self._request is None:
                 self._request = call
                 self._release_credit(call)
 
-    def may_grow(self) -> bool:
-        """Whether one more stream's window may grow (see MAX_GROWN_STREAMS)."""
-        return self.grown_streams < MAX_GROWN_STREAMS and self.unread <= CREDIT_LIMIT // 2
+    def may_grow(self, call: StreamCall) -> bool:
+        """Whether ``call``'s stream may be one more whose window grows: one of at most
+        MAX_GROWN_STREAMS, while the connection is well under its bound, or if the call
+        leads (its message is credited anyway: the window may as well fit it)."""
+        if self.grown_streams >= MAX_GROWN_STREAMS:
+            return False
+        return self.unread <= CREDIT_LIMIT // 2 or call is self._reader or call is self._request
 
     # -- output ----------------------------------------------------------------
     def mark_dirty(self) -> None:

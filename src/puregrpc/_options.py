@@ -63,7 +63,7 @@ OPTIONS: Dict[str, Option] = {
         20_000, 1, "a connection must send the HTTP/2 preface and SETTINGS within this time"
     ),
     "grpc.http2.lookahead_bytes": Option(
-        1024 * 1024, 65535, "each stream's receive window: request bytes a client may send ahead of the handler"
+        65535, 65535, "each stream's initial receive window: request bytes a client may send ahead of the handler"
     ),
 }
 

@@ -358,7 +358,7 @@ def test_lookahead_bytes_sets_each_streams_receive_window(lookahead: Optional[in
         peer.read(0.3)
         (changed,) = peer.of("RemoteSettingsChanged")
         window = changed.changed_settings[H2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value
-        assert window == (1024 * 1024 if lookahead is None else lookahead)
+        assert window == (65535 if lookahead is None else lookahead)
         # A request larger than the window still arrives whole: the server reopens it.
         message = bytes(range(256)) * 1200  # 307,200 bytes
         body = grpc_frame(message)
@@ -385,6 +385,61 @@ def test_lookahead_bytes_sets_each_streams_receive_window(lookahead: Optional[in
                 taken += 1
             peer.send()
         assert received == grpc_frame(message)
+
+
+def test_a_message_larger_than_the_window_grows_it_to_fit(peers: List[Peer]) -> None:
+    """With the default 64 KiB window, a stream whose first DATA announces a 1 MiB
+    message gets one WINDOW_UPDATE that fits the whole message (not one per 32 KiB, each
+    a round trip its sender may wait for); at most MAX_GROWN_STREAMS streams of a
+    connection grow (a grown window is credit given in advance), the others stay at 64
+    KiB and still complete."""
+    from puregrpc._connection import MAX_GROWN_STREAMS
+
+    with serve(handlers=_handlers()) as running:
+        peer = Peer(running.port)
+        peers.append(peer)
+        peer.read(0.3)
+        message = b"g" * (1 << 20)
+        body = grpc_frame(message)
+        sids = []
+        for _ in range(MAX_GROWN_STREAMS + 2):
+            sid = peer.conn.get_next_available_stream_id()
+            peer.conn.send_headers(sid, grpc_request(f"/{SERVICE}/Echo"))
+            peer.conn.send_data(sid, body[:16384])
+            sids.append(sid)
+        peer.send()
+        peer.read(0.5)
+        windows = [peer.conn.local_flow_control_window(sid) for sid in sids]
+        grown = [w for w in windows if w == len(body) - 16384]
+        assert len(grown) == MAX_GROWN_STREAMS, windows
+        assert windows.count(65535 - 16384) == 2, windows
+        # Every request still arrives whole and is answered.
+        sent = dict.fromkeys(sids, 16384)
+        deadline = time.monotonic() + TIMEOUT
+        while any(n < len(body) for n in sent.values()) and time.monotonic() < deadline:
+            for sid in sids:
+                size = min(len(body) - sent[sid], peer.conn.local_flow_control_window(sid), 16384)
+                if size > 0:
+                    peer.conn.send_data(
+                        sid, body[sent[sid] : sent[sid] + size], end_stream=sent[sid] + size == len(body)
+                    )
+                    sent[sid] += size
+            peer.send()
+            peer.read(0.02)
+            for event in peer.of("DataReceived"):
+                peer.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            peer.events.clear()
+        assert all(n == len(body) for n in sent.values()), sent
+        assert_ended = time.monotonic() + TIMEOUT
+        ended: set = set()
+        while len(ended) < len(sids) and time.monotonic() < assert_ended:
+            peer.read(0.05)
+            for event in peer.of("DataReceived"):
+                peer.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            ended |= {e.stream_id for e in peer.of("StreamEnded")}
+            peer.events.clear()
+            peer.send()
+        assert ended == set(sids)
 
 
 # --- access log -----------------------------------------------------------------------------------

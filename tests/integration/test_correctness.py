@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 import puregrpc
-from puregrpc._connection import CREDIT_LIMIT
+from puregrpc._call import STREAM_WINDOW_GROWN
+from puregrpc._connection import CREDIT_LIMIT, MAX_GROWN_STREAMS
 from puregrpc._options import OPTIONS
 
 from ._support import (
@@ -333,11 +334,14 @@ def test_unread_responses_are_bounded(how: str, peers: List[H2Peer]) -> None:
 # --- 6. unfinished request messages are bounded per connection ----------------------------
 
 
-def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
-    """40 streams each declaring a 4 MiB message and never finishing it (160 MiB if all
-    were taken in). Past CREDIT_LIMIT only a leader is credited (one message), so what
-    the connection holds stays under CREDIT_LIMIT + two messages + the streams' windows;
-    no call fails and none stalls another connection."""
+@pytest.mark.parametrize("streams, method", [(40, "Count"), (1000, "Echo")])
+def test_unfinished_messages_are_bounded(streams: int, method: str, peers: List[H2Peer]) -> None:
+    """Streams each declaring a 4 MiB message and never finishing it (4 GiB for 1,000
+    if all were taken in). Past CREDIT_LIMIT only a leader is credited (one message),
+    so what the connection holds stays under CREDIT_LIMIT + two messages + the streams'
+    windows (MAX_GROWN_STREAMS of them grown); no call fails and none stalls another
+    connection. 40 client-streaming calls (each handler blocked reading holds a thread,
+    as in grpcio), and 1,000 unary calls (each waits for its request holding none)."""
 
     def count(requests: Iterator[bytes], context: Any) -> bytes:
         return str(sum(1 for _ in requests)).encode()
@@ -350,11 +354,12 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
         base = rss()
         declared = 4 * MiB - 100
         prefix = b"\x00" + declared.to_bytes(4, "big")
-        sids = [peer.start(f"/{SERVICE}/Count", body=prefix, end=False) for _ in range(40)]
+        sids = [peer.start(f"/{SERVICE}/{method}", body=prefix, end=False) for _ in range(streams)]
         chunk = b"p" * (16 * KiB)
         sent = {sid: 0 for sid in sids}
-        end = time.monotonic() + 4.0
-        while time.monotonic() < end:
+        end = time.monotonic() + 30.0
+        quiet = 0.0
+        while quiet < 1.0 and time.monotonic() < end:  # until the windows stay shut for 1 s
             progressed = False
             for sid in sids:
                 if sid in peer.ended or sid in peer.resets:
@@ -366,16 +371,17 @@ def test_unfinished_messages_are_bounded(peers: List[H2Peer]) -> None:
                     progressed = True
             peer.flush()
             peer.pump(timeout=0.01 if progressed else 0.1)
+            quiet = 0.0 if progressed else quiet + 0.1
         taken = sum(sent.values())
         grown = rss() - base
         failed = sorted(peer.ended | set(peer.resets))
         print(
-            f"unfinished messages: the client sent {taken / MiB:.1f} MiB, RSS grew {grown / MiB:.1f} MiB, "
-            f"{len(failed)} calls failed"
+            f"unfinished messages on {streams} streams: the client sent {taken / MiB:.1f} MiB, "
+            f"RSS grew {grown / MiB:.1f} MiB, {len(failed)} calls failed"
         )
         assert not failed, [peer.trailers.get(sid) for sid in failed]
-        bound = CREDIT_LIMIT + 2 * 4 * MiB + 40 * LOOKAHEAD
-        assert taken <= bound + 16 * KiB * 40, f"the client could send {taken / MiB:.1f} MiB"
+        bound = CREDIT_LIMIT + 2 * 4 * MiB + streams * LOOKAHEAD + MAX_GROWN_STREAMS * STREAM_WINDOW_GROWN
+        assert taken <= bound + 16 * KiB * streams, f"the client could send {taken / MiB:.1f} MiB"
         assert grown < bound + 16 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
         # A well-behaved client on another connection is served meanwhile.
         with running.channel() as ch:
@@ -438,8 +444,8 @@ def test_a_handler_not_reading_holds_its_requests_bounded() -> None:
 
 def test_a_call_that_takes_its_messages_gets_a_larger_window(peers: List[H2Peer]) -> None:
     """Once a handler has taken 1 MiB of whole messages as they came, its stream's receive
-    window grows from 1 MiB to 4 MiB (fewer WINDOW_UPDATEs, no sender waiting for one);
-    a call whose message never ends keeps 1 MiB (test_unfinished_messages_are_bounded)."""
+    window grows to 4 MiB (fewer WINDOW_UPDATEs, no sender waiting for one); a call
+    whose message never ends gets a window that fits that message only."""
     from puregrpc._call import STREAM_WINDOW_GROWN
 
     taken = Recorder()
@@ -463,6 +469,7 @@ def test_a_call_that_takes_its_messages_gets_a_larger_window(peers: List[H2Peer]
             while sent < len(message):
                 room = min(peer.conn.local_flow_control_window(growing), len(message) - sent, 16 * KiB)
                 if room <= 0:
+                    peer.flush()
                     peer.pump(timeout=0.05)
                     continue
                 peer.conn.send_data(growing, message[sent : sent + room])
@@ -471,13 +478,22 @@ def test_a_call_that_takes_its_messages_gets_a_larger_window(peers: List[H2Peer]
             assert taken.wait_for(n)
         # An unfinished message on the other call: part of it, never its end.
         partial = b"\x00" + (2 * MiB).to_bytes(4, "big") + b"s" * (512 * KiB)
-        for i in range(0, len(partial), 16 * KiB):
-            peer.conn.send_data(stuck, partial[i : i + 16 * KiB])
+        sent = 0
+        end = time.monotonic() + TIMEOUT
+        while sent < len(partial) and time.monotonic() < end:
+            room = min(peer.conn.local_flow_control_window(stuck), len(partial) - sent, 16 * KiB)
+            if room <= 0:
+                peer.flush()
+                peer.pump(timeout=0.05)
+                continue
+            peer.conn.send_data(stuck, partial[sent : sent + room])
+            sent += room
         peer.flush()
         assert peer.pump_until(lambda: peer.conn.local_flow_control_window(growing) > 2 * MiB)
         peer.pump(timeout=0.3)
         assert peer.conn.local_flow_control_window(growing) <= STREAM_WINDOW_GROWN
-        assert peer.conn.local_flow_control_window(stuck) <= MiB
+        # The unfinished message grew its window to fit it (2 MiB + 5), not to 4 MiB.
+        assert sent + peer.conn.local_flow_control_window(stuck) == 2 * MiB + 5
         peer.conn.end_stream(growing)
         peer.flush()
         assert peer.pump_until(lambda: growing in peer.ended)
@@ -526,8 +542,47 @@ def test_uploads_beyond_the_pool_all_complete() -> None:
         assert [f.result() for f in futures] == [str(8 * MiB).encode()] * 40
 
 
+def test_past_the_credit_bound_a_reader_and_a_unary_request_still_complete() -> None:
+    """40 calls whose handlers do not read (until a gate opens) hold more than
+    CREDIT_LIMIT on one connection, so its streams get no more credit. A unary call
+    with a 1 MiB request (larger than its 64 KiB window) and a client-streaming call
+    whose handler reads (4 x 1 MiB) on the same connection still complete: each is
+    credited as a leader (the request, the blocked reader)."""
+    gate = threading.Event()
+    started = Recorder()
+
+    def gated(requests: Iterator[bytes], context: Any) -> bytes:
+        started.add(threading.get_ident())
+        if len(started.events) == 40:
+            started.add("all")
+        gate.wait(TIMEOUT * 3)
+        return _total(requests, context)
+
+    handlers = _handlers(
+        {
+            "Gated": grpc.stream_unary_rpc_method_handler(gated),
+            "Total": grpc.stream_unary_rpc_method_handler(_total),
+        }
+    )
+    with serve(handlers=handlers, workers=48) as running, running.channel() as ch:
+        messages = [bytes([n]) * MiB for n in range(4)]
+        gated_calls = [ch.stream_unary(f"/{SERVICE}/Gated").future(iter(messages), timeout=60) for _ in range(40)]
+        try:
+            assert started.wait_for("all")
+            time.sleep(0.5)  # their messages arrive and fill the bound
+            (conn,) = running.server._core.connections  # type: ignore[attr-defined]
+            assert conn.unread > CREDIT_LIMIT, conn.unread
+            request = b"u" * MiB
+            assert ch.unary_unary(f"/{SERVICE}/Echo")(request, timeout=TIMEOUT) == request
+            total = ch.stream_unary(f"/{SERVICE}/Total")(iter(messages), timeout=TIMEOUT)
+            assert total == str(4 * MiB).encode()
+        finally:
+            gate.set()
+        assert [f.result() for f in gated_calls] == [str(4 * MiB).encode()] * 40
+
+
 def test_calls_waiting_for_a_worker_hold_a_bounded_amount(peers: List[H2Peer]) -> None:
-    """100 client-streaming calls on one connection send 256 KiB messages while the one
+    """100 client-streaming calls on one connection send 64 KiB messages while the one
     worker thread is held by a gated handler: nobody reads them. The server credits
     them only up to CREDIT_LIMIT in all (it was 1 MiB of queued messages per call, and
     then the stream window again); past that, a client can fill only the streams'
@@ -543,9 +598,9 @@ def test_calls_waiting_for_a_worker_hold_a_bounded_amount(peers: List[H2Peer]) -
         peer = H2Peer(running.port)
         peers.append(peer)
         sids = [peer.start(f"/{SERVICE}/Gated", end=False) for _ in range(100)]
-        message = grpc_frame(b"q" * (256 * KiB))
+        message = grpc_frame(b"q" * (64 * KiB))
         sent = {sid: 0 for sid in sids}
-        limit = 16 * len(message)  # per call: 4 MiB, more than any bound lets through
+        limit = 8 * len(message)  # per call: 512 KiB, more than the bound lets through
 
         def send_what_the_windows_allow() -> bool:
             progressed = False
@@ -570,7 +625,7 @@ def test_calls_waiting_for_a_worker_hold_a_bounded_amount(peers: List[H2Peer]) -
                 peer.pump(timeout=0.1)
                 quiet += 0.1
         taken = sum(sent.values())
-        bound = CREDIT_LIMIT + 100 * LOOKAHEAD
+        bound = CREDIT_LIMIT + 100 * LOOKAHEAD + MAX_GROWN_STREAMS * len(message)
         print(f"calls waiting for a worker: the client could send {taken / MiB:.1f} MiB (bound {bound / MiB:.0f})")
         assert taken <= bound + 100 * 16 * KiB, f"the client could send {taken / MiB:.1f} MiB"
         # Open the gate; finish every call with the rest of its messages.
@@ -583,7 +638,7 @@ def test_calls_waiting_for_a_worker_hold_a_bounded_amount(peers: List[H2Peer]) -
         assert peer.pump_until(lambda: all(sid in peer.ended for sid in sids), timeout=60)
         for sid in sids:
             assert peer.status(sid) == "0", peer.trailers.get(sid)
-            assert peer.data[sid] == grpc_frame(str(16 * 256 * KiB).encode())
+            assert peer.data[sid] == grpc_frame(str(8 * 64 * KiB).encode())
 
 
 # --- 9. and 10. a server-side end reaches the client as a status ---------------------------

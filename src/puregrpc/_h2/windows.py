@@ -166,6 +166,11 @@ class FlowControl:
             write_window_update(self._out, stream_id, extra)
 
     @property
+    def initial_receive_window(self) -> int:
+        """Our SETTINGS_INITIAL_WINDOW_SIZE: each new stream's receive window."""
+        return self._local_initial_window
+
+    @property
     def connection_receive_window(self) -> int:
         """Bytes the peer may still send on the connection before our next WINDOW_UPDATE."""
         return self._conn_recv_window
