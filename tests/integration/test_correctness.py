@@ -34,6 +34,7 @@ from ._support import (
     raw_request,
     read_frames,
     serve,
+    wait_for,
 )
 
 SERVICE = "correctness.Probe"
@@ -540,6 +541,10 @@ def test_uploads_beyond_the_pool_all_complete() -> None:
         messages = [bytes([n]) * MiB for n in range(8)]
         futures = [call.future(iter(messages), timeout=30) for _ in range(40)]
         assert [f.result() for f in futures] == [str(8 * MiB).encode()] * 40
+        # Every byte counted in was counted out: nothing held, nothing drifted.
+        (conn,) = running.server._core.connections  # type: ignore[attr-defined]
+        assert wait_for(lambda: conn.unread == 0 and not conn._credit_held), (conn.unread, conn._credit_held)
+        assert conn.grown_streams == 0
 
 
 def test_past_the_credit_bound_a_reader_and_a_unary_request_still_complete() -> None:
@@ -579,6 +584,8 @@ def test_past_the_credit_bound_a_reader_and_a_unary_request_still_complete() -> 
         finally:
             gate.set()
         assert [f.result() for f in gated_calls] == [str(4 * MiB).encode()] * 40
+        assert wait_for(lambda: conn.unread == 0 and not conn._credit_held), (conn.unread, conn._credit_held)
+        assert conn.grown_streams == 0
 
 
 def test_calls_waiting_for_a_worker_hold_a_bounded_amount(peers: List[H2Peer]) -> None:
