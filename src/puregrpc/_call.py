@@ -106,6 +106,7 @@ class CallLink(Protocol):
     def credit(self, call: CallCore, length: int) -> None: ...
     def request_ended(self, call: CallCore) -> None: ...
     def message_completed(self, call: CallCore) -> None: ...
+    def leads(self, call: CallCore) -> bool: ...
     def credit_ended(self, call: CallCore, unread: int) -> None: ...
     def may_grow(self, call: CallCore) -> bool: ...
     def output_posted(self, length: int) -> None: ...
@@ -247,12 +248,13 @@ class CallCore:
         if received:
             link.unread_added(received)
         if end_stream:
-            link.request_ended(self)
+            if self.held_flow or link.leads(self):
+                link.request_ended(self)
         elif not withhold:
             if self.window_size < STREAM_WINDOW_GROWN:
                 self._grow_window(bool(messages))
             link.credit(self, flow_length)
-        if messages:
+        if messages and link.leads(self):
             link.message_completed(self)
         if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
@@ -439,7 +441,8 @@ class CallCore:
             if self.waiters is not None:
                 self.waiters.notify_all()
         link = self.link
-        self.decoder.clear()
+        if self.decoder.buffered:
+            self.decoder.clear()
         if self.window_grown:
             self.window_grown = False
             link.grown_streams -= 1

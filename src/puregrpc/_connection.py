@@ -614,7 +614,10 @@ class Connection(asyncio.Protocol):
 
     def credit(self, call: StreamCall, length: int) -> None:
         """Give ``call``'s stream credit for ``length`` bytes received: now if the
-        connection is under CREDIT_LIMIT or the call leads, else once it is or does."""
+        connection is under CREDIT_LIMIT or the call leads, else once it is or does.
+        A call holds credit (``held_flow``) exactly while it is in ``_credit_held``."""
+        if length <= 0:
+            return
         with self._credit_lock:
             # Decided and recorded under the lock that request_taken holds: a handler
             # taking a message at this moment either brings us under the bound first
@@ -632,6 +635,10 @@ class Connection(asyncio.Protocol):
             self._request = call
             self._release_credit(call)
 
+    def leads(self, call: StreamCall) -> bool:
+        """Whether ``call`` is credited past the bound (see credit)."""
+        return call is self._reader or call is self._request
+
     def request_ended(self, call: StreamCall) -> None:
         """No more DATA can come on ``call``: stream credit would be of no use to it."""
         call.held_flow = 0
@@ -648,14 +655,16 @@ class Connection(asyncio.Protocol):
 
     def credit_ended(self, call: StreamCall, unread: int) -> None:
         """``call`` ended holding ``unread`` bytes: they no longer count."""
-        call.held_flow = 0
-        self._credit_held.pop(call, None)
+        if call.held_flow:
+            call.held_flow = 0
+            self._credit_held.pop(call, None)
         if call is self._reader:
             self._reader = None
         if call is self._request:
             self._request = None
-        with self._credit_lock:
-            self.unread -= unread
+        if unread:
+            with self._credit_lock:
+                self.unread -= unread
         if self._credit_held:
             self._rebalance()
 
