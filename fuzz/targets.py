@@ -20,7 +20,8 @@ Targets (``TARGETS`` maps the names used by ``fuzz/run.py`` and the corpora):
   one decoder, so the dynamic table carries over), checked against the ``hpack``
   library's decoder, plus round trips of header lists encoded with ``hpack.Encoder``.
 * ``grpc_messages``: ``MessageDecoder`` (5-byte length-prefixed messages, with a size
-  limit) fed in random pieces, checked against a one-shot reference parse.
+  limit) fed in random pieces, as bytes or (odd seeds) as views (``feed_pieces``),
+  checked against a one-shot reference parse.
 * ``grpc_request``: ``parse_request`` on header lists, both arbitrary ones (non-empty
   names, as the engine guarantees) and ones that came through the engine.
 """
@@ -937,7 +938,9 @@ def grpc_messages(data: bytes) -> None:
     src = Source(data)
     limit = src.pick((0, 1, 5, 100, 4 * 1024 * 1024))
     assert isinstance(limit, int)
-    rng = random.Random(src.byte())
+    seed = src.byte()
+    rng = random.Random(seed)
+    as_views = bool(seed & 1)  # each chunk a read, cut into views as the engine reports a long run
     body = data[src.pos :]
     decoder = MessageDecoder(limit)
     got: List[Tuple[bool, bytes]] = []
@@ -945,7 +948,12 @@ def grpc_messages(data: bytes) -> None:
     fed = 0
     for chunk in _chunks(rng, body):
         try:
-            got += decoder.feed(chunk)
+            if as_views:
+                view = memoryview(chunk)
+                cuts = sorted({0, len(chunk), *(rng.randrange(len(chunk) + 1) for _ in range(3))})
+                got += decoder.feed_pieces([view[a:b] for a, b in zip(cuts, cuts[1:])])
+            else:
+                got += decoder.feed(chunk)
         except ProtocolViolation:
             check(bad_at is not None and bad_at < fed + len(chunk), f"ProtocolViolation at {fed}, bad at {bad_at}")
             # Messages completed in the same feed before the bad prefix are dropped

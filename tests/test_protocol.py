@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
+import weakref
 import zlib
+from typing import List, Tuple
 
 import hpack
 import pytest
@@ -198,6 +201,73 @@ def test_decoder_limit_applies_before_collecting_a_large_message() -> None:
     with pytest.raises(ProtocolViolation) as info:
         decoder.feed(frame_message(b"x" * (LARGE_MESSAGE + 1))[:100])
     assert info.value.code is StatusCode.RESOURCE_EXHAUSTED
+    assert not decoder.partial
+
+
+class ReadBuffer(bytearray):
+    """A read's bytes, as a buffer the test can watch (bytes takes no weak reference)."""
+
+
+def read_pieces(stream: bytes, read: int, piece: int) -> List[Tuple[weakref.ref[ReadBuffer], List[memoryview]]]:
+    """``stream`` as the engine reports a long run: each read its own buffer, cut in
+    ``piece``-byte views (frames' payloads) of it."""
+    out = []
+    for start in range(0, len(stream), read):
+        buffer = ReadBuffer(stream[start : start + read])
+        view = memoryview(buffer)
+        out.append((weakref.ref(buffer), [view[i : i + piece] for i in range(0, len(buffer), piece)]))
+    return out
+
+
+@pytest.mark.parametrize(("read", "piece"), [(5, 1), (100, 7), (65536, 16384), (262_144, 16384), (300_000, 100_000)])
+def test_decoder_pieces_give_what_bytes_give(read: int, piece: int) -> None:
+    """feed_pieces (views, kept where they cover their read) and feed (bytes) decode
+    the same messages, small and large, across any cut; what comes out is bytes."""
+    large = bytes(range(256)) * 1024
+    small = [frame_message(bytes([n]) * 100) for n in range(50)]
+    stream = (
+        frame_message(b"before")
+        + frame_message(large, compressed=True)
+        + b"".join(small)
+        + frame_message(large[::-1])
+        + frame_message(b"after")
+    )
+    expected = MessageDecoder(1 << 20).feed(stream)
+    assert len(expected) == 54
+    decoder = MessageDecoder(1 << 20)
+    got = []
+    for _, pieces in read_pieces(stream, read, piece):
+        got += decoder.feed_pieces(pieces)
+    assert all(type(payload) is bytes for _, payload in got)
+    assert got == expected
+    assert not decoder.partial and decoder.buffered == 0
+
+
+def test_decoder_pins_a_read_only_where_its_views_cover_half_of_it() -> None:
+    """A large message's views are kept (not copied) where they cover at least half of
+    their read; a few bytes kept of a read are copied, so that read is not pinned."""
+    large = b"L" * (4 * LARGE_MESSAGE)
+    framed = frame_message(large)
+    small = b"s" * (16384 - 5)  # each framed small message is one whole piece
+    stream = frame_message(small) * 3 + framed
+    cut = 3 * 16384 + 100  # the first read ends 100 bytes into the framed large message
+    decoder = MessageDecoder(1 << 20)
+    ((first, pieces),) = read_pieces(stream[:cut], cut, 16384)
+    assert decoder.feed_pieces(pieces) == [(False, small)] * 3
+    del pieces
+    gc.collect()
+    assert first() is None, "100 bytes kept pin a 48 KiB read"
+    ((second, pieces),) = read_pieces(stream[cut : cut + 65536], 65536, 16384)
+    assert decoder.feed_pieces(pieces) == []
+    del pieces
+    gc.collect()
+    assert second() is not None, "a read that is all message was copied, not kept as views"
+    assert decoder.buffered == 100 + 65536
+    ((third, pieces),) = read_pieces(stream[cut + 65536 :], len(stream), 16384)
+    assert decoder.feed_pieces(pieces) == [(False, large)]
+    del pieces
+    gc.collect()
+    assert second() is None and third() is None, "a message decoded still pins its reads"
     assert not decoder.partial
 
 

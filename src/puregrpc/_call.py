@@ -22,7 +22,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from ._callbacks import run_callbacks
 from ._compression import DecompressionError, MessageTooLarge, compress, decompress
@@ -203,7 +203,9 @@ class CallCore:
         with self.lock:
             return bool(self.requests) or self.request_ended
 
-    def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None:
+    def on_data(self, data: Union[bytes, List[memoryview]], flow_length: int, end_stream: bool) -> None:
+        """DATA arrived (loop): ``data`` is the payload, or its pieces as views of the
+        bytes read (the engine's ``DataReceived.pieces``)."""
         link = self.link
         h2 = link.h2
         # The connection window reopens as bytes arrive, whatever this call does with
@@ -216,7 +218,10 @@ class CallCore:
         decoder = self.decoder
         before = decoder.buffered
         try:
-            messages = decoder.feed(data) if data else []
+            if isinstance(data, list):
+                messages = decoder.feed_pieces(data)
+            else:
+                messages = decoder.feed(data) if data else []
         except ProtocolViolation as exc:
             if decoder.buffered != before:
                 link.unread_added(decoder.buffered - before)

@@ -16,7 +16,7 @@ import math
 import random
 import socket
 import threading
-from typing import Any, Deque, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Protocol, Set, Tuple, Union
 
 from ._credentials import ALPN_H2, auth_properties
 from ._h2 import events as ev
@@ -81,7 +81,7 @@ class StreamCall(Protocol):
     reading: bool  # its handler is blocked waiting for a message
     decoder: MessageDecoder
 
-    def on_data(self, data: bytes, flow_length: int, end_stream: bool) -> None: ...
+    def on_data(self, data: Union[bytes, List[memoryview]], flow_length: int, end_stream: bool) -> None: ...
     def on_end(self) -> None: ...
     def on_reset(self) -> None: ...
     def abort_loop(self, code: StatusCode, details: str) -> None: ...
@@ -243,7 +243,8 @@ class Connection(asyncio.Protocol):
             if isinstance(event, ev.DataReceived):
                 call = calls.get(event.stream_id)
                 if call is not None:
-                    call.on_data(event.data, event.flow_length, event.end_stream)
+                    pieces = event.pieces
+                    call.on_data(event.data if pieces is None else pieces, event.flow_length, event.end_stream)
                 else:
                     self.h2.acknowledge_received_data(event.stream_id, event.flow_length)
             elif isinstance(event, ev.RequestReceived):

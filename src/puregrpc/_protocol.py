@@ -365,19 +365,60 @@ class MessageDecoder:
     A message of ``LARGE_MESSAGE`` bytes or more that does not end in the data fed is
     collected as the pieces it arrives in and joined once when it ends: each of its
     bytes is copied once here (a growing buffer copied it in, grew, and copied it out).
-    Smaller leftovers (a message or prefix cut by a frame) wait in a small buffer."""
+    Smaller leftovers (a message or prefix cut by a frame) wait in a small buffer.
+
+    ``feed_pieces`` takes a payload as views of the bytes read (the engine's
+    ``DataReceived.pieces``): a large message's pieces are then kept as views, not
+    copied, and joined at its end, its only copy in Python. A view pins the whole
+    buffer it looks into, so the views one feed leaves kept cover at least half of
+    their buffer, or are joined at once: what is pinned stays within twice what is held."""
 
     __slots__ = ("_buffer", "_chunked", "_chunks", "_flag", "_limit", "_need")
 
     def __init__(self, limit: int) -> None:
         self._buffer = bytearray()
         self._limit = limit
-        self._chunks: Optional[List[bytes]] = None  # the pieces of a large message
+        self._chunks: Optional[List[Union[bytes, memoryview]]] = None  # the pieces of a large message
         self._chunked = 0  # bytes in _chunks
         self._need = 0  # the large message's length
         self._flag = False  # and whether it is compressed
 
-    def feed(self, data: bytes) -> List[Tuple[bool, bytes]]:
+    def feed_pieces(self, pieces: List[memoryview]) -> List[Tuple[bool, bytes]]:
+        """``feed`` for a payload given as views of one buffer, in order."""
+        out: List[Tuple[bool, bytes]] = []
+        chunks = self._chunks
+        taken = 0
+        if chunks is not None:
+            # Inside a large message: the pieces it does not end are kept as they are.
+            want = self._need - self._chunked
+            for piece in pieces:
+                if len(piece) >= want:
+                    break
+                chunks.append(piece)
+                want -= len(piece)
+                taken += 1
+            self._chunked = self._need - want
+        for piece in pieces[taken:] if taken else pieces:
+            out += self.feed(piece)
+        chunks = self._chunks
+        if chunks and type(chunks[-1]) is memoryview:
+            self._settle_views(chunks, pieces[0].obj)
+        return out
+
+    @staticmethod
+    def _settle_views(chunks: List[Union[bytes, memoryview]], buffer: object) -> None:
+        """Join the views of ``buffer`` that end ``chunks`` if they cover less than half
+        of it (a few bytes kept must not pin a whole read)."""
+        kept = count = 0
+        for piece in reversed(chunks):
+            if type(piece) is not memoryview or piece.obj is not buffer:
+                break
+            kept += len(piece)
+            count += 1
+        if count and 2 * kept < len(buffer):  # type: ignore[arg-type]
+            chunks[-count:] = [b"".join(chunks[-count:])]
+
+    def feed(self, data: Union[bytes, memoryview]) -> List[Tuple[bool, bytes]]:
         out: List[Tuple[bool, bytes]] = []
         pos = 0
         chunks = self._chunks
@@ -399,10 +440,10 @@ class MessageDecoder:
             # Fast path: one whole message in one DATA frame.
             flag, length = _PREFIX.unpack_from(data)
             if length + 5 == len(data) and flag <= 1 and length <= self._limit:
-                return [(flag == 1, data[5:])]
+                return [(flag == 1, data[5:] if type(data) is bytes else bytes(data[5:]))]
         if buf:
             buf += memoryview(data)[pos:]
-            src: Union[bytes, bytearray] = buf
+            src: Union[bytes, bytearray, memoryview] = buf
             pos = 0
         else:
             src = data
@@ -423,7 +464,12 @@ class MessageDecoder:
                 if end > size:
                     if length >= LARGE_MESSAGE:
                         begun = size - pos - 5
-                        self._chunks = [bytes(view[pos + 5 : size])] if begun else []
+                        if not begun:
+                            self._chunks = []
+                        elif src is data and type(data) is memoryview:
+                            self._chunks = [data[pos + 5 :]]  # a view, settled by feed_pieces
+                        else:
+                            self._chunks = [bytes(view[pos + 5 : size])]
                         self._chunked = begun
                         self._need = length
                         self._flag = flag == 1

@@ -12,11 +12,12 @@ from __future__ import annotations
 import struct
 from typing import List, Optional, Tuple
 
+import pytest
 from h2_helpers import REQUEST_FIELDS, data_frame, frame, headers_frame, of_type, parse_frames, raw_server
 
 from puregrpc._h2.connection import H2Config, H2Connection
 from puregrpc._h2.events import ConnectionTerminated, DataReceived, Event, StreamReset
-from puregrpc._h2.frames import data_run
+from puregrpc._h2.frames import VIEW_RUN, data_run
 from puregrpc._h2.hpack_encoder import encode_headers
 
 
@@ -125,3 +126,40 @@ def test_data_run_takes_only_whole_unpadded_frames_of_the_stream() -> None:
     # Cut inside the second frame: the run is the first frame alone.
     end, flags, payload = data_run(wire, 9, 10, 15, 1, 16384)
     assert (end, flags, payload) == (10, 0, b"a")
+
+
+def test_a_long_run_is_reported_as_views_of_the_bytes_read() -> None:
+    """A run of VIEW_RUN bytes or more is not copied: its pieces look into the read,
+    one per frame; ``data`` is their join, and the flow and the checks are as for bytes."""
+    server = opened([1])
+    chunks = [bytes([i]) * 16384 for i in range(3)]
+    wire = b"".join(data_frame(1, c) for c in chunks[:2]) + data_frame(1, chunks[2], end_stream=True)
+    assert sum(map(len, chunks)) >= VIEW_RUN
+    (event,) = of_type(server.receive_data(wire), DataReceived)
+    assert event.pieces is not None and len(event.pieces) == 3
+    assert all(piece.obj is wire for piece in event.pieces)
+    assert [bytes(piece) for piece in event.pieces] == chunks
+    assert (event.data, event.flow_length, event.end_stream) == (b"".join(chunks), 3 * 16384, True)
+    assert server.invariant_violations() == []
+
+
+def test_a_short_run_is_bytes() -> None:
+    server = opened([1])
+    (event,) = of_type(server.receive_data(data_frame(1, b"a" * 1000) + data_frame(1, b"b" * 1000)), DataReceived)
+    assert event.pieces is None and event.data == b"a" * 1000 + b"b" * 1000
+
+
+@pytest.mark.parametrize("declared", [3 * 16384 - 1, 3 * 16384])
+def test_content_length_is_checked_over_a_run_of_views(declared: int) -> None:
+    server = raw_server()
+    server.receive_data(
+        headers_frame(1, encode_headers([*REQUEST_FIELDS, (b"content-length", str(declared).encode())]))
+    )
+    wire = b"".join(data_frame(1, b"z" * 16384) for _ in range(2)) + data_frame(1, b"z" * 16384, end_stream=True)
+    events = server.receive_data(wire)
+    if declared == 3 * 16384:
+        assert data_events(events) == [(1, b"z" * declared, declared, True)]
+        assert of_type(events, StreamReset) == []
+    else:
+        assert data_events(events) == []
+        assert [(e.stream_id, e.error_code) for e in of_type(events, StreamReset)] == [(1, 0x1)]  # PROTOCOL_ERROR

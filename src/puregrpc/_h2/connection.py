@@ -77,6 +77,7 @@ from .frames import (
     U32,
     U32X2,
     WINDOW_UPDATE,
+    Payload,
     data_run,
     pack_header,
     unpack_header,
@@ -402,10 +403,11 @@ class H2Connection(HeaderBlocks, FlowControl):
         self._need = need
 
     # DATA (RFC 9113 6.1)
-    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+    def _on_data(self, flags: int, sid: int, payload: Payload) -> None:
         if sid == 0:
             raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
-        flow = len(payload)
+        # A run's pieces (data_run) are never padded: their length is the flow.
+        flow = len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
         # Every DATA frame counts against the connection window (RFC 9113 6.9).
         self._conn_recv_window -= flow
         if self._conn_recv_window < self._conn_refill:
@@ -416,10 +418,11 @@ class H2Connection(HeaderBlocks, FlowControl):
         if flags & FLAG_PADDED:
             if flow == 0:
                 raise ConnectionViolation(ErrorCode.FRAME_SIZE_ERROR, "DATA too short for padding")
+            assert isinstance(payload, bytes)
             pad = payload[0]
             if pad >= flow:
                 raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "DATA padding too long")
-            data = payload[1 : flow - pad]
+            data: Payload = payload[1 : flow - pad]
         else:
             data = payload
         st = self._streams.get(sid)
@@ -443,7 +446,7 @@ class H2Connection(HeaderBlocks, FlowControl):
             return
         end_stream = flags & FLAG_END_STREAM
         if st.content_length >= 0:
-            st.received += len(data)
+            st.received += flow if data is payload else len(data)
             if st.received > st.content_length or (end_stream and st.received != st.content_length):
                 # RFC 9113 8.1.1: content-length must match the DATA received.
                 self._refill_connection(flow)

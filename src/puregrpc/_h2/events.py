@@ -6,7 +6,9 @@ so they are kept as cheap as Python allows.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
+
+from .frames import Payload
 
 Headers = List[Tuple[str, str]]
 
@@ -48,16 +50,40 @@ class RequestHeadersTooLarge(Event):
 
 
 class DataReceived(Event):
-    """DATA on an open stream. ``flow_length`` counts padding too: pass it to
-    ``H2Connection.acknowledge_received_data`` once the data is consumed."""
+    """DATA on an open stream. ``data`` is the payload. A long run of frames
+    (``frames.VIEW_RUN``) also gives ``pieces``: the payloads as views of the bytes
+    read, for a consumer that keeps or joins them itself; ``data`` then joins them on
+    first use. ``flow_length`` counts padding too: acknowledge it
+    (``acknowledge_connection_data``, ``acknowledge_stream_data``) once the data is consumed."""
 
-    __slots__ = ("stream_id", "data", "flow_length", "end_stream")  # noqa: RUF023 (constructor order)
+    __slots__ = ("stream_id", "pieces", "flow_length", "end_stream", "_data")  # noqa: RUF023 (constructor order)
 
-    def __init__(self, stream_id: int, data: bytes, flow_length: int, end_stream: bool) -> None:
+    def __init__(self, stream_id: int, data: Payload, flow_length: int, end_stream: bool) -> None:
         self.stream_id = stream_id
-        self.data = data
+        self.pieces: Optional[List[memoryview]]
+        self._data: Optional[bytes]
+        if isinstance(data, list):
+            self.pieces, self._data = data, None
+        else:
+            self.pieces, self._data = None, data
         self.flow_length = flow_length
         self.end_stream = end_stream
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data is None:
+            data = self._data = b"".join(self.pieces or ())
+        return data
+
+    def _fields(self) -> Tuple[int, bytes, int, bool]:
+        return (self.stream_id, self.data, self.flow_length, self.end_stream)
+
+    def __repr__(self) -> str:
+        return "DataReceived(stream_id={!r}, data={!r}, flow_length={!r}, end_stream={!r})".format(*self._fields())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DataReceived) and self._fields() == other._fields()
 
 
 class TrailersReceived(Event):

@@ -10,7 +10,7 @@ without a method lookup.
 from __future__ import annotations
 
 import struct
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -44,10 +44,19 @@ U32 = struct.Struct(">I")
 U32X2 = struct.Struct(">II")
 
 
-def data_run(buf: bytes, start: int, pos: int, end: int, sid: int, max_frame: int) -> Tuple[int, int, bytes]:
+# A DATA payload of at least this many bytes that arrived as a run of frames is reported
+# as views of the bytes read (``DataReceived.pieces``), not joined into new bytes: a
+# large message is then copied once in Python, when its consumer joins it.
+VIEW_RUN = 32 * 1024
+
+Payload = Union[bytes, List[memoryview]]
+
+
+def data_run(buf: bytes, start: int, pos: int, end: int, sid: int, max_frame: int) -> Tuple[int, int, Payload]:
     """The DATA frames of stream ``sid`` that follow, whole, one unpadded non-empty DATA
     frame of it (payload ``buf[start:pos]``) in ``buf``, taken as one: returns where the
-    last one taken ends, its flags and the payloads joined (one copy).
+    last one taken ends, its flags and the payloads: joined (one copy), or as views of
+    ``buf`` when they add up to VIEW_RUN bytes or more (no copy).
 
     A frame is taken while it is DATA on the same stream, not padded, not empty, within
     ``max_frame``, whole in ``buf[:end]``, and the frame before it did not end the stream;
@@ -56,6 +65,7 @@ def data_run(buf: bytes, start: int, pos: int, end: int, sid: int, max_frame: in
     """
     ranges: List[Tuple[int, int]] = [(start, pos)]
     flags = 0
+    total = pos - start
     while end - pos >= 9:
         head, next_flags, next_sid = unpack_header(buf, pos)
         length = head >> 8
@@ -70,10 +80,14 @@ def data_run(buf: bytes, start: int, pos: int, end: int, sid: int, max_frame: in
         ):
             break
         ranges.append((pos + 9, fend))
+        total += length
         flags = next_flags
         pos = fend
         if flags & FLAG_END_STREAM:
             break
+    if total >= VIEW_RUN:
+        view = memoryview(buf)
+        return pos, flags, [view[a:b] for a, b in ranges]
     if len(ranges) == 1:
         return pos, flags, buf[start:pos]
     with memoryview(buf) as view:
