@@ -259,7 +259,8 @@ class CallCore:
             if self.window_size < STREAM_WINDOW_GROWN:
                 self._grow_window(bool(messages))
             link.credit(self, flow_length)
-        if messages and link.leads(self):
+        if messages and not end_stream and link.leads(self):
+            # (At the end, request_ended has let go of the call if it led.)
             link.message_completed(self)
         if end_stream and decoder.partial:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
@@ -441,12 +442,13 @@ class CallCore:
             # was given on arrival); the bytes still queued stop counting against the
             # connection's bound, once (credit_settled: a late pop_request skips it).
             self.deferred_flow = 0
-            unread = 0 if self.credit_settled else self.queued_bytes + self.decoder.buffered
+            buffered = self.decoder.buffered
+            unread = 0 if self.credit_settled else self.queued_bytes + buffered
             self.credit_settled = True
             if self.waiters is not None:
                 self.waiters.notify_all()
         link = self.link
-        if self.decoder.buffered:
+        if buffered:
             self.decoder.clear()
         if self.window_grown:
             self.window_grown = False
@@ -574,7 +576,7 @@ class CallCore:
         except ValueError as exc:
             code, details, trailing = StatusCode.INTERNAL, f"invalid trailing metadata: {exc}", []
             status_details = None
-        number = code.value[0]
+        number = code._value_[0]  # not .value: a Python-level property call
         if framed is not None:
             self.link.output_posted(framed_size(framed))
         if framed is None and not self.initial_sent:
@@ -648,12 +650,6 @@ class CallCore:
     def unary_request_missing(self) -> Stop:
         """The error for a unary method whose client sent no message (grpcio's words)."""
         return Stop(StatusCode.UNIMPLEMENTED, f'"{self.method}" requires exactly one request message.')
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: Any) -> bool:
-        return self is other
 
 
 def _send_framed(h2: H2Connection, stream_id: int, message: Framed) -> None:

@@ -852,9 +852,3 @@ class Connection(asyncio.Protocol):
             # What grpcio's server reports on an insecure port.
             return {"transport_security_type": [b"insecure"], "security_level": [b"TSI_SECURITY_NONE"]}
         return {key: list(values) for key, values in self._auth.items()}
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: Any) -> bool:
-        return self is other

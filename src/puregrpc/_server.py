@@ -236,7 +236,7 @@ class ServerCore:
 
     def call_finished(self, completed: bool, code: StatusCode) -> None:
         self.active_rpcs -= 1
-        self.counters.finished[code.value[0]] += 1
+        self.counters.finished[code._value_[0]] += 1
         self.stats["finished" if completed else "cancelled"] += 1
         if self.draining and self.active_rpcs == 0:
             self._terminate_loop()
