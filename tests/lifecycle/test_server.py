@@ -63,6 +63,8 @@ def _connect_refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # taken into the backlog as the listener closed: ask again
     return False
 
 
