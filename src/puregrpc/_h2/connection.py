@@ -21,8 +21,12 @@ Conventions the layer above can rely on:
   with the peer's RST_STREAM. Sending after our own END_STREAM raises RuntimeError.
 * The application must call ``acknowledge_received_data`` for every
   ``DataReceived.flow_length`` it got, also after the stream ended or was reset:
-  that is what reopens the connection window. Data the engine drops without
-  reporting it is acknowledged by the engine itself.
+  that is what reopens the connection window. ``acknowledge_connection_data`` and
+  ``acknowledge_stream_data`` do its two halves apart (the connection window at once,
+  a stream's when its reader catches up). Data the engine drops without reporting it
+  is acknowledged by the engine itself.
+* ``DataReceived.pieces``, when set, are views of the bytes given to ``receive_data``:
+  the application may keep them (they keep those bytes alive) or join them.
 * ``now`` should be passed to every ``receive_data`` call: the flood budgets refill
   with it. With a constant ``now`` they never refill and only the burst applies.
 
