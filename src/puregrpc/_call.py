@@ -253,7 +253,7 @@ class CallCore:
         if received:
             link.unread_added(received)
         if end_stream:
-            if self.held_flow or link.leads(self):
+            if self.held_flow or link.leads(self):  # else request_ended has nothing to undo
                 link.request_ended(self)
         elif not withhold:
             if self.window_size < STREAM_WINDOW_GROWN:

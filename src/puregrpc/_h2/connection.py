@@ -427,8 +427,9 @@ class H2Connection(HeaderBlocks, FlowControl):
             if pad >= flow:
                 raise ConnectionViolation(ErrorCode.PROTOCOL_ERROR, "DATA padding too long")
             data: Payload = payload[1 : flow - pad]
+            length = len(data)
         else:
-            data = payload
+            data, length = payload, flow
         st = self._streams.get(sid)
         if st is None:
             if not sid & 1 or sid > self._highest_id:
@@ -450,7 +451,7 @@ class H2Connection(HeaderBlocks, FlowControl):
             return
         end_stream = flags & FLAG_END_STREAM
         if st.content_length >= 0:
-            st.received += flow if data is payload else len(data)
+            st.received += length
             if st.received > st.content_length or (end_stream and st.received != st.content_length):
                 # RFC 9113 8.1.1: content-length must match the DATA received.
                 self._refill_connection(flow)
