@@ -2,7 +2,8 @@
 
 Runs on its loop's thread only. Requests become ``StreamCall`` objects that the
 server dispatches (to a thread pool, or as tasks); everything a call writes comes
-back through the engine and leaves in one ``transport.write`` per loop iteration.
+back through the engine and leaves in one write per loop iteration (from Python 3.12,
+a ``writelines`` of the parts, where large DATA stays views of the handler's bytes).
 The connection implements ``CallLink`` for its calls, and knows its server only as
 ``ServerSide``.
 """
@@ -15,6 +16,7 @@ import logging
 import math
 import random
 import socket
+import sys
 import threading
 from typing import Any, Deque, Dict, List, Optional, Protocol, Set, Tuple, Union
 
@@ -35,6 +37,11 @@ _SHUTDOWN_PING = b"puregrpc"
 _KEEPALIVE_PING = b"keepaliv"
 # How long a connection we closed keeps reading after its FIN (see Connection._close).
 _LINGER = 2.0
+
+# Before 3.12, asyncio's transports join what writelines() is given, so the output is
+# joined here, once; from 3.12 its socket transport sends the parts as they are
+# (sendmsg), and large DATA reaches the kernel without a copy in Python.
+_JOIN_PARTS = sys.version_info < (3, 12)
 # Connections of one server still before their preface and SETTINGS; more are closed at
 # once (slowloris: each one would otherwise hold a socket until its handshake timeout).
 MAX_HANDSHAKING = 1000
@@ -718,10 +725,19 @@ class Connection(asyncio.Protocol):
     def flush(self) -> None:
         if self.closed or self.transport is None:
             return
-        data = self.h2.data_to_send()
-        if data:
-            self.transport.write(data)
-            self.core.counters.bytes_sent += len(data)
+        parts = self.h2.parts_to_send()
+        if parts:
+            transport = self.transport
+            if len(parts) == 1:
+                transport.write(parts[0])
+            elif _JOIN_PARTS:
+                transport.write(b"".join(parts))
+            else:
+                # The last part through write(): it pauses us past the transport's
+                # high-water mark, which asyncio's writelines() does not (3.12, 3.13).
+                transport.writelines(parts[:-1])
+                transport.write(parts[-1])
+            self.core.counters.bytes_sent += sum(map(len, parts))
         self.output_level = self.h2.pending_total + self.transport.get_write_buffer_size()
         if self.held and self.output_level + self._posted_out <= OUTPUT_LIMIT // 2:
             self._release_held()

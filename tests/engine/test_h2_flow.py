@@ -200,6 +200,56 @@ def test_peer_max_frame_size_bounds_data_frames() -> None:
     assert sizes == [16384, 16384, 40000 - 32768]
 
 
+def test_large_data_goes_out_as_views_of_the_callers_bytes_in_order() -> None:
+    """A peer allowing 16 MiB frames (as grpc's clients do): large DATA still leaves as
+    views of the caller's bytes, never copied into the output buffer, and the parts come
+    in order with the small frames and headers queued around it."""
+    pair = Pair(client_settings={S.MAX_FRAME_SIZE: (1 << 24) - 1, S.INITIAL_WINDOW_SIZE: MAX})
+    pair.client.increment_flow_control_window(MAX - 65535)
+    sid = pair.request(body=None)
+    pair.pump()
+    large = bytes(range(256)) * 4096  # 1 MiB
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"small")
+    pair.server.send_data(sid, large)
+    pair.server.send_data(sid, b"after")
+    pair.server.send_headers(sid, TRAILERS_BLOCK, end_stream=True)
+    parts = pair.server.parts_to_send()
+    views = [p for p in parts if isinstance(p, memoryview)]
+    assert views and all(v.obj is large for v in views)
+    assert sum(len(v) for v in views) == len(large)
+    assert pair.server.parts_to_send() == [] and pair.server.data_to_send() == b""
+    frames = parse_frames(b"".join(parts))
+    assert [(f[0], f[2]) for f in frames] == [(0x1, sid), (0x0, sid), (0x0, sid), (0x0, sid), (0x1, sid)]
+    assert [f[3] for f in frames if f[0] == 0] == [b"small", large, b"after"]
+    events = pair.client.receive_data(b"".join(parts))
+    assert b"".join(e.data for e in of_type(events, h2.events.DataReceived)) == b"small" + large + b"after"
+    assert of_type(events, h2.events.StreamEnded)
+
+
+def test_parts_and_joined_output_are_the_same_bytes() -> None:
+    """parts_to_send() and data_to_send() take the same bytes: one connection's output
+    split both ways, at 16 KiB frames (the default) and below and above SEND_VIEWS."""
+    outputs = []
+    for take in ("parts", "joined"):
+        pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: MAX})
+        pair.client.increment_flow_control_window(MAX - 65535)
+        sid = pair.request(body=None)
+        pair.pump()
+        out = b""
+        pair.server.send_headers(sid, RESPONSE_BLOCK)
+        for size in (1, 16384, 16385, 32767, 32768, 100_000, 7):
+            pair.server.send_data(sid, bytes([size % 251]) * size)
+            if size == 32768:  # a take in the middle, then more
+                out += b"".join(pair.server.parts_to_send()) if take == "parts" else pair.server.data_to_send()
+        pair.server.send_headers(sid, TRAILERS_BLOCK, end_stream=True)
+        out += b"".join(pair.server.parts_to_send()) if take == "parts" else pair.server.data_to_send()
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
+    sizes = [len(f[3]) for f in parse_frames(outputs[0]) if f[0] == 0]
+    assert sizes == [1, 16384, 16384, 1, 16384, 16383, 16384, 16384] + [16384] * 6 + [100_000 - 6 * 16384, 7]
+
+
 def test_connection_window_fairness_round_robin() -> None:
     """Streams blocked on the connection window share it one frame at a time."""
     pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: MAX})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from typing import Any, Iterator, List, Set
 
 import grpc
 import pytest
+from h2.settings import SettingCodes
 
 from ._support import (
     TIMEOUT,
@@ -24,6 +26,8 @@ from ._support import (
 
 SERVICE = "load.Probe"
 KiB = 1024
+MAX_FRAME_SIZE = SettingCodes.MAX_FRAME_SIZE
+INITIAL_WINDOW_SIZE = SettingCodes.INITIAL_WINDOW_SIZE
 
 
 def test_500_concurrent_streams_on_one_channel() -> None:
@@ -174,6 +178,62 @@ def test_server_buffers_little_when_the_client_grants_no_window() -> None:
         client.sock.sendall(conn.data_to_send())
         while not ended:
             pump(ack=True)
+    messages = grpc_messages(bytes(body))
+    assert len(messages) == count
+    for index, (compressed, message) in enumerate(messages):
+        assert not compressed
+        assert int.from_bytes(message[:4], "big") == index
+        assert message[4:] == bytes([index % 251]) * (size - 4)
+
+
+def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler() -> None:
+    """Every window open (2^31-1, 16 MiB frames: large DATA leaves as views, and from
+    Python 3.12 through writelines), then the client stops reading its socket. Only the
+    transport's pause can stop the handler: it must stall after a few messages (the
+    kernel's socket buffers, the transport's high-water mark, the response queue), not
+    put all 64 MiB in memory; then every byte arrives when the client reads again."""
+    count, size = 64, 1024 * KiB
+    counters = Counters()
+
+    def produce(request: bytes, context: Any) -> Iterator[bytes]:
+        for index in range(count):
+            with counters.lock:
+                counters.produced += 1
+            yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
+
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+    with serve(handlers=[generic]) as running, RawClient(running.port) as client:
+        conn = client.conn
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+        conn.update_settings({MAX_FRAME_SIZE: (1 << 24) - 1, INITIAL_WINDOW_SIZE: (1 << 31) - 1})
+        conn.increment_flow_control_window((1 << 31) - 1 - 65535)
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, grpc_request(f"/{SERVICE}/Produce"))
+        conn.send_data(sid, grpc_frame(b""), end_stream=True)
+        client.sock.sendall(conn.data_to_send())
+        assert wait_for(lambda: counters.produced > 0)
+        stalled_at = -1
+        for _ in range(50):  # until it stays put for 0.3 s
+            stalled_at = counters.produced
+            time.sleep(0.3)
+            if counters.produced == stalled_at:
+                break
+        # Kernel buffers on both sides (a few MiB on loopback), the transport's 64 KiB
+        # high-water mark, the 256 KiB response queue, one message per layer.
+        print(f"stalled at {stalled_at} MiB")
+        assert stalled_at <= 24, f"the handler produced {stalled_at} of {count} MiB unread"
+        body = bytearray()
+        ended = False
+        while not ended:
+            data = client.sock.recv(1 << 20)
+            assert data, "connection closed"
+            for event in conn.receive_data(data):
+                kind = type(event).__name__
+                if kind == "DataReceived":
+                    body.extend(event.data)
+                elif kind == "StreamEnded":
+                    ended = True
+            client.sock.sendall(conn.data_to_send())
     messages = grpc_messages(bytes(body))
     assert len(messages) == count
     for index, (compressed, message) in enumerate(messages):

@@ -231,6 +231,25 @@ class H2Connection(HeaderBlocks, FlowControl):
             write_window_update(self._out, 0, increment)
             self._conn_recv_window += increment
 
+    def parts_to_send(self) -> List[Bytes]:
+        """Take every byte queued for the peer as parts to send in order (empty if
+        none): bytes, and views of the bytes that large DATA was given in, for a writer
+        that sends them without joining them (``transport.writelines``)."""
+        self._queued_control = 0
+        out = self._out
+        chunks = self._chunks
+        if chunks:
+            if out:
+                chunks.append(bytes(out))
+                out.clear()
+            self._chunks = []
+            return chunks
+        if not out:
+            return []
+        data = bytes(out)
+        out.clear()
+        return [data]
+
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer (empty if none)."""
         self._queued_control = 0

@@ -25,6 +25,12 @@ Bytes = Union[bytes, bytearray, memoryview]
 MAX_WINDOW = (1 << 31) - 1
 DEFAULT_WINDOW = 65535
 
+# DATA of this many bytes or more is queued as views of the caller's bytes and joined
+# once into the output, not copied into the output buffer first: a peer that allows
+# large frames (grpc's clients allow 16 MiB) would otherwise cost a large message two
+# copies in Python.
+SEND_VIEWS = 32 * 1024
+
 
 class FlowControl:
     """Windows and queued DATA of one connection (a base of ``H2Connection``)."""
@@ -75,14 +81,14 @@ class FlowControl:
                 self._sent_since_ping = True
                 out = self._out
                 max_frame = self._peer_max_frame
-                if n <= max_frame:
+                if n < SEND_VIEWS and n <= max_frame:
                     self._wu_warrants += 1
                     out += pack_header(n << 8, FLAG_END_STREAM if end_stream else 0, stream_id)
                     out += data
                 else:
-                    # Larger than a frame: the frames are views of the caller's bytes,
-                    # queued in order after what the output holds so far, and joined
-                    # once by data_to_send: each byte is copied once, into the result.
+                    # Large: the frames are views of the caller's bytes, queued in
+                    # order after what the output holds so far, and joined once by
+                    # data_to_send: each byte is copied once, into the result.
                     if type(data) is not bytes:
                         data = bytes(data)  # held until then: it must not change
                     chunks = self._chunks
