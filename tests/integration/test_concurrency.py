@@ -84,9 +84,9 @@ class Counters:
         self.lock = threading.Lock()
 
 
-def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
-    count, size = 200, 64 * KiB
-    counters = Counters()
+def _producer(count: int, size: int, counters: Counters) -> grpc.GenericRpcHandler:
+    """Produce: ``count`` messages of ``size`` bytes (its index, then a fill byte),
+    each counted in ``counters.produced`` as the handler makes it."""
 
     def produce(request: bytes, context: Any) -> Iterator[bytes]:
         for index in range(count):
@@ -94,7 +94,22 @@ def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
                 counters.produced += 1
             yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
 
-    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+    return grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+
+
+def _check_produced(messages: List[bytes], count: int, size: int) -> None:
+    assert len(messages) == count
+    for index, message in enumerate(messages):
+        assert len(message) == size
+        assert int.from_bytes(message[:4], "big") == index
+        assert message[4:] == bytes([index % 251]) * (size - 4)
+
+
+def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
+    count, size = 200, 64 * KiB
+    counters = Counters()
+
+    generic = _producer(count, size, counters)
     # Without BDP probing grpcio's client keeps its receive window small, so a
     # stalled reader soon stalls the server (with it, the window may grow to 8 MiB+).
     options = [("grpc.http2.bdp_probe", 0)]
@@ -114,11 +129,7 @@ def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
             elif len(received) % 20 == 0:
                 time.sleep(0.02)
         assert call.code() is grpc.StatusCode.OK
-    assert len(received) == count
-    for index, message in enumerate(received):
-        assert len(message) == size
-        assert int.from_bytes(message[:4], "big") == index
-        assert message[4:] == bytes([index % 251]) * (size - 4)
+    _check_produced(received, count, size)
 
 
 def test_server_buffers_little_when_the_client_grants_no_window() -> None:
@@ -127,13 +138,7 @@ def test_server_buffers_little_when_the_client_grants_no_window() -> None:
     count, size = 200, 64 * KiB
     counters = Counters()
 
-    def produce(request: bytes, context: Any) -> Iterator[bytes]:
-        for index in range(count):
-            with counters.lock:
-                counters.produced += 1
-            yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
-
-    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+    generic = _producer(count, size, counters)
     with serve(handlers=[generic]) as running, RawClient(running.port) as client:
         conn = client.conn
         sid = conn.get_next_available_stream_id()
@@ -179,11 +184,8 @@ def test_server_buffers_little_when_the_client_grants_no_window() -> None:
         while not ended:
             pump(ack=True)
     messages = grpc_messages(bytes(body))
-    assert len(messages) == count
-    for index, (compressed, message) in enumerate(messages):
-        assert not compressed
-        assert int.from_bytes(message[:4], "big") == index
-        assert message[4:] == bytes([index % 251]) * (size - 4)
+    assert not any(compressed for compressed, _ in messages)
+    _check_produced([message for _, message in messages], count, size)
 
 
 def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler() -> None:
@@ -195,13 +197,7 @@ def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler(
     count, size = 64, 1024 * KiB
     counters = Counters()
 
-    def produce(request: bytes, context: Any) -> Iterator[bytes]:
-        for index in range(count):
-            with counters.lock:
-                counters.produced += 1
-            yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
-
-    generic = grpc.method_handlers_generic_handler(SERVICE, {"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+    generic = _producer(count, size, counters)
     with serve(handlers=[generic]) as running, RawClient(running.port) as client:
         conn = client.conn
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
@@ -235,11 +231,8 @@ def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler(
                     ended = True
             client.sock.sendall(conn.data_to_send())
     messages = grpc_messages(bytes(body))
-    assert len(messages) == count
-    for index, (compressed, message) in enumerate(messages):
-        assert not compressed
-        assert int.from_bytes(message[:4], "big") == index
-        assert message[4:] == bytes([index % 251]) * (size - 4)
+    assert not any(compressed for compressed, _ in messages)
+    _check_produced([message for _, message in messages], count, size)
 
 
 def test_client_streaming_to_a_slow_handler() -> None:
