@@ -1,7 +1,8 @@
 """The server side of an HTTP/2 connection (RFC 9113), sans-I/O.
 
 Bytes in (``receive_data``), events out; commands in (``send_*``, ``reset_stream``,
-``ping``, ``goaway``, ``acknowledge_received_data``), bytes out (``data_to_send``).
+``ping``, ``goaway``, ``acknowledge_received_data``), bytes out (``data_to_send``, or
+``parts_to_send`` for a writer that sends the parts unjoined).
 No sockets, no threads, no clock reads: ``now`` (seconds, monotonic) is passed in.
 
 One connection object belongs to one thread at a time (the I/O loop); it holds no
@@ -27,6 +28,9 @@ Conventions the layer above can rely on:
   is acknowledged by the engine itself.
 * ``DataReceived.pieces``, when set, are views of the bytes given to ``receive_data``:
   the application may keep them (they keep those bytes alive) or join them.
+* ``send_data`` keeps large DATA (``windows.SEND_VIEWS``) as views of the bytes it was
+  given until the output is taken (a bytearray or memoryview is copied first: it could
+  change meanwhile).
 * ``now`` should be passed to every ``receive_data`` call: the flood budgets refill
   with it. With a constant ``now`` they never refill and only the burst applies.
 
