@@ -254,6 +254,9 @@ class Connection(asyncio.Protocol):
                     call.on_data(event.data if pieces is None else pieces, event.flow_length, event.end_stream)
                 else:
                     self.h2.acknowledge_received_data(event.stream_id, event.flow_length)
+            elif isinstance(event, ev.WindowUpdated):  # second: a streaming peer sends one or two per message
+                if self.blocked:
+                    self._window_opened()
             elif isinstance(event, ev.RequestReceived):
                 call = self._open_call(event)
                 if call is not None and not call.awaiting_request:
@@ -267,8 +270,6 @@ class Connection(asyncio.Protocol):
                         call.on_end()
                     else:
                         call.on_reset()
-            elif isinstance(event, ev.WindowUpdated):
-                self._window_opened()
             elif isinstance(event, ev.PingAcked):
                 if event.data == _SHUTDOWN_PING:
                     self._send_final_goaway()
