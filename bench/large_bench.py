@@ -3,7 +3,8 @@
 - send: frame a message (5-byte prefix), queue it on a stream, take the output bytes,
   as a server-streaming handler's messages go (the client's windows wide open; its
   largest frame ``--max-frame``: 16 KiB, HTTP/2's default and h2load's, or up to
-  16 MiB - 1, which grpc's clients allow);
+  16 MiB - 1, which grpc's clients allow; ``--window 65535``: the client's windows
+  small, topped up as the data comes, so most of a message waits in the stream's queue);
 - receive: a client's 1 MiB messages in 16 KiB DATA frames, handed over in 64 KiB
   reads (``--read-size``; asyncio's transports read up to 256 KiB), through the engine
   and the message decoder (``DataReceived.pieces`` where the engine gives them).
@@ -14,7 +15,7 @@ cost per byte, the figure that copies show up in. The socket, the client and the
 handler's own work are not in it.
 
     python bench/large_bench.py [--messages 64] [--size 1048576] [--repeat 5] [--read-size 65536]
-                                [--max-frame 16384]
+                                [--max-frame 16384] [--window 2147483647]
 """
 
 from __future__ import annotations
@@ -59,20 +60,24 @@ def request_headers(encoder: hpack.Encoder, sid: int, end_stream: bool) -> bytes
     return frame(1, 0x4 | (0x1 if end_stream else 0), sid, block)
 
 
-def opened_server(encoder: hpack.Encoder, end_stream: bool, max_frame: int = FRAME_SIZE) -> H2Connection:
-    """A server engine with stream 1 open; the client's windows are wide open."""
+def opened_server(
+    encoder: hpack.Encoder, end_stream: bool, max_frame: int = FRAME_SIZE, window: int = WIDE
+) -> H2Connection:
+    """A server engine with stream 1 open; the client's windows are ``window`` (both)."""
     server = H2Connection(H2Config())
     server.initiate_connection()
-    settings = frame(4, 0, 0, struct.pack(">HI", 4, WIDE) + struct.pack(">HI", 5, max_frame))
-    opening = PREFACE + settings + frame(4, 1, 0, b"") + frame(8, 0, 0, struct.pack(">I", WIDE - 65535))
+    settings = frame(4, 0, 0, struct.pack(">HI", 4, window) + struct.pack(">HI", 5, max_frame))
+    opening = PREFACE + settings + frame(4, 1, 0, b"")
+    if window > 65535:
+        opening += frame(8, 0, 0, struct.pack(">I", window - 65535))
     server.receive_data(opening + request_headers(encoder, 1, end_stream))
     server.data_to_send()
     return server
 
 
-def send_case(messages: int, size: int, max_frame: int = FRAME_SIZE) -> float:
+def send_case(messages: int, size: int, max_frame: int = FRAME_SIZE, window: int = WIDE) -> float:
     payload = b"\x5a" * size
-    server = opened_server(hpack.Encoder(), end_stream=True, max_frame=max_frame)
+    server = opened_server(hpack.Encoder(), end_stream=True, max_frame=max_frame, window=window)
     server.send_headers(1, b"\x88")  # :status 200 (static table)
     out = 0
     start = time.process_time()
@@ -81,6 +86,11 @@ def send_case(messages: int, size: int, max_frame: int = FRAME_SIZE) -> float:
         for piece in framed if isinstance(framed, tuple) else (framed,):
             server.send_data(1, piece)
         out += len(server.data_to_send())
+        while server.pending_bytes(1):  # a small window: the client tops both up again
+            credit = frame(8, 0, 1, struct.pack(">I", window - server.stream_send_window(1)))
+            credit += frame(8, 0, 0, struct.pack(">I", window - server.outbound_window))
+            server.receive_data(credit)
+            out += len(server.data_to_send())
     elapsed = time.process_time() - start
     assert out >= messages * size, out
     return elapsed
@@ -121,18 +131,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--read-size", type=int, default=READ_SIZE, help="bytes per read (asyncio: up to 262144)")
     parser.add_argument("--max-frame", type=int, default=FRAME_SIZE, help="the client's SETTINGS_MAX_FRAME_SIZE")
+    parser.add_argument(
+        "--window", type=int, default=WIDE, help="the client's stream and connection windows, topped up as data comes"
+    )
     args = parser.parse_args()
     mib = args.messages * args.size / (1 << 20)
     reads = client_stream_bytes(args.messages, args.size, args.read_size)
     # Warm-up: the allocator settles (glibc raises its mmap threshold once large blocks
     # are freed; before that every fresh 1 MiB buffer is page-faulted in).
-    send_case(args.messages, args.size, args.max_frame)
+    send_case(args.messages, args.size, args.max_frame, args.window)
     receive_case(reads, args.messages, args.size)
-    send = min(send_case(args.messages, args.size, args.max_frame) for _ in range(args.repeat))
+    send = min(send_case(args.messages, args.size, args.max_frame, args.window) for _ in range(args.repeat))
     receive = min(receive_case(reads, args.messages, args.size) for _ in range(args.repeat))
     print(
         f"{args.messages} messages of {args.size} bytes, reads of {args.read_size}, "
-        f"frames of up to {args.max_frame} sent, best of {args.repeat} (CPU time)"
+        f"frames of up to {args.max_frame} sent, windows of {args.window}, best of {args.repeat} (CPU time)"
     )
     print(f"send:    {send / mib * 1e6:8.0f} us per MiB  ({mib / send:8.0f} MiB/s of one core)")
     print(f"receive: {receive / mib * 1e6:8.0f} us per MiB  ({mib / receive:8.0f} MiB/s of one core)")

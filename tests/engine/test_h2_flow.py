@@ -227,6 +227,39 @@ def test_large_data_goes_out_as_views_of_the_callers_bytes_in_order() -> None:
     assert of_type(events, h2.events.StreamEnded)
 
 
+def test_large_data_held_back_by_a_small_window_still_leaves_as_views() -> None:
+    """1 MiB through the default 64 KiB windows: the part held back waits as a view of
+    the caller's bytes (send_queue), so every byte of it leaves as one, in order, frame
+    by frame as the client's WINDOW_UPDATEs come."""
+    pair = Pair()
+    sid = pair.request(body=None)
+    pair.pump()
+    large = bytes(range(256)) * 4096
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, b"\x00" + len(large).to_bytes(4, "big"))  # a gRPC prefix
+    pair.server.send_data(sid, large, end_stream=True)
+    assert pair.server.pending_bytes(sid) > len(large) - 65535
+    viewed = 0
+    received = bytearray()
+    ended = False
+    for _ in range(200):
+        parts = pair.server.parts_to_send()
+        if not parts:
+            break
+        for part in parts:
+            if isinstance(part, memoryview):
+                assert part.obj is large
+                viewed += len(part)
+        for event in pair.client.receive_data(b"".join(parts)):
+            if isinstance(event, h2.events.DataReceived):
+                received += event.data
+                pair.client.acknowledge_received_data(event.flow_controlled_length, sid)
+            ended = ended or isinstance(event, h2.events.StreamEnded)
+        pair.to_server(pair.client.data_to_send())
+    assert ended and bytes(received) == b"\x00" + len(large).to_bytes(4, "big") + large
+    assert viewed == len(large)
+
+
 def test_parts_and_joined_output_are_the_same_bytes() -> None:
     """parts_to_send() and data_to_send() take the same bytes: one connection's output
     split both ways, at 16 KiB frames (the default) and below and above SEND_VIEWS."""

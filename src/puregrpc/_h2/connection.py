@@ -28,7 +28,7 @@ Conventions the layer above can rely on:
   is acknowledged by the engine itself.
 * ``DataReceived.pieces``, when set, are views of the bytes given to ``receive_data``:
   the application may keep them (they keep those bytes alive) or join them.
-* ``send_data`` keeps large DATA (``windows.SEND_VIEWS``) as views of the bytes it was
+* ``send_data`` keeps large DATA (``send_queue.SEND_VIEWS``) as views of the bytes it was
   given until the output is taken (a bytearray or memoryview is copied first: it could
   change meanwhile).
 * ``now`` should be passed to every ``receive_data`` call: the flood budgets refill
@@ -41,6 +41,7 @@ frame dispatch, connection-level frames, stream errors and closing, the commands
 * ``settings``: ``H2Config``, our SETTINGS frame, validation of the peer's.
 * ``stream``: per-stream state and the stream state table (RFC 9113 5.1).
 * ``windows``: flow control in both directions and queued DATA (``FlowControl``).
+* ``send_queue``: the DATA one stream holds while it waits for window.
 * ``headers``: HEADERS/CONTINUATION blocks, request admission (``HeaderBlocks``).
 * ``validation``: header field rules for requests and trailers (RFC 9113 8).
 * ``budgets``: flood bounds (token buckets, WINDOW_UPDATE credit, PING policing).
@@ -96,6 +97,7 @@ from .frames import (
     write_window_update,
 )
 from .headers import HeaderBlocks
+from .send_queue import Bytes
 from .settings import (
     DEFAULT_TABLE_SIZE,
     SETTINGS_INITIAL_WINDOW_SIZE,
@@ -108,7 +110,7 @@ from .settings import (
     read_settings,
 )
 from .stream import ENDED, RECENTLY_CLOSED_LIMIT, RESET_BY_PEER, RESET_BY_US, Stream
-from .windows import DEFAULT_WINDOW, MAX_WINDOW, Bytes, FlowControl
+from .windows import DEFAULT_WINDOW, MAX_WINDOW, FlowControl
 
 __all__ = [
     "PREFACE",

@@ -34,6 +34,8 @@ WINDOW_UPDATE, RST_STREAM and PRIORITY on a closed stream are always allowed.
 
 from __future__ import annotations
 
+from .send_queue import SendQueue
+
 # Stream ids we closed recently, remembered so late frames on them are told apart
 # from frames on streams that never existed (RFC 9113 section 5.1, "closed").
 RECENTLY_CLOSED_LIMIT = 1024
@@ -76,7 +78,7 @@ class Stream:
         self.remote_closed = False
         self.local_closed = False  # END_STREAM written to the output
         self.end_queued = False  # END_STREAM requested by the application
-        self.pending: bytearray | None = None  # DATA waiting for window
+        self.pending: SendQueue | None = None  # DATA waiting for window
         self.pending_end = False
         self.trailers: bytes | None = None  # header block queued behind pending
         self.trailers_end = False

@@ -14,22 +14,15 @@ consumed, batched to one WINDOW_UPDATE per half window.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List
 
 from .budgets import WINDOW_UPDATE_SMALL_FRAME
 from .frames import FLAG_END_STREAM, pack_header, write_headers, write_window_update
+from .send_queue import SEND_VIEWS, Bytes, SendQueue
 from .stream import Stream
-
-Bytes = Union[bytes, bytearray, memoryview]
 
 MAX_WINDOW = (1 << 31) - 1
 DEFAULT_WINDOW = 65535
-
-# DATA of this many bytes or more is queued as views of the caller's bytes and joined
-# once into the output, not copied into the output buffer first: a peer that allows
-# large frames (grpc's clients allow 16 MiB) would otherwise cost a large message two
-# copies in Python.
-SEND_VIEWS = 32 * 1024
 
 
 class FlowControl:
@@ -108,9 +101,8 @@ class FlowControl:
                     st.end_queued = True
                     self._local_end(st)
                 return
-            st.pending = bytearray(data)
-        else:
-            pending += data
+            pending = st.pending = SendQueue()
+        pending.add(data)
         self.pending_total += n
         if end_stream:
             st.pending_end = True
@@ -210,8 +202,8 @@ class FlowControl:
         out = self._out
         sid = st.stream_id
         sent_end = False
-        while pending:
-            size = len(pending)
+        while pending.size:
+            size = pending.size
             if size > st.send_window:
                 size = st.send_window
             if size > self._conn_send_window:
@@ -220,23 +212,19 @@ class FlowControl:
                 size = self._peer_max_frame
             if size <= 0:
                 break
-            last = size == len(pending)
+            last = size == pending.size
             sent_end = last and st.pending_end and st.trailers is None
             if last or size >= WINDOW_UPDATE_SMALL_FRAME:
                 self._wu_warrants += 1
             out += pack_header(size << 8, FLAG_END_STREAM if sent_end else 0, sid)
-            # Through a view (a slice of the bytearray would be a copy); released before
-            # the bytearray shrinks, which it may not while a view exists (PyPy too).
-            with memoryview(pending) as view, view[:size] as part:
-                out += part
+            pending.move(size, out, self._chunks)
             self._sent_since_ping = True
-            del pending[:size]
             self.pending_total -= size
             st.send_window -= size
             self._conn_send_window -= size
             if one_frame:
                 break
-        if pending:
+        if pending.size:
             if st.send_window > 0:
                 self._ready[sid] = st
             return
