@@ -133,7 +133,9 @@ class CallCore:
         self.started_at = time.monotonic()
         self.deadline = None if head.timeout is None else self.started_at + head.timeout
         self.timer: Optional[Any] = None
-        self.lock = threading.Lock()
+        # An RLock though nothing re-enters it: a Condition over one waits and notifies
+        # through the lock's own C methods, where over a Lock it calls Python helpers.
+        self.lock = threading.RLock()
         # A thread waiting for news (the sync adapter) waits on this condition over
         # ``lock``, made by the first that waits: most calls never need one.
         self.waiters: Optional[threading.Condition] = None
@@ -364,12 +366,13 @@ class CallCore:
         pending = h2.pending_bytes(self.stream_id)
         if pending:
             link.stream_blocked(self, True)
+        size = framed_size(message)
         with self.lock:
-            self.posted_bytes -= framed_size(message)
+            self.posted_bytes -= size
             self.engine_pending = pending
             if self.writer_waiting and self.waiters is not None:
                 self.waiters.notify_all()
-        link.output_taken(framed_size(message))
+        link.output_taken(size)
         link.mark_dirty()
 
     def window_opened_loop(self) -> None:
