@@ -6,6 +6,7 @@ import struct
 
 import h2.events
 import h2.settings
+import pytest
 from h2_helpers import (
     RESPONSE_BLOCK,
     TRAILERS_BLOCK,
@@ -198,6 +199,23 @@ def test_peer_max_frame_size_bounds_data_frames() -> None:
     pair.server.send_data(sid, b"d" * 40000, end_stream=True)
     sizes = [len(f[3]) for f in parse_frames(pair.server.data_to_send()) if f[0] == 0]
     assert sizes == [16384, 16384, 40000 - 32768]
+
+
+@pytest.mark.parametrize("size", [32768, 32769, 65535, 3 * 16384 + 1, 1 << 20])
+def test_large_data_is_cut_into_full_frames_with_end_stream_on_the_last(size: int) -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: MAX})
+    pair.client.increment_flow_control_window(MAX - 65535)
+    sid = pair.request(body=None)
+    pair.pump()
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    pair.server.send_headers(sid, RESPONSE_BLOCK)
+    pair.server.send_data(sid, payload, end_stream=True)
+    frames = [f for f in parse_frames(pair.server.data_to_send()) if f[0] == 0]
+    full, rest = divmod(size, 16384)
+    expected = [16384] * full + ([rest] if rest else [])
+    assert [len(f[3]) for f in frames] == expected
+    assert [f[1] & 0x1 for f in frames] == [0] * (len(expected) - 1) + [1]
+    assert b"".join(f[3] for f in frames) == payload
 
 
 def test_large_data_goes_out_as_views_of_the_callers_bytes_in_order() -> None:

@@ -89,12 +89,15 @@ class FlowControl:
                         chunks.append(bytes(out))
                         out.clear()
                     view = memoryview(data)
-                    for start in range(0, n, max_frame):
-                        stop = min(start + max_frame, n)
-                        flags = FLAG_END_STREAM if end_stream and stop == n else 0
-                        chunks.append(pack_header((stop - start) << 8, flags, stream_id))
-                        chunks.append(view[start:stop])
-                    self._wu_warrants += (n + max_frame - 1) // max_frame
+                    # Every frame but the last is full and has the same header.
+                    last = (n - 1) // max_frame * max_frame
+                    head = pack_header(max_frame << 8, 0, stream_id)
+                    chunks += [
+                        part for start in range(0, last, max_frame) for part in (head, view[start : start + max_frame])
+                    ]
+                    chunks.append(pack_header((n - last) << 8, FLAG_END_STREAM if end_stream else 0, stream_id))
+                    chunks.append(view[last:])
+                    self._wu_warrants += last // max_frame + 1
                 st.send_window -= n
                 self._conn_send_window -= n
                 if end_stream:
