@@ -24,6 +24,11 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
+try:  # the C class itself: threading.RLock() is a Python function that makes one
+    from _thread import RLock
+except ImportError:  # pragma: no cover - an interpreter without it
+    from threading import RLock
+
 from ._callbacks import run_callbacks
 from ._compression import DecompressionError, MessageTooLarge, compress, decompress
 from ._errors import AbortError, IterationError, RpcError, Stop
@@ -135,7 +140,7 @@ class CallCore:
         self.timer: Optional[Any] = None
         # An RLock though nothing re-enters it: a Condition over one waits and notifies
         # through the lock's own C methods, where over a Lock it calls Python helpers.
-        self.lock = threading.RLock()
+        self.lock = RLock()
         # A thread waiting for news (the sync adapter) waits on this condition over
         # ``lock``, made by the first that waits: most calls never need one.
         self.waiters: Optional[threading.Condition] = None

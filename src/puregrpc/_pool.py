@@ -43,7 +43,9 @@ class PoolDispatcher:
         limit = getattr(pool, "_max_workers", None) if isinstance(pool, ThreadPoolExecutor) else None
         self.limit: Optional[int] = limit if isinstance(limit, int) and limit > 0 else None
         self._ready: Deque[Callable[[], None]] = collections.deque()
-        self._lock = threading.Lock()
+        # An RLock, though nothing re-enters it: the Condition then notifies and waits
+        # through the lock's C methods, not Python helpers (one notify per busy submit).
+        self._lock = threading.RLock()
         self._more = threading.Condition(self._lock)  # a lingering puller waits here
         self._pullers = 0  # pullers submitted and not returned (lingering ones included)
         self._lingering = 0
