@@ -24,6 +24,7 @@ from ._credentials import ALPN_H2, auth_properties
 from ._h2 import events as ev
 from ._h2.connection import H2Config, H2Connection
 from ._h2.errors import ErrorCode
+from ._h2.send_queue import SEND_VIEWS, Bytes
 from ._loop import LoopIO
 from ._options import ServerOptions
 from ._protocol import MessageDecoder, RequestHead, RequestRejected, parse_request, trailers_only_block
@@ -39,8 +40,9 @@ _KEEPALIVE_PING = b"keepaliv"
 _LINGER = 2.0
 
 # Before 3.12, asyncio's transports join what writelines() is given, so the output is
-# joined here, once; from 3.12 its socket transport sends the parts as they are
-# (sendmsg), and large DATA reaches the kernel without a copy in Python.
+# written here as runs of small parts joined, with each large view on its own (its own
+# send: while the transport's buffer is empty the socket takes it without a copy in
+# Python); from 3.12 its socket transport sends the parts as they are (sendmsg).
 _JOIN_PARTS = sys.version_info < (3, 12)
 # Connections of one server still before their preface and SETTINGS; more are closed at
 # once (slowloris: each one would otherwise hold a socket until its handshake timeout).
@@ -138,6 +140,20 @@ def _peer_name(transport: asyncio.BaseTransport) -> str:
             return "unix-abstract:" + name[1:]
         return "unix:" + name
     return "unknown"
+
+
+def _write_gathered(transport: asyncio.WriteTransport, parts: List[Bytes]) -> None:
+    """Write ``parts`` in order: each run of small ones joined into one write, each
+    view of SEND_VIEWS bytes or more written as it is (see _JOIN_PARTS)."""
+    start = 0
+    for index, part in enumerate(parts):
+        if len(part) >= SEND_VIEWS:
+            if index > start:
+                transport.write(b"".join(parts[start:index]))
+            transport.write(part)
+            start = index + 1
+    if start < len(parts):
+        transport.write(b"".join(parts[start:]) if start < len(parts) - 1 else parts[start])
 
 
 class Connection(asyncio.Protocol):
@@ -732,7 +748,7 @@ class Connection(asyncio.Protocol):
             if len(parts) == 1:
                 transport.write(parts[0])
             elif _JOIN_PARTS:
-                transport.write(b"".join(parts))
+                _write_gathered(transport, parts)
             else:
                 # The last part through write(): it pauses us past the transport's
                 # high-water mark, which asyncio's writelines() does not (3.12, 3.13).
