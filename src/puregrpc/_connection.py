@@ -2,8 +2,9 @@
 
 Runs on its loop's thread only. Requests become ``StreamCall`` objects that the
 server dispatches (to a thread pool, or as tasks); everything a call writes comes
-back through the engine and leaves in one write per loop iteration (from Python 3.12,
-a ``writelines`` of the parts, where large DATA stays views of the handler's bytes).
+back through the engine and leaves once per loop iteration, large DATA as views of the
+handler's bytes: from Python 3.12 in one ``writelines``, before it in a write per large
+view and one per run of small parts between them.
 The connection implements ``CallLink`` for its calls, and knows its server only as
 ``ServerSide``.
 """
