@@ -14,9 +14,11 @@ server whose modules do not import under its interpreter is skipped, saying why.
 
 Cases: unary-CxM (unary 100 B echo, h2load with C connections x M streams; unary-1x1,
 unary-1x32, unary-8x8 by default), ss-small / ss-large (server streaming, 100 B / 1 MiB
-messages), cs-large (client streaming, 1 MiB messages), bidi (100 B ping-pong). The
-streaming cases use grpcio's asyncio client (stream_client.py) in processes pinned to
---client-cpu. Every reply is checked; a cell with any wrong reply or failed call is FAILED.
+messages), ss-large-h2load (the same 1 MiB calls, h2load as the client), cs-large
+(client streaming, 1 MiB messages), bidi (100 B ping-pong). The other streaming cases use
+grpcio's asyncio client (stream_client.py) in processes pinned to --client-cpu. Every
+reply is checked (h2load's by their DATA byte count); a cell with any wrong reply or failed
+call is FAILED.
 
 Each round starts every server, checks all four methods with a grpcio client (check.py),
 runs every case against every server in turn (the servers' order rotates each round), checks
@@ -66,7 +68,7 @@ SERVER_MODULES: Dict[str, str] = {  # what must import for the server to run
 }
 BASELINE = "grpcio"
 WORKERS = re.compile(r"puregrpc-w([1-9][0-9]*)")  # puregrpc serve --workers N
-DEFAULT_CASES = "unary-1x1,unary-1x32,unary-8x8,unary-large,ss-small,ss-large,cs-large,bidi"
+DEFAULT_CASES = "unary-1x1,unary-1x32,unary-8x8,unary-large,ss-small,ss-large,ss-large-h2load,cs-large,bidi"
 START_TIMEOUT = 30.0
 CHECK_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -83,12 +85,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 @dataclass(frozen=True)
 class Case:
     key: str
-    kind: str  # unary | ss | cs | bidi
+    kind: str  # unary | ss-h2load | ss | cs | bidi | ul
     size: int = gen.PAYLOAD_SIZE
-    connections: int = 1  # unary: h2load -c
-    streams: int = 1  # unary: h2load -m
+    connections: int = 1  # h2load cases: h2load -c
+    streams: int = 1  # h2load cases: h2load -m
     calls: int = 1  # grpc client cases: concurrent calls, over all client processes
-    count: int = 1  # grpc client cases: messages per call
+    count: int = 1  # streaming cases: messages per call
+
+    @property
+    def h2load(self) -> bool:
+        return self.kind in ("unary", "ss-h2load")
 
     @property
     def large(self) -> bool:
@@ -108,6 +114,8 @@ class Case:
         size = f"{self.size // MIB} MiB" if self.large else f"{self.size} B"
         if self.kind == "unary":
             return f"unary {size}, {self.connections}x{self.streams} (h2load)"
+        if self.kind == "ss-h2load":
+            return f"server-streaming {size}, {self.connections}x{self.streams} calls x {self.count} (h2load)"
         if self.kind == "ul":
             return f"unary {size}, {self.calls} calls at a time (grpc.aio)"
         what = {"ss": "server-streaming", "cs": "client-streaming", "bidi": "bidi ping-pong"}[self.kind]
@@ -119,6 +127,9 @@ def make_cases(spec: str, quick: bool) -> List[Case]:
     named = {
         "ss-small": Case("ss-small", "ss", size=gen.PAYLOAD_SIZE, calls=8, count=50 if quick else 1000),
         "ss-large": Case("ss-large", "ss", size=MIB, calls=2, count=2 if quick else 16),
+        # The same calls with h2load as the client (one connection, two calls at a time): a
+        # client that costs little per byte, so the server's own limit shows.
+        "ss-large-h2load": Case("ss-large-h2load", "ss-h2load", size=MIB, streams=2, count=2 if quick else 16),
         "cs-large": Case("cs-large", "cs", size=MIB, calls=2, count=2 if quick else 16),
         "bidi": Case("bidi", "bidi", size=gen.PAYLOAD_SIZE, calls=8, count=20 if quick else 200),
         # 1 MiB each way per call (Unary echo), with grpc.aio's client rather than h2load
@@ -536,8 +547,8 @@ def parse_h2load(output: str, response_len: int) -> Tuple[Dict[str, Any], List[s
     with_message = data_bytes // response_len if response_len else res["succeeded"]
     if res["succeeded"] > with_message:
         problems.append(
-            f"{res['succeeded'] - with_message} of {res['succeeded']} 'succeeded' responses had no"
-            f" {response_len}-byte message (gRPC error status?)"
+            f"{res['succeeded'] - with_message} of {res['succeeded']} 'succeeded' responses lacked the"
+            f" {response_len} bytes of DATA of a good reply (gRPC error status?)"
         )
     return res, problems
 
@@ -553,9 +564,29 @@ class Bench:
         with open(self.data_file, "wb") as f:
             f.write(self.body)
         self.clients = ClientPool(cpu_list(args.client_cpu) if args.client_cpu else [], log_dir)
+        self.pb2 = pb2
+        self._targets: Dict[str, Tuple[str, str, int]] = {}
+
+    def h2load_target(self, case: Case) -> Tuple[str, str, int]:
+        """(request body file, path, DATA bytes of one good response) of an h2load case."""
+        if case.kind == "unary":
+            return self.data_file, gen.METHOD_PATH, len(self.body)
+        target = self._targets.get(case.key)
+        if target is None:
+            body = gen.grpc_frame(self.pb2.StreamRequest(count=case.count, size=case.size).SerializeToString())
+            path = os.path.join(self.log_dir, f"request-{case.key}.bin")
+            with open(path, "wb") as f:
+                f.write(body)
+            payload = gen.pattern(case.size)
+            response = sum(
+                len(gen.grpc_frame(self.pb2.EchoMsg(payload=payload, seq=seq).SerializeToString()))
+                for seq in range(case.count)
+            )
+            target = self._targets[case.key] = (path, gen.SERVER_STREAM_PATH, response)
+        return target
 
     def measure(self, server: ServerProcess, case: Case, tag: str) -> Run:
-        if case.kind == "unary":
+        if case.h2load:
             return self.measure_unary(server, case, tag)
         return self.measure_stream(server, case)
 
@@ -566,17 +597,19 @@ class Bench:
         # on many cores); at most one per connection.
         assert self.h2load is not None
         threads = min(int(os.environ.get("H2LOAD_THREADS", "1")), case.connections)
+        data_file, path, _ = self.h2load_target(case)
         cmd = [self.h2load, f"-c{case.connections}", f"-m{case.streams}", f"-t{threads}"]
         if self.args.quick:  # a number of requests, not a time: it must finish however loaded the machine
-            cmd += ["-n", str(max(100, 4 * case.connections * case.streams)), "-d", self.data_file]
+            least = 100 if case.kind == "unary" else 8
+            cmd += ["-n", str(max(least, 4 * case.connections * case.streams)), "-d", data_file]
         else:
-            cmd += ["-D", f"{max(1, round(duration * 1000))}ms", "-d", self.data_file]
+            cmd += ["-D", f"{max(1, round(duration * 1000))}ms", "-d", data_file]
         cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
         if log_file:
             cmd += [f"--log-file={log_file}"]
-        return pinned(self.args.client_cpu, [*cmd, f"http://127.0.0.1:{port}{gen.METHOD_PATH}"])
+        return pinned(self.args.client_cpu, [*cmd, f"http://127.0.0.1:{port}{path}"])
 
-    def run_h2load(self, cmd: List[str], duration: float) -> Tuple[Dict[str, Any], List[str], str]:
+    def run_h2load(self, cmd: List[str], duration: float, response_len: int) -> Tuple[Dict[str, Any], List[str], str]:
         try:
             proc = subprocess.run(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 60
@@ -584,7 +617,7 @@ class Bench:
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout if isinstance(exc.stdout, str) else ""
             return {}, [f"h2load did not finish within {duration + 60:g}s"], out
-        res, problems = parse_h2load(proc.stdout, len(self.body))
+        res, problems = parse_h2load(proc.stdout, response_len)
         if proc.returncode != 0:
             problems.insert(0, f"h2load exited with status {proc.returncode}")
         if self.args.verbose:
@@ -592,17 +625,22 @@ class Bench:
         return res, problems, proc.stdout
 
     def measure_unary(self, server: ServerProcess, case: Case, tag: str) -> Run:
+        """An h2load case: unary calls, or server-streaming calls (ss-h2load: h2load reads
+        the messages without decoding them; every call's DATA byte count is checked, and
+        check.py checks the messages themselves at each round's start and end)."""
         assert server.port is not None
         run = Run()
         args = self.args
+        response_len = self.h2load_target(case)[2]
         if args.warm_up > 0:
-            _, problems, _ = self.run_h2load(self.h2load_cmd(server.port, case, args.warm_up, None), args.warm_up)
+            cmd = self.h2load_cmd(server.port, case, args.warm_up, None)
+            _, problems, _ = self.run_h2load(cmd, args.warm_up, response_len)
             # A short warm-up on a busy machine may finish no request: the measured run tells.
             run.problems += ["warm-up: " + p for p in problems if p != "no request succeeded"]
         log_file = os.path.join(self.log_dir, f"{tag}-{case.key}-h2load.log")
         cmd = self.h2load_cmd(server.port, case, args.duration, log_file)
         before = CpuSnapshot.take(server.proc.pid, [], bool(server.spec.workers))
-        res, problems, _ = self.run_h2load(cmd, args.duration)
+        res, problems, _ = self.run_h2load(cmd, args.duration, response_len)
         after = CpuSnapshot.take(server.proc.pid, [], bool(server.spec.workers))
         run.problems += problems
         run.noise = foreign_cores(before, after)
@@ -610,8 +648,12 @@ class Bench:
             threads = min(int(os.environ.get("H2LOAD_THREADS", "1")), case.connections)
             run.client_load = (after.ours - before.ours) / (after.wall - before.wall) / threads
         if res.get("total"):
-            run.rate = res["req_per_s"]
-            run.units = res["succeeded"]
+            if case.kind == "unary":
+                run.rate = res["req_per_s"]
+                run.units = res["succeeded"]
+            else:  # MB/s of payload; server CPU per message
+                run.rate = res["req_per_s"] * case.count * case.size / 1e6
+                run.units = res["succeeded"] * case.count
         cpu = server_cpu(before, after)
         if cpu is not None and run.units:
             run.cpu_per_unit_us = cpu / run.units * 1e6
@@ -1106,7 +1148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     servers = parse_servers(args.servers, args.runtime)
 
     h2load = shutil.which(args.h2load)
-    if h2load is None and any(c.kind == "unary" for c in cases):
+    if h2load is None and any(c.h2load for c in cases):
         raise SystemExit("h2load not found: install Debian's nghttp2-client")
     server_cpu, client_cpu = default_cpus()
     args.server_cpu = args.server_cpu or server_cpu

@@ -20,7 +20,17 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench")
-CASES = ["unary-1x1", "unary-1x32", "unary-8x8", "unary-large", "ss-small", "ss-large", "cs-large", "bidi"]
+CASES = [
+    "unary-1x1",
+    "unary-1x32",
+    "unary-8x8",
+    "unary-large",
+    "ss-small",
+    "ss-large",
+    "ss-large-h2load",
+    "cs-large",
+    "bidi",
+]
 
 pytest.importorskip("grpc_tools")
 grpc = pytest.importorskip("grpc")
@@ -68,6 +78,8 @@ def test_quick_run_every_server_answers_every_case(tmp_path: Any) -> None:
             # with every message, summary and status checked (perhaps after its short window).
             if case.startswith("unary") and case != "unary-large":  # h2load's: a number of requests
                 assert run["units"] >= 100 and run["p50_ms"] is not None, (case, name, run)
+            if case == "ss-large-h2load":  # 8 calls of 2 messages, each call's DATA counted
+                assert run["units"] >= 16 and run["p50_ms"] is not None, (case, name, run)
 
     # The report: what was run, where, then the tables.
     assert "Command: `python bench/run.py --quick" in proc.stdout
@@ -162,3 +174,32 @@ def test_stream_client_rejects_wrong_replies(liar_port: int, kind: str, size: in
     assert result["problem_count"] > 0
     assert any(said in p for p in result["problems"]), result["problems"]
     assert result["calls"] == 0 and result["calls_ok_total"] == 0
+
+
+def h2load_output(succeeded: int, data_bytes: int) -> str:
+    """h2load's summary lines, as parse_h2load reads them."""
+    return (
+        f"finished in 1.00s, {succeeded}.00 req/s, 1.00MB/s\n"
+        f"requests: {succeeded} total, {succeeded} started, {succeeded} done, {succeeded} succeeded, "
+        "0 failed, 0 errored, 0 timeout\n"
+        f"status codes: {succeeded} 2xx, 0 3xx, 0 4xx, 0 5xx\n"
+        f"traffic: 1.00MB ({data_bytes + 500}) total, 500B (500) headers (space savings 0.00%), "
+        f"1.00MB ({data_bytes}) data\n"
+    )
+
+
+def test_h2load_cases_count_every_good_responses_bytes() -> None:
+    """A server-streaming call through h2load is good only with all its DATA: a call
+    short of one message (or a trailers-only error, which has none) is a problem."""
+    sys.path.insert(0, BENCH)
+    try:
+        import run
+    finally:
+        sys.path.remove(BENCH)
+    per_call = 16 * (1024 * 1024 + 10)
+    res, problems = run.parse_h2load(h2load_output(4, 4 * per_call), per_call)
+    assert problems == [] and res["succeeded"] == 4
+    _, problems = run.parse_h2load(h2load_output(4, 4 * per_call - (1024 * 1024 + 10)), per_call)
+    assert problems == [
+        "1 of 4 'succeeded' responses lacked the 16777376 bytes of DATA of a good reply (gRPC error status?)"
+    ]
