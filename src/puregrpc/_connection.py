@@ -45,6 +45,7 @@ _LINGER = 2.0
 # send: while the transport's buffer is empty the socket takes it without a copy in
 # Python); from 3.12 its socket transport sends the parts as they are (sendmsg).
 _JOIN_PARTS = sys.version_info < (3, 12)
+
 # Connections of one server still before their preface and SETTINGS; more are closed at
 # once (slowloris: each one would otherwise hold a socket until its handshake timeout).
 MAX_HANDSHAKING = 1000

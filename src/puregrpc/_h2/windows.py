@@ -80,8 +80,8 @@ class FlowControl:
                     out += data
                 else:
                     # Large: the frames are views of the caller's bytes, queued in
-                    # order after what the output holds so far, and joined once by
-                    # data_to_send: each byte is copied once, into the result.
+                    # order after what the output holds so far: data_to_send joins
+                    # them (one copy), parts_to_send hands them on as they are.
                     if type(data) is not bytes:
                         data = bytes(data)  # held until then: it must not change
                     chunks = self._chunks
