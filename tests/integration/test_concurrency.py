@@ -132,6 +132,49 @@ def test_server_streaming_with_slow_reader_is_intact_and_bounded() -> None:
     _check_produced(received, count, size)
 
 
+class _ProduceReader:
+    """A raw h2 client's Produce call: the request sent, then the response read as
+    ``pump`` is called, its DATA gathered in ``body``."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        conn = client.conn
+        self.sid = conn.get_next_available_stream_id()
+        conn.send_headers(self.sid, grpc_request(f"/{SERVICE}/Produce"))
+        conn.send_data(self.sid, grpc_frame(b""), end_stream=True)
+        client.sock.sendall(conn.data_to_send())
+        self.body = bytearray()
+        self.unacked = 0
+        self.ended = False
+
+    def pump(self, ack: bool) -> None:
+        """One read; with ``ack``, give back the window the DATA read so far took."""
+        conn = self.client.conn
+        data = self.client.sock.recv(1 << 20)
+        assert data, "connection closed"
+        for event in conn.receive_data(data):
+            kind = type(event).__name__
+            if kind == "DataReceived":
+                self.body.extend(event.data)
+                self.unacked += event.flow_controlled_length
+            elif kind == "StreamEnded":
+                self.ended = True
+        if ack:
+            self.acknowledge()
+        self.client.sock.sendall(conn.data_to_send())
+
+    def acknowledge(self) -> None:
+        """Give back the window the DATA read so far took (queued with the next send)."""
+        if self.unacked:
+            self.client.conn.acknowledge_received_data(self.unacked, self.sid)
+            self.unacked = 0
+
+    def messages(self) -> List[bytes]:
+        messages = grpc_messages(bytes(self.body))
+        assert not any(compressed for compressed, _ in messages)
+        return [message for _, message in messages]
+
+
 def test_server_buffers_little_when_the_client_grants_no_window() -> None:
     """A raw h2 client that never sends WINDOW_UPDATE: the server can send 64 KiB;
     the handler may run ahead of that only by the server's bounded response queue."""
@@ -140,52 +183,25 @@ def test_server_buffers_little_when_the_client_grants_no_window() -> None:
 
     generic = _producer(count, size, counters)
     with serve(handlers=[generic]) as running, RawClient(running.port) as client:
-        conn = client.conn
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, grpc_request(f"/{SERVICE}/Produce"))
-        conn.send_data(sid, grpc_frame(b""), end_stream=True)
-        client.sock.sendall(conn.data_to_send())
-        body = bytearray()
-        unacked = 0
-        ended = False
-
-        def pump(ack: bool) -> None:
-            nonlocal unacked, ended
-            data = client.sock.recv(1 << 20)
-            assert data, "connection closed"
-            for event in conn.receive_data(data):
-                kind = type(event).__name__
-                if kind == "DataReceived":
-                    body.extend(event.data)
-                    unacked += event.flow_controlled_length
-                elif kind == "StreamEnded":
-                    ended = True
-            if ack and unacked:
-                conn.acknowledge_received_data(unacked, sid)
-                unacked = 0
-            client.sock.sendall(conn.data_to_send())
-
+        reader = _ProduceReader(client)
         client.sock.settimeout(0.3)
         try:
             while True:
-                pump(ack=False)
+                reader.pump(ack=False)
         except TimeoutError:
             pass
         assert wait_for(lambda: counters.produced > 0)
         time.sleep(0.3)
         stalled_at = counters.produced
-        assert len(body) <= 65_535
+        assert len(reader.body) <= 65_535
         # 64 KiB on the wire + a 256 KiB response queue + one message per layer.
         assert stalled_at <= 8, stalled_at
         client.sock.settimeout(TIMEOUT)
-        conn.acknowledge_received_data(unacked, sid)
-        unacked = 0
-        client.sock.sendall(conn.data_to_send())
-        while not ended:
-            pump(ack=True)
-    messages = grpc_messages(bytes(body))
-    assert not any(compressed for compressed, _ in messages)
-    _check_produced([message for _, message in messages], count, size)
+        reader.acknowledge()
+        client.sock.sendall(client.conn.data_to_send())
+        while not reader.ended:
+            reader.pump(ack=True)
+    _check_produced(reader.messages(), count, size)
 
 
 def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler() -> None:
@@ -203,10 +219,7 @@ def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler(
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
         conn.update_settings({MAX_FRAME_SIZE: (1 << 24) - 1, INITIAL_WINDOW_SIZE: (1 << 31) - 1})
         conn.increment_flow_control_window((1 << 31) - 1 - 65535)
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, grpc_request(f"/{SERVICE}/Produce"))
-        conn.send_data(sid, grpc_frame(b""), end_stream=True)
-        client.sock.sendall(conn.data_to_send())
+        reader = _ProduceReader(client)  # sends the settings and window above too
         assert wait_for(lambda: counters.produced > 0)
         stalled_at = -1
         for _ in range(50):  # until it stays put for 0.3 s
@@ -218,21 +231,9 @@ def test_a_client_that_opens_every_window_then_stops_reading_stalls_the_handler(
         # high-water mark, the 256 KiB response queue, one message per layer.
         print(f"stalled at {stalled_at} MiB")
         assert stalled_at <= 24, f"the handler produced {stalled_at} of {count} MiB unread"
-        body = bytearray()
-        ended = False
-        while not ended:
-            data = client.sock.recv(1 << 20)
-            assert data, "connection closed"
-            for event in conn.receive_data(data):
-                kind = type(event).__name__
-                if kind == "DataReceived":
-                    body.extend(event.data)
-                elif kind == "StreamEnded":
-                    ended = True
-            client.sock.sendall(conn.data_to_send())
-    messages = grpc_messages(bytes(body))
-    assert not any(compressed for compressed, _ in messages)
-    _check_produced([message for _, message in messages], count, size)
+        while not reader.ended:
+            reader.pump(ack=True)
+    _check_produced(reader.messages(), count, size)
 
 
 def test_client_streaming_to_a_slow_handler() -> None:
