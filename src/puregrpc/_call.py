@@ -22,12 +22,8 @@ import collections
 import logging
 import threading
 import time
+from _thread import RLock  # the C class itself: threading.RLock() is a Python call making one
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
-
-try:  # the C class itself: threading.RLock() is a Python function that makes one
-    from _thread import RLock
-except ImportError:  # pragma: no cover - an interpreter without it
-    from threading import RLock
 
 from ._callbacks import run_callbacks
 from ._compression import DecompressionError, MessageTooLarge, compress, decompress

@@ -257,21 +257,8 @@ class H2Connection(HeaderBlocks, FlowControl):
         return [data]
 
     def data_to_send(self) -> bytes:
-        """Take every byte queued for the peer (empty if none)."""
-        self._queued_control = 0
-        out = self._out
-        chunks = self._chunks
-        if chunks:  # large DATA queued as views (FlowControl.send_data), then ``out``
-            chunks.append(out)
-            data = b"".join(chunks)
-            chunks.clear()
-            out.clear()
-            return data
-        if not out:
-            return b""
-        data = bytes(out)
-        out.clear()
-        return data
+        """Take every byte queued for the peer, joined (empty if none)."""
+        return b"".join(self.parts_to_send())
 
     def send_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
         """Queue an HPACK-encoded header block (see hpack_encoder) on a stream.
