@@ -298,12 +298,14 @@ class Connection(asyncio.Protocol):
                 self.flush()
                 self._close()
                 return
-        self.flush()
         if new_calls:
             self._new = []
             for call in new_calls:
                 if not call.done:
                     self._dispatch(call)
+        # After dispatching: a handler that ran at once (puregrpc.aio's eager tasks)
+        # has its response in this write.
+        self.flush()
 
     def eof_received(self) -> Optional[bool]:
         return False

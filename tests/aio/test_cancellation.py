@@ -264,3 +264,29 @@ def test_cancel_of_one_call_leaves_others_running(served: Any) -> None:
         assert futures[0].result(TIMEOUT) == b"\x00"
         assert futures[2].result(TIMEOUT) == b"\x02"
         assert ("cancelled", b"\x00") not in events
+
+
+def test_a_stop_called_from_the_handler_before_it_awaits_cancels_that_handler(served: Any) -> None:
+    """stop(None) from a handler's first step (an admin 'quit' RPC) cancels that handler
+    too. From Python 3.12 puregrpc.aio runs that step inside the task's creation (eager
+    start), before the task is known: the cancel must still reach it."""
+    events = Events()
+    servers: List[Any] = []
+
+    async def quit_now(request: bytes, context: Any) -> bytes:
+        try:
+            await servers[0].stop(None)
+            events.add("stop returned")
+            await asyncio.sleep(TIMEOUT)
+        except asyncio.CancelledError:
+            events.add("CancelledError")
+            raise
+        events.add("not cancelled")
+        return b""
+
+    handlers = generic({"Quit": grpc.unary_unary_rpc_method_handler(quit_now)})
+    with served(handlers, setup=servers.append) as s, s.open_channel() as ch:
+        code = error_of(lambda: ch.unary_unary(method("Quit"))(b"", timeout=TIMEOUT)).code()
+        assert events.wait_for("CancelledError", timeout=2.0), events
+        assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE), code
+        assert "not cancelled" not in events

@@ -423,3 +423,28 @@ def test_sync_handler_without_a_migration_thread_pool(served: Any) -> None:
     with served(handlers, migration_thread_pool=None) as s, s.open_channel() as ch:
         assert ch.unary_unary(method("H"))(b"", timeout=TIMEOUT) == b"pooled"
         assert seen and seen[0] is not s.loop._thread
+
+
+def test_a_handler_runs_as_a_task_and_from_3_12_starts_while_its_request_is_read() -> None:
+    """From Python 3.12 puregrpc.aio starts a handler's task eagerly: its first step runs
+    in the connection's data_received, so a unary handler that awaits nothing answers with
+    no loop turn between request and response. Before 3.12 the task starts on a later
+    turn. Either way the handler is the current task."""
+    import sys
+
+    from ._support import serve
+
+    seen: List[Any] = []
+
+    async def where(request: bytes, context: Any) -> bytes:
+        frame = sys._getframe(1)
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back  # type: ignore[assignment]
+        seen.append(("data_received" in names, asyncio.current_task() is not None))
+        return b"ok"
+
+    with serve("puregrpc", generic({"Where": grpc.unary_unary_rpc_method_handler(where)})) as s, s.open_channel() as ch:
+        assert ch.unary_unary(method("Where"))(b"", timeout=TIMEOUT) == b"ok"
+    assert seen == [(sys.version_info >= (3, 12), True)]
