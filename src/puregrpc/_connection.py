@@ -257,6 +257,14 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        io = self.io
+        io.begin_batch()
+        try:
+            self._received(data)
+        finally:
+            io.end_batch(self)  # the output of this read, and of handlers it ran
+
+    def _received(self, data: bytes) -> None:
         new_calls = self._new
         self.core.counters.bytes_received += len(data)
         now = self._last_read = self.io.loop.time()
@@ -299,13 +307,12 @@ class Connection(asyncio.Protocol):
                 self._close()
                 return
         if new_calls:
+            # Before the flush (data_received's end_batch): a handler that runs at once
+            # (puregrpc.aio's eager tasks) has its response in the same write.
             self._new = []
             for call in new_calls:
                 if not call.done:
                     self._dispatch(call)
-        # After dispatching: a handler that ran at once (puregrpc.aio's eager tasks)
-        # has its response in this write.
-        self.flush()
 
     def eof_received(self) -> Optional[bool]:
         return False

@@ -67,18 +67,35 @@ class LoopIO:
     def _drain(self) -> None:
         with self._lock:
             self._wake_pending = False
-        queue = self._queue
-        while queue:
-            fn, args = queue.popleft()
-            fn(*args)
-        self.flush_dirty()
+        self.begin_batch()
+        try:
+            queue = self._queue
+            while queue:
+                fn, args = queue.popleft()
+                fn(*args)
+        finally:
+            self.end_batch()
 
     def mark_dirty(self, item: Flushable) -> None:
-        """Loop thread only: ``item.flush()`` runs at the end of this iteration."""
+        """Loop thread only: ``item.flush()`` runs at the end of this iteration (or of
+        the batch being run)."""
         self._dirty.add(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush_dirty)
+
+    def begin_batch(self) -> None:
+        """Loop thread only: what is marked dirty until ``end_batch()`` is flushed by it,
+        with no flush scheduled for a later turn of the loop (a turn per RPC otherwise:
+        the thread's answer, or a handler run as its request is read, marks its
+        connection dirty in a batch that ends in a flush anyway)."""
+        self._flush_scheduled = True
+
+    def end_batch(self, item: Optional[Flushable] = None) -> None:
+        """Loop thread only: flush ``item`` and whatever the batch marked dirty."""
+        if item is not None:
+            self._dirty.add(item)
+        self.flush_dirty()
 
     def flush_dirty(self) -> None:
         self._flush_scheduled = False
