@@ -94,6 +94,7 @@ class TaskDriver:
         self.task: Optional[asyncio.Task[None]] = None
         self.finishing = False  # the handler's own end is on its way: no cancel
         self.cancel_when_started = False
+        self.started = False  # _run has begun
         self.done_callbacks: Optional[List[Callable[[Any], None]]] = []
         self.context: Optional[AioServicerContext] = None
         self.unflushed = 0  # response bytes written since the loop last ran
@@ -109,11 +110,12 @@ class TaskDriver:
             task = asyncio.Task(self._run(), loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
         else:
             task = loop.create_task(self._run())
+            self.server.io.task_woken()
         self.task = task
         if not task.done():
+            self.server.tasks.add(task)  # the loop holds tasks weakly; _run's end removes it
             if self.cancel_when_started:
                 task.cancel()
-            self.server.track(task)
 
     def _terminated(self) -> None:
         """Loop: the call ended (by the handler, the client, a deadline or a stop)."""
@@ -123,6 +125,8 @@ class TaskDriver:
                 self.cancel_when_started = True  # during the task's first (eager) step
             elif not task.done():
                 task.cancel()
+                if not self.started:  # cancelled before its first step: _run never runs
+                    task.add_done_callback(self.server.tasks.discard)
         callbacks, self.done_callbacks = self.done_callbacks, None
         if callbacks:
             context = self.context
@@ -132,11 +136,13 @@ class TaskDriver:
 
     async def _news(self) -> None:
         """Wait for the core to report anything (message, window, end)."""
-        future = self.server.io.loop.create_future()
+        io = self.server.io
+        future = io.loop.create_future()
 
         def wake() -> None:
             if not future.done():
                 future.set_result(None)
+                io.task_woken()
 
         self.call.waker = wake
         try:
@@ -145,11 +151,12 @@ class TaskDriver:
             self.call.waker = None
 
     async def _run(self) -> None:
+        self.started = True
         call = self.call
-        call.link.worker_started()
-        if not call.active:
-            return
         try:
+            call.link.worker_started()
+            if not call.active:
+                return
             await self._serve()
         except asyncio.CancelledError:
             if call.active and not self.finishing:
@@ -166,6 +173,10 @@ class TaskDriver:
                 self.finishing = True
                 call.finish(None, StatusCode.INTERNAL, "internal server error")
             raise
+        finally:
+            # Here, not by a done callback: that would cost the loop a turn per RPC.
+            if self.task is not None:  # None: it ended in its eager first step, untracked
+                self.server.tasks.discard(self.task)
 
     async def _serve(self) -> None:
         call = self.call

@@ -47,6 +47,7 @@ class AioCore(ServerCore):
         # No thread is started until a sync handler is called.
         pool = migration_thread_pool or ThreadPoolExecutor(thread_name_prefix="puregrpc-aio-sync")
         super().__init__(pool, interceptors, options, maximum_concurrent_rpcs, compression, io=LoopIO())
+        # Handler tasks not yet ended: the loop keeps only weak references to tasks.
         self.tasks: Set[asyncio.Task[None]] = set()
 
     async def start_async(self) -> None:
@@ -70,11 +71,6 @@ class AioCore(ServerCore):
             self.pool_dispatcher.submit(driver.run)
         except RuntimeError as exc:  # the pool was shut down
             call.abort_loop(StatusCode.UNAVAILABLE, f"server thread pool unavailable: {exc}")
-
-    def track(self, task: asyncio.Task[None]) -> None:
-        # The loop keeps only weak references to tasks.
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     async def lookup(self, details: HandlerCallDetails) -> Any:
         """The handler for ``details``, through the async interceptors in order."""

@@ -47,6 +47,8 @@ class LoopIO:
         self._wake_pending = False
         self._dirty: Set[Flushable] = set()
         self._flush_scheduled = False
+        self._in_batch = False
+        self._tasks_woken = False  # in this batch (see task_woken)
 
     def attach(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
         self.loop = loop
@@ -90,12 +92,27 @@ class LoopIO:
         the thread's answer, or a handler run as its request is read, marks its
         connection dirty in a batch that ends in a flush anyway)."""
         self._flush_scheduled = True
+        self._in_batch = True
 
     def end_batch(self, item: Optional[Flushable] = None) -> None:
         """Loop thread only: flush ``item`` and whatever the batch marked dirty."""
+        self._in_batch = False
         if item is not None:
             self._dirty.add(item)
         self.flush_dirty()
+        if self._tasks_woken:
+            # After the steps of the tasks the batch woke, in the same turn of the loop:
+            # what they write leaves then, not a turn later.
+            self._tasks_woken = False
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self.flush_dirty)
+
+    def task_woken(self) -> None:
+        """Loop thread only: a task was just made ready (its step runs on the loop's next
+        turn) and may write. In a batch, that batch's end schedules the flush after it."""
+        if self._in_batch:
+            self._tasks_woken = True
 
     def flush_dirty(self) -> None:
         self._flush_scheduled = False

@@ -290,3 +290,59 @@ def test_a_stop_called_from_the_handler_before_it_awaits_cancels_that_handler(se
         assert events.wait_for("CancelledError", timeout=2.0), events
         assert code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE), code
         assert "not cancelled" not in events
+
+
+def test_a_task_cancelled_before_its_first_step_is_not_kept_by_the_server() -> None:
+    """Two requests in one read make two tasks; the first one's handler stops the server
+    before the second task has taken a step (before Python 3.12, where tasks do not start
+    eagerly). The second is cancelled before it runs, so its coroutine never runs its own
+    cleanup: the server must still let go of it (its set of running tasks ends empty)."""
+    import socket
+
+    import h2.config
+    import h2.connection
+
+    from ._support import grpc_message, serve
+
+    events = Events()
+    servers: List[Any] = []
+
+    async def quit_now(request: bytes, context: Any) -> bytes:
+        await servers[0].stop(None)
+        return b""
+
+    async def other(request: bytes, context: Any) -> bytes:
+        events.add("other ran")
+        return b""
+
+    handlers = generic(
+        {
+            "Quit": grpc.unary_unary_rpc_method_handler(quit_now),
+            "Other": grpc.unary_unary_rpc_method_handler(other),
+        }
+    )
+    with serve("puregrpc", handlers, setup=servers.append) as s:
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+        try:
+            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            for name in ("Quit", "Other"):
+                sid = conn.get_next_available_stream_id()
+                headers = [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", method(name)),
+                    (":authority", s.target),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ]
+                conn.send_headers(sid, headers)
+                conn.send_data(sid, grpc_message(b""), end_stream=True)
+            sock.sendall(conn.data_to_send())  # both requests in one write
+            s.run(s.server.wait_for_termination(TIMEOUT))
+            time.sleep(SETTLE)  # cancelled tasks finish on the loop's next turns
+            left = s.loop.call(lambda: len(s.server._core.tasks))
+        finally:
+            sock.close()
+    assert left == 0
+    assert "other ran" not in events
