@@ -2,7 +2,8 @@
 
 Runs on its loop's thread only. Requests become ``StreamCall`` objects that the
 server dispatches (to a thread pool, or as tasks); everything a call writes comes
-back through the engine and leaves once per loop iteration, large DATA as views of the
+back through the engine and leaves at most once per loop iteration (at the end of the
+read or burst of thread answers that made it: see ``LoopIO``'s batches), large DATA as views of the
 handler's bytes: from Python 3.12 in one ``writelines``, before it in a write per large
 view and one per run of small parts between them.
 The connection implements ``CallLink`` for its calls, and knows its server only as

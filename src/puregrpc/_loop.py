@@ -7,6 +7,11 @@ sync server in the process. It never blocks and never runs user code.
 Other threads hand a loop work with ``post()``: calls queue in a deque and one
 wake-up of the loop runs them all, so a burst of completions from handler threads
 costs one wake-up, not one each.
+
+Output is written by flushing what was marked dirty. Work that ends in a flush anyway
+(a connection's read, a burst of posted calls) runs as a batch: what it marks dirty is
+flushed at its end, not on a later turn of the loop; and where it made handler tasks
+ready, the flush it schedules runs after their steps, in the same turn.
 """
 
 from __future__ import annotations
