@@ -192,16 +192,17 @@ class TaskDriver:
                 raise Stop(StatusCode.UNIMPLEMENTED, "Method not found!")
             call.handler = handler
             call.handler_found_loop(handler)
-        if not is_async_behavior(behavior_of(handler)):
-            # A sync handler (found through an interceptor): to the migration pool,
-            # once its request is here, as the server does for one found on the loop.
-            if not handler.request_streaming:
-                await self._request_here()
-            if call.active:
-                self.finishing = True
-                call.on_terminated = None
-                server.run_sync(call)
-            return
+            if not is_async_behavior(behavior_of(handler)):
+                # A sync handler (found through an interceptor): to the migration pool,
+                # once its request is here, as the server does for one found on the loop
+                # (which it gives a task only when it is async: AioCore.dispatch).
+                if not handler.request_streaming:
+                    await self._request_here()
+                if call.active:
+                    self.finishing = True
+                    call.on_terminated = None
+                    server.run_sync(call)
+                return
         call.serializer = handler.response_serializer
         call.deserializer = handler.request_deserializer
         self.context = AioServicerContext(call, self)
@@ -263,7 +264,8 @@ class TaskDriver:
     # -- what the handler awaits --------------------------------------------------
     async def read_unary(self) -> Any:
         call = self.call
-        await self._request_here()
+        if not call.requests:  # usually queued already: dispatch waits for it (the loop's thread fills it)
+            await self._request_here()
         with call.lock:
             if not call.active:
                 raise Stop(None)
