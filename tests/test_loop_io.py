@@ -79,16 +79,19 @@ def test_mark_dirty_outside_a_batch_schedules_one_flush_for_the_next_turn(io: Lo
     assert out.flushes == 1
 
 
-def test_a_batch_whose_work_raises_still_flushes_and_later_output_is_still_scheduled(io: LoopIO) -> None:
+def test_a_drain_whose_work_raises_still_flushes_and_later_output_is_still_scheduled(io: LoopIO) -> None:
     out = Output()
-    io.begin_batch()
-    with pytest.raises(RuntimeError):
-        try:
-            io.mark_dirty(out)
-            raise RuntimeError("handler bug")
-        finally:
-            io.end_batch()
-    assert out.flushes == 1
+    errors: List[Any] = []
+    io.loop.set_exception_handler(lambda loop, context: errors.append(context.get("exception")))
+
+    def buggy() -> None:
+        io.mark_dirty(out)
+        raise RuntimeError("handler bug")
+
+    io.post(buggy)
+    _turns(io, 2)
+    assert [type(exc) for exc in errors] == [RuntimeError]
+    assert out.flushes == 1  # the drain's end flushed what it marked before the error
     io.mark_dirty(out)  # the batch is over: a flush is scheduled again, not lost
     _turns(io, 1)
     assert out.flushes == 2

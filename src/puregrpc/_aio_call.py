@@ -94,7 +94,6 @@ class TaskDriver:
         self.task: Optional[asyncio.Task[None]] = None
         self.finishing = False  # the handler's own end is on its way: no cancel
         self.cancel_when_started = False
-        self.started = False  # _run has begun
         self.done_callbacks: Optional[List[Callable[[Any], None]]] = []
         self.context: Optional[AioServicerContext] = None
         self.unflushed = 0  # response bytes written since the loop last ran
@@ -125,8 +124,9 @@ class TaskDriver:
                 self.cancel_when_started = True  # during the task's first (eager) step
             elif not task.done():
                 task.cancel()
-                if not self.started:  # cancelled before its first step: _run never runs
-                    task.add_done_callback(self.server.tasks.discard)
+                # Cancelled before its first step, _run never runs to untrack it (a
+                # second discard, where it does, is harmless; cancels are rare).
+                task.add_done_callback(self.server.tasks.discard)
         callbacks, self.done_callbacks = self.done_callbacks, None
         if callbacks:
             context = self.context
@@ -151,7 +151,6 @@ class TaskDriver:
             self.call.waker = None
 
     async def _run(self) -> None:
-        self.started = True
         call = self.call
         try:
             call.link.worker_started()

@@ -87,7 +87,7 @@ class LoopIO:
         """Loop thread only: ``item.flush()`` runs at the end of this iteration (or of
         the batch being run)."""
         self._dirty.add(item)
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._in_batch:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush_dirty)
 
@@ -96,7 +96,6 @@ class LoopIO:
         with no flush scheduled for a later turn of the loop (a turn per RPC otherwise:
         the thread's answer, or a handler run as its request is read, marks its
         connection dirty in a batch that ends in a flush anyway)."""
-        self._flush_scheduled = True
         self._in_batch = True
 
     def end_batch(self, item: Optional[Flushable] = None) -> None:
