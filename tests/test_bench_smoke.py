@@ -203,3 +203,20 @@ def test_h2load_cases_count_every_good_responses_bytes() -> None:
     assert problems == [
         "1 of 4 'succeeded' responses lacked the 16777376 bytes of DATA of a good reply (gRPC error status?)"
     ]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset not installed (util-linux)")
+def test_handoff_bench_measures_every_model() -> None:
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "handoff_bench.py"), "--duration", "0.3", "--rounds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split()[0]: line.split()[1:4] for line in proc.stdout.splitlines()[2:]}
+    assert sorted(rows) == ["loop", "task", "thread"], proc.stdout
+    for model, (rate, cpu, switches) in rows.items():
+        assert float(rate.replace(",", "")) > 0 and float(cpu) > 0 and float(switches) >= 0, (model, proc.stdout)
