@@ -295,6 +295,7 @@ class TaskDriver:
         """Send one response message; waits while the client is not reading."""
         call = self.call
         framed = call.frame(response)
+        size = framed_size(framed)
         while True:
             with call.lock:
                 if not call.active:
@@ -302,12 +303,12 @@ class TaskDriver:
                 if not call.write_blocked():
                     break
             await self._news()
-        call.post_framed(framed)
+        call.send_now(framed, size)
         # The engine takes a message at once when the windows allow, so a handler that
         # never has to wait would queue its whole stream before the loop writes any of it
         # (and before the transport can say it is full): every RESPONSE_QUEUE_LIMIT bytes
         # it lets the loop run, so output goes out, and backpressure is felt, as it goes.
-        self.unflushed += framed_size(framed)
+        self.unflushed += size
         if self.unflushed >= RESPONSE_QUEUE_LIMIT:
             self.unflushed = 0
             await asyncio.sleep(0)

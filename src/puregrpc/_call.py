@@ -112,6 +112,7 @@ class CallLink(Protocol):
     def may_grow(self, call: CallCore) -> bool: ...
     def output_posted(self, length: int) -> None: ...
     def output_taken(self, length: int) -> None: ...
+    def output_added(self, length: int) -> None: ...
     def output_over_limit(self) -> bool: ...
     def worker_started(self) -> None: ...
     def hold(self, call: CallCore) -> None: ...
@@ -355,25 +356,38 @@ class CallCore:
         self.link.mark_dirty()
 
     def send_loop(self, headers: Optional[bytes], message: Framed) -> None:
+        """A response message ``post_framed`` sent the loop: to HTTP/2."""
         if self.done:
             return
+        size = framed_size(message)
+        self._to_engine(headers, message, size, size)
+        self.link.output_taken(size)
+
+    def send_now(self, message: Framed, size: int) -> None:
+        """Loop: a response message of ``size`` bytes from a handler that runs on the
+        loop (``puregrpc.aio``), straight to HTTP/2: ``post_framed`` and ``send_loop``
+        in one, with nothing counted as on its way in between."""
+        if self.done:
+            return
+        self._to_engine(self.take_headers(), message, size, 0)
+        self.link.output_added(size)
+
+    def _to_engine(self, headers: Optional[bytes], message: Framed, size: int, posted: int) -> None:
         link = self.link
         h2 = link.h2
+        sid = self.stream_id
         if headers is not None:
-            h2.send_headers(self.stream_id, headers)
+            h2.send_headers(sid, headers)
             self.headers_sent = True
-        _send_framed(h2, self.stream_id, message)
+        pending = _send_framed(h2, sid, message)
         self.messages_out += 1
-        pending = h2.pending_bytes(self.stream_id)
         if pending:
             link.stream_blocked(self, True)
-        size = framed_size(message)
         with self.lock:
-            self.posted_bytes -= size
+            self.posted_bytes -= posted
             self.engine_pending = pending
             if self.writer_waiting and self.waiters is not None:
                 self.waiters.notify_all()
-        link.output_taken(size)
         link.mark_dirty()
 
     def window_opened_loop(self) -> None:
@@ -656,12 +670,12 @@ class CallCore:
         return Stop(StatusCode.UNIMPLEMENTED, f'"{self.method}" requires exactly one request message.')
 
 
-def _send_framed(h2: H2Connection, stream_id: int, message: Framed) -> None:
+def _send_framed(h2: H2Connection, stream_id: int, message: Framed) -> int:
+    """Queue one framed message's DATA; returns the stream's bytes waiting for window."""
     if type(message) is tuple:
         h2.send_data(stream_id, message[0])
-        h2.send_data(stream_id, message[1])
-    else:
-        h2.send_data(stream_id, message)  # type: ignore[arg-type]
+        return h2.send_data(stream_id, message[1])
+    return h2.send_data(stream_id, message)  # type: ignore[arg-type]
 
 
 __all__ = ["CallCore", "CallLink", "CallSettings"]

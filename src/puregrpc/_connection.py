@@ -593,6 +593,11 @@ class Connection(asyncio.Protocol):
         # held calls released before that flush (worker_started) see it.
         self.output_level += length
 
+    def output_added(self, length: int) -> None:
+        """Loop: a response message went to the engine without being posted (a handler
+        that runs on the loop): unsent output, as in ``output_taken``."""
+        self.output_level += length
+
     def output_over_limit(self) -> bool:
         """Any thread; a snapshot, good enough for a bound."""
         return self.output_level + self._posted_out > OUTPUT_LIMIT

@@ -142,6 +142,22 @@ def test_send_respects_stream_window_and_resumes() -> None:
     assert pair.server.open_stream_count == 0
 
 
+def test_send_data_returns_what_waits_for_window() -> None:
+    pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 1000})
+    sid = pair.request(body=None)
+    pair.pump()
+    server = pair.server
+    server.send_headers(sid, RESPONSE_BLOCK)
+    assert server.send_data(sid, b"a" * 400) == 0 == server.pending_bytes(sid)  # all sent now
+    assert server.send_data(sid, b"b" * 900) == 300 == server.pending_bytes(sid)  # the window took 600
+    assert server.send_data(sid, b"c" * 50) == 350 == server.pending_bytes(sid)  # queued behind
+    assert server.send_data(sid + 2, b"d" * 10) == 0  # no such stream: nothing queued
+    pair.pump()
+    pair.client.acknowledge_received_data(1000, sid)
+    pair.pump()
+    assert server.send_data(sid, b"e" * 10) == 0 == server.pending_bytes(sid)  # the window drained it
+
+
 def test_zero_window_stall_then_resume_with_end_stream_on_data() -> None:
     pair = Pair(client_settings={S.INITIAL_WINDOW_SIZE: 0})
     sid = pair.request(body=None)

@@ -59,11 +59,12 @@ class FlowControl:
         st = self._streams.get(stream_id)
         return st.send_window if st is not None else 0
 
-    def send_data(self, stream_id: int, data: Bytes, end_stream: bool = False) -> None:
-        """Queue DATA; it goes out as the stream and connection windows allow."""
+    def send_data(self, stream_id: int, data: Bytes, end_stream: bool = False) -> int:
+        """Queue DATA; it goes out as the stream and connection windows allow. Returns
+        the stream's bytes still waiting for window (``pending_bytes``)."""
         st = self._streams.get(stream_id)
         if st is None:
-            return
+            return 0
         if st.end_queued:
             raise RuntimeError(f"stream {stream_id}: already ended")
         n = len(data)
@@ -103,7 +104,7 @@ class FlowControl:
                 if end_stream:
                     st.end_queued = True
                     self._local_end(st)
-                return
+                return 0
             pending = st.pending = SendQueue()
         pending.add(data)
         self.pending_total += n
@@ -111,6 +112,7 @@ class FlowControl:
             st.pending_end = True
             st.end_queued = True
         self._flush_stream(st)
+        return 0 if st.pending is None else len(st.pending)
 
     def pending_bytes(self, stream_id: int) -> int:
         """DATA bytes queued on a stream and not yet sent for lack of window."""
