@@ -281,13 +281,13 @@ class Connection(asyncio.Protocol):
                     call.on_data(event.data if pieces is None else pieces, event.flow_length, event.end_stream)
                 else:
                     self.h2.acknowledge_received_data(event.stream_id, event.flow_length)
-            elif isinstance(event, ev.WindowUpdated):  # second: a streaming peer sends one or two per message
-                if self.blocked:
-                    self._window_opened()
             elif isinstance(event, ev.RequestReceived):
                 call = self._open_call(event)
                 if call is not None and not call.awaiting_request:
                     new_calls.append(call)
+            elif isinstance(event, ev.WindowUpdated):  # only where DATA waits for window
+                if self.blocked:
+                    self._window_opened()
             elif isinstance(event, ev.RequestHeadersTooLarge):
                 self._refuse_oversized(event)
             elif isinstance(event, (ev.TrailersReceived, ev.StreamReset)):

@@ -387,8 +387,21 @@ def test_settings_initial_window_overflow() -> None:
 def test_window_updated_events() -> None:
     server = raw_server()
     server.receive_data(headers_frame(1))
-    events = server.receive_data(window_update_frame(1, 5) + window_update_frame(0, 5))
+    server.receive_data(headers_frame(3))
+    # Nothing waits for window: a streaming peer's WINDOW_UPDATEs are news to nobody.
+    assert server.receive_data(window_update_frame(1, 5) + window_update_frame(0, 5)) == []
+    server.send_headers(1, RESPONSE_BLOCK)
+    assert server.send_data(1, b"x" * 70000) == 70000 - 65540  # the stream's window: 65535 + 5
+    server.data_to_send()
+    # Stream 1's DATA waits: an update of its window, or of the connection's, is reported;
+    # one of stream 3's, which has nothing waiting, is not.
+    events = server.receive_data(window_update_frame(1, 10) + window_update_frame(3, 10) + window_update_frame(0, 5))
     assert events == [WindowUpdated(1), WindowUpdated(0)]
+    # Reported when it let the waiting DATA go, too (the last time: nothing waits after).
+    events = server.receive_data(window_update_frame(1, 10000) + window_update_frame(0, 10000))
+    assert events == [WindowUpdated(1), WindowUpdated(0)]
+    assert server.pending_bytes(1) == 0
+    assert server.receive_data(window_update_frame(1, 10) + window_update_frame(0, 10)) == []
     # WINDOW_UPDATE on a closed stream is ignored.
     server.reset_stream(1, 8)
     assert server.receive_data(window_update_frame(1, 5)) == []
@@ -398,9 +411,16 @@ def test_repeated_initial_window_setting_applies_net_delta_once() -> None:
     server = raw_server()
     for sid in range(1, 1000, 2):
         server.receive_data(headers_frame(sid))
+    assert server.receive_data(window_update_frame(0, 100000)) == []  # room on the connection
+    server.send_headers(1, RESPONSE_BLOCK)
+    assert server.send_data(1, b"x" * 65536) == 1  # one byte waits for the stream's window
     pairs = [(4, 1000 + i) for i in range(2000)] + [(4, 70000)]
     assert server.receive_data(settings_frame(*pairs)) == [WindowUpdated(0)]
-    assert server.stream_send_window(1) == server.stream_send_window(999) == 70000
+    assert server.pending_bytes(1) == 0
+    assert server.stream_send_window(1) == 70000 - 65536
+    assert server.stream_send_window(999) == 70000
+    # Grown again with nothing waiting: not reported.
+    assert server.receive_data(settings_frame((4, 80000))) == []
 
 
 def test_pending_total_counts_queued_data_across_streams() -> None:

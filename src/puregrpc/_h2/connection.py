@@ -553,7 +553,7 @@ class H2Connection(HeaderBlocks, FlowControl):
                     raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
         out = self._out
         out += pack_header(SETTINGS, FLAG_ACK, 0)
-        if delta > 0:
+        if delta > 0 and self.pending_total:
             for st in list(self._streams.values()):
                 if st.pending is not None and st.stream_id in self._streams:
                     self._flush_stream(st)
@@ -623,9 +623,11 @@ class H2Connection(HeaderBlocks, FlowControl):
             if window > MAX_WINDOW:
                 raise ConnectionViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection window overflow")
             self._conn_send_window = window
+            waiting = self.pending_total
             if self._ready:
                 self._flush_ready()
-            self._events.append(WindowUpdated(0))
+            if waiting:
+                self._events.append(WindowUpdated(0))
             return
         st = self._streams.get(sid)
         if st is None:
@@ -642,8 +644,8 @@ class H2Connection(HeaderBlocks, FlowControl):
         st.send_window = window
         if st.pending is not None:
             self._flush_stream(st)
-        if not st.local_closed:
-            self._events.append(WindowUpdated(sid))
+            if not st.local_closed:
+                self._events.append(WindowUpdated(sid))
 
     # ---------------------------------------------------------------- helpers
 

@@ -110,8 +110,10 @@ class StreamReset(Event):
 
 
 class WindowUpdated(Event):
-    """Send window grew: on one stream, or on the connection or every stream (a
-    SETTINGS_INITIAL_WINDOW_SIZE increase) if ``stream_id`` is 0."""
+    """Send window grew where DATA was waiting for it: on one stream, or on the
+    connection or every stream (a SETTINGS_INITIAL_WINDOW_SIZE increase) if
+    ``stream_id`` is 0. Not reported while no DATA waits: a streaming peer sends a
+    WINDOW_UPDATE or two per message, and nobody is waiting to hear of them."""
 
     __slots__ = ("stream_id",)
 
