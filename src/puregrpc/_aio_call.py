@@ -33,6 +33,7 @@ class _EOF:
 
 
 _OWN_EOF = _EOF()
+_END = object()  # next_request's end of the request stream (eof() only where the user sees it)
 
 # asyncio.Task's eager_start (Python 3.12): the task's first step runs in the call that
 # makes it.
@@ -274,7 +275,7 @@ class TaskDriver:
         return call.decode(compressed, payload)
 
     async def next_request(self) -> Any:
-        """The next request message, or ``eof()`` at the end; raises if the call ended."""
+        """The next request message, or ``_END`` at the end; raises if the call ended."""
         call = self.call
         while True:
             with call.lock:
@@ -285,7 +286,7 @@ class TaskDriver:
                 if not call.active:
                     raise RpcError("the RPC was cancelled or has ended")
                 if call.request_ended:
-                    return eof()
+                    return _END
                 call.reading = True
             call.link.reader_waiting()
             await self._news()
@@ -339,7 +340,7 @@ class RequestStream:
 
     async def __anext__(self) -> Any:
         message = await self._driver.next_request()
-        if message is eof():
+        if message is _END:
             raise StopAsyncIteration
         return message
 
@@ -355,7 +356,8 @@ class AioServicerContext(ContextBase):
         """The next request message, or ``EOF`` once the client has sent them all."""
         if not self._call.handler.request_streaming:  # type: ignore[union-attr]
             raise RuntimeError("read() is for request-streaming RPCs; the request is the handler's argument")
-        return await self._driver.next_request()
+        message = await self._driver.next_request()
+        return eof() if message is _END else message
 
     async def write(self, message: Any) -> None:
         """Send one response message; waits while the client is not reading."""

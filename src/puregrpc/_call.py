@@ -231,7 +231,8 @@ class CallCore:
                 link.unread_added(decoder.buffered - before)
             self.abort_loop(exc.code, exc.message)
             return
-        received = decoder.buffered - before
+        held = decoder.buffered  # of a message not ended yet: 0 unless one is partial
+        received = held - before
         if messages:
             self.messages_in += len(messages)
         with self.lock:
@@ -260,13 +261,15 @@ class CallCore:
             if self.held_flow or link.leads(self):  # else request_ended has nothing to undo
                 link.request_ended(self)
         elif not withhold:
-            if self.window_size < STREAM_WINDOW_GROWN:
-                self._grow_window(bool(messages))
+            if self.window_size < STREAM_WINDOW_GROWN and (
+                held or (messages and self.bytes_taken >= GROW_WINDOW_AFTER)
+            ):
+                self._grow_window(bool(messages))  # (tested first: usually it has nothing to do)
             link.credit(self, flow_length)
         if messages and not end_stream and link.leads(self):
             # (At the end, request_ended has let go of the call if it led.)
             link.message_completed(self)
-        if end_stream and decoder.partial:
+        if end_stream and held:
             self.abort_loop(StatusCode.INTERNAL, "request ended inside a message")
             return
         if news and self.waker is not None:
@@ -369,7 +372,7 @@ class CallCore:
         in one, with nothing counted as on its way in between."""
         if self.done:
             return
-        self._to_engine(self.take_headers(), message, size, 0)
+        self._to_engine(None if self.initial_sent else self.take_headers(), message, size, 0)
         self.link.output_added(size)
 
     def _to_engine(self, headers: Optional[bytes], message: Framed, size: int, posted: int) -> None:
