@@ -53,6 +53,7 @@ attributes, so the split adds no call or attribute hop per frame.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Tuple
 
 from . import hpack_decoder, invariants
@@ -143,7 +144,7 @@ class H2Connection(HeaderBlocks, FlowControl):
         self._ready: Dict[int, Stream] = {}
         self.pending_total = 0  # DATA bytes queued on all streams, waiting for window
         # Recently closed stream id -> how it closed (RESET_BY_US, RESET_BY_PEER, ENDED).
-        self._recent: Dict[int, int] = {}
+        self._recent: OrderedDict[int, int] = OrderedDict()
         self._skipped: List[Tuple[int, int]] = []  # (first, last) stream ids never opened
         self._highest_id = 0  # highest stream id the peer used to open a stream
         self.last_stream_id = 0  # highest stream id reported by RequestReceived
@@ -690,7 +691,9 @@ class H2Connection(HeaderBlocks, FlowControl):
         recent = self._recent
         recent[sid] = how
         if len(recent) > RECENTLY_CLOSED_LIMIT:
-            del recent[next(iter(recent))]
+            # The oldest goes. (From a plain dict, deleting the first key again and again
+            # leaves holes that every next lookup of the first key walks past.)
+            recent.popitem(last=False)
 
     def _close(self, st: Stream) -> None:
         del self._streams[st.stream_id]
