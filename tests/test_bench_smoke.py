@@ -220,3 +220,23 @@ def test_handoff_bench_measures_every_model() -> None:
     assert sorted(rows) == ["loop", "task", "thread"], proc.stdout
     for model, (rate, cpu, switches) in rows.items():
         assert float(rate.replace(",", "")) > 0 and float(cpu) > 0 and float(switches) >= 0, (model, proc.stdout)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (Debian's valgrind)")
+def test_instructions_counts_a_positive_figure_per_message() -> None:
+    smoke = ["--servers=puregrpc-aio", "--cases=bidi", "--units=2,6"]
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "instructions.py"), *smoke],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=bench_env(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("bidi")]
+    assert len(rows) == 1 and rows[0][1] == "puregrpc-aio", proc.stdout
+    # 8 streams x 4 ping-pongs between the two runs: a message costs some thousands of
+    # instructions at the least (a figure of 0 or below would mean the runs were not told apart).
+    assert float(rows[0][2]) > 10, proc.stdout
