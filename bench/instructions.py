@@ -8,7 +8,7 @@ changes to the hot path. This runs each server under ``valgrind --tool=callgrind
 counts the instructions the process executes, and feeds it a fixed load twice, small and
 large (``--units``). The difference between the two runs, divided by the difference in
 messages or calls, is the server's instructions per message or call: start-up, imports,
-connecting and stopping cancel out. Two runs of the same code agree to about 1%.
+connecting and stopping cancel out. Two runs of the same code agree to 1-2%.
 
 What it does not count: the kernel's work (system calls, waking threads, switching
 between them). A change that adds thread wake-ups can lower this figure and still cost
