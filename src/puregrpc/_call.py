@@ -359,7 +359,7 @@ class CallCore:
         self.link.mark_dirty()
 
     def send_loop(self, headers: Optional[bytes], message: Framed) -> None:
-        """A response message ``post_framed`` sent the loop: to HTTP/2."""
+        """Loop: a response message from ``post_framed`` (a handler thread), to HTTP/2."""
         if self.done:
             return
         size = framed_size(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator, List
 
 import grpc
@@ -74,3 +75,39 @@ def test_200_concurrent_unary_calls_from_grpcio_sync_client(served: Any) -> None
         futures = [call.future(b"%d" % i, timeout=TIMEOUT * 2) for i in range(STREAMS)]
         assert [f.result(TIMEOUT * 2) for f in futures] == [b"%d" % i for i in range(STREAMS)]
     assert state["peak"] == STREAMS
+
+
+def test_a_stream_to_a_slow_reader_stalls_the_handler_then_arrives_intact(served: Any) -> None:
+    """A server-streaming handler writes faster than its client reads: its writes must
+    wait (the client's window, then the response queue), not pile up, and resume as the
+    client reads on; every message arrives, in order."""
+    count, size = 200, 64 * 1024
+    produced = [0]
+
+    async def produce(request: bytes, context: Any) -> Any:
+        for index in range(count):
+            produced[0] += 1
+            yield index.to_bytes(4, "big") + bytes([index % 251]) * (size - 4)
+
+    handlers = generic({"Produce": grpc.unary_stream_rpc_method_handler(produce)})
+    # Without BDP probing grpcio's client keeps its receive window small, so a stalled
+    # reader soon stalls the server (with it, the window may grow to 8 MiB or more).
+    with served(handlers) as s, s.channel(options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        call = channel.unary_stream(method("Produce"))(b"", timeout=3 * TIMEOUT)
+        received: List[bytes] = []
+        for message in call:
+            received.append(message)
+            if len(received) == 5:
+                time.sleep(0.5)  # the reader stalls: the handler must stall too
+                stalled_at = produced[0]
+                time.sleep(0.3)
+                assert produced[0] == stalled_at, "the handler kept producing"
+                # the client's 64 KiB window and buffers, and the bounded response queue
+                assert stalled_at <= 30, stalled_at
+            elif len(received) % 20 == 0:
+                time.sleep(0.02)
+        assert call.code() is grpc.StatusCode.OK
+    assert len(received) == count
+    for index, message in enumerate(received):
+        assert int.from_bytes(message[:4], "big") == index
+        assert message[4:] == bytes([index % 251]) * (size - 4)
