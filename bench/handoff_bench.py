@@ -14,8 +14,9 @@ three ways, the three ways puregrpc's servers hand a message to a handler:
 - ``task``: to one asyncio task per connection, woken by a future (as ``puregrpc.aio``
   hands a message to an ``async def`` handler);
 - ``thread``: to one thread per connection, woken through a ``threading.Condition``; the
-  echo goes back to the loop as a posted call (a deque, and one ``call_soon_threadsafe``
-  per burst), as ``puregrpc.server`` hands a message to a sync handler on its pool.
+  echo goes back to the loop through puregrpc's own ``LoopIO.post`` (a deque, and one
+  ``call_soon_threadsafe`` per burst), as ``puregrpc.server`` hands a message to a sync
+  handler on its pool.
 
 It prints, per model, messages per second, the server's CPU per message, and its context
 switches per message (``getrusage``). The difference between ``thread`` and ``loop`` is
@@ -36,45 +37,21 @@ import statistics
 import subprocess
 import sys
 import threading
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
+
+from puregrpc._loop import LoopIO
 
 SIZE = 100
 MODELS = ("loop", "task", "thread")
 
 
 # -- server -------------------------------------------------------------------------------
-class Poster:
-    """A loop's inbox for other threads: one wake-up per burst (as puregrpc's LoopIO.post)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
-        self.lock = threading.Lock()
-        self.pending = False
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.queue.append((fn, args))
-        with self.lock:
-            if self.pending:
-                return
-            self.pending = True
-        self.loop.call_soon_threadsafe(self.drain)
-
-    def drain(self) -> None:
-        with self.lock:
-            self.pending = False
-        queue = self.queue
-        while queue:
-            fn, args = queue.popleft()
-            fn(*args)
-
-
 class Echo(asyncio.Protocol):
     """Cuts the stream into SIZE-byte messages and hands each to ``deliver``."""
 
-    def __init__(self, model: str, poster: Poster) -> None:
+    def __init__(self, model: str, io: LoopIO) -> None:
         self.model = model
-        self.poster = poster
+        self.io = io
         self.buffer = b""
         self.transport: Any = None
         self.inbox: Deque[bytes] = collections.deque()
@@ -131,7 +108,7 @@ class Echo(asyncio.Protocol):
                 if self.closed:
                     return
                 message = self.inbox.popleft()
-            self.poster.post(self.write, message)
+            self.io.post(self.write, message)
 
     def write(self, message: bytes) -> None:
         if not self.closed:
@@ -146,8 +123,9 @@ def serve(model: str, loop_name: str) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        poster = Poster(loop)
-        server = await loop.create_server(lambda: Echo(model, poster), "127.0.0.1", 0)
+        io = LoopIO()  # puregrpc's own hand-back to the loop: one wake-up per burst
+        io.attach(loop, threading.current_thread())
+        server = await loop.create_server(lambda: Echo(model, io), "127.0.0.1", 0)
         print(server.sockets[0].getsockname()[1], flush=True)
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
