@@ -75,6 +75,9 @@ STOP_TIMEOUT = 10.0
 GRACE = 20.0  # seconds the streaming calls running at the end of a run may take to finish
 NOISY_CORES = 0.10  # CPU used by other processes during a run, in cores, that flags it
 CLIENT_BOUND = 0.90  # share of the client's CPUs busy that flags a run as client-bound
+# /proc/PID/stat counts CPU in clock ticks (10 ms at the usual 100 Hz): a run whose server
+# used fewer than this many has a CPU figure that one tick moves by 2% or more.
+COARSE_TICKS = 50
 STARTED: List[ServerProcess] = []  # every server process started, stopped at the end whatever happens
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -489,6 +492,7 @@ class Run:
     rate: Optional[float] = None  # req/s, msg/s or MB/s
     units: int = 0  # calls (unary) or messages in the measured window
     cpu_per_unit_us: Optional[float] = None
+    cpu_s: Optional[float] = None  # the server's CPU seconds in the measured window
     p50_ms: Optional[float] = None
     p99_ms: Optional[float] = None
     noise: Optional[float] = None  # cores used by other processes
@@ -655,6 +659,7 @@ class Bench:
                 run.rate = res["req_per_s"] * case.count * case.size / 1e6
                 run.units = res["succeeded"] * case.count
         cpu = server_cpu(before, after)
+        run.cpu_s = cpu
         if cpu is not None and run.units:
             run.cpu_per_unit_us = cpu / run.units * 1e6
         # Every request's HTTP status and time, from h2load's log.
@@ -731,6 +736,7 @@ class Bench:
         run.units = messages
         run.rate = moved / args.duration / 1e6 if case.large else messages / args.duration
         cpu = server_cpu(before, after)
+        run.cpu_s = cpu
         if cpu is not None and messages:
             run.cpu_per_unit_us = cpu / messages * 1e6
         run.noise = foreign_cores(before, after)
@@ -885,6 +891,10 @@ class Cell:
         return sum(1 for r in self.runs if r.noise is not None and r.noise > NOISY_CORES)
 
     @property
+    def coarse_cpu_runs(self) -> int:
+        return sum(1 for r in self.runs if r.cpu_s is not None and r.cpu_s * CLK_TCK < COARSE_TICKS)
+
+    @property
     def client_bound_runs(self) -> int:
         return sum(1 for r in self.runs if r.client_load is not None and r.client_load >= CLIENT_BOUND)
 
@@ -925,7 +935,10 @@ class Report:
         if not cell.ok:
             return "FAILED"
         value = cell.median(attr)
-        text = fmt_num(value) + (self.flags(cell) if attr == "rate" else "")
+        if attr == "rate":
+            text = fmt_num(value) + self.flags(cell)
+        else:
+            text = fmt_num(value) + ("‡" if attr == "cpu_per_unit_us" and cell.coarse_cpu_runs else "")
         base = self.baseline()
         if ratio and base is not None and server is not base and value is not None:
             ref = self.cell(case, base).median(attr)
@@ -989,7 +1002,7 @@ class Report:
                 lines.append(
                     f"  {s.label:<34} {fmt_num(cell.median('rate')):>10} {self.flags(cell):<2}"
                     f" [{fmt_num(min(rates))}-{fmt_num(max(rates))}] {spread_text}"
-                    f"  cpu {fmt_num(cell.median('cpu_per_unit_us')):>7}"
+                    f"  cpu {fmt_num(cell.median('cpu_per_unit_us')):>7}{'‡' if cell.coarse_cpu_runs else ' '}"
                     f"  p50 {fmt_num(cell.median('p50_ms')):>6}  p99 {fmt_num(cell.median('p99_ms')):>6}"
                 )
         return "\n".join(lines)
@@ -1020,6 +1033,12 @@ class Report:
                 f"† client-bound: the client kept {CLIENT_BOUND * 100:.0f}% or more of its CPUs busy in a run;"
                 " the server may be faster than shown (more --client-cpu)."
             )
+        if any(c.coarse_cpu_runs for c in self.cells.values()):
+            notes.append(
+                f"‡ coarse: the server used fewer than {COARSE_TICKS} clock ticks"
+                f" ({COARSE_TICKS / CLK_TCK:g} s) of CPU in a run, so one tick moves the figure by"
+                f" {100 / COARSE_TICKS:g}% or more (longer --duration)."
+            )
         return notes
 
     def as_json(self) -> Dict[str, Any]:
@@ -1035,6 +1054,7 @@ class Report:
                     "rate": cell.median("rate"),
                     "unit": case.unit,
                     "cpu_per_unit_us": cell.median("cpu_per_unit_us"),
+                    "cpu_coarse": bool(cell.coarse_cpu_runs),
                     "p50_ms": cell.median("p50_ms"),
                     "p99_ms": cell.median("p99_ms"),
                     "spread": cell.spread,

@@ -240,3 +240,29 @@ def test_instructions_counts_a_positive_figure_per_message() -> None:
     # 8 streams x 4 ping-pongs between the two runs: a message costs some thousands of
     # instructions at the least (a figure of 0 or below would mean the runs were not told apart).
     assert float(rows[0][2]) > 10, proc.stdout
+
+
+def test_report_marks_cpu_figures_measured_in_few_clock_ticks() -> None:
+    """/proc/PID/stat counts CPU in ticks: a figure from a handful of them is flagged, not
+    printed as if exact (a 0.4 s quick run of a fast server can measure 0 ticks)."""
+    sys.path.insert(0, BENCH)
+    try:
+        import run
+    finally:
+        sys.path.remove(BENCH)
+    [case] = run.make_cases("unary-1x32", quick=False)
+    servers = run.parse_servers("grpcio,puregrpc", None)
+    report = run.Report([case], servers, spread_limit=0.1)
+    tick = 1 / run.CLK_TCK
+    report.cell(case, servers[0]).runs.append(
+        run.Run(rate=9000.0, units=9000, cpu_s=200 * tick, cpu_per_unit_us=200 * tick / 9000 * 1e6)
+    )
+    report.cell(case, servers[1]).runs.append(
+        run.Run(rate=30000.0, units=3000, cpu_s=3 * tick, cpu_per_unit_us=3 * tick / 3000 * 1e6)
+    )
+    markdown = report.markdown()
+    cpu_row = next(line for line in markdown.splitlines() if "µs per call" in line)
+    grpcio_cell, puregrpc_cell = cpu_row.split("|")[2:4]
+    assert "‡" not in grpcio_cell and "‡" in puregrpc_cell, cpu_row
+    assert any(note.startswith("‡ coarse:") for note in report.footnotes())
+    assert report.as_json()["cases"]["unary-1x32"]["puregrpc"]["cpu_coarse"] is True
