@@ -23,7 +23,7 @@ def make_servicer(pb2: Any, pb2_grpc: Optional[ModuleType] = None) -> Any:
     EchoMsg, StreamSummary = pb2.EchoMsg, pb2.StreamSummary
     pattern = gen.pattern
 
-    class AsyncEchoServicer(base):  # type: ignore[misc, valid-type]
+    class AsyncEchoServicer(base):  # type: ignore[misc]
         async def Unary(self, request: Any, context: Any) -> Any:
             return EchoMsg(payload=request.payload)
 

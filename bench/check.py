@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, List
+from typing import Any, List, Optional
 
 import gen
 import grpc
@@ -79,7 +79,7 @@ def check_methods(channel: grpc.Channel, timeout: float) -> str | None:
     return None
 
 
-def main(argv: list | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("ports", type=int, nargs="+")
     parser.add_argument("--host", default="127.0.0.1")

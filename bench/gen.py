@@ -93,7 +93,8 @@ def load_pb2(gen_dir: str = GEN_DIR) -> ModuleType:
         except Exception:
             pass
         raise
-    return echo_pb2
+    module: ModuleType = echo_pb2
+    return module
 
 
 def pb2_from_descriptor(path: str) -> ModuleType:
@@ -106,8 +107,9 @@ def pb2_from_descriptor(path: str) -> ModuleType:
     for proto in files.file:
         pool.Add(proto)
     module = ModuleType("echo_pb2")
-    module.DESCRIPTOR = pool.FindFileByName("echo.proto")  # type: ignore[attr-defined]
-    for name, descriptor in module.DESCRIPTOR.message_types_by_name.items():  # type: ignore[attr-defined]
+    file_descriptor = pool.FindFileByName("echo.proto")
+    setattr(module, "DESCRIPTOR", file_descriptor)  # noqa: B010 (a module built here)
+    for name, descriptor in file_descriptor.message_types_by_name.items():
         get = getattr(message_factory, "GetMessageClass", None)
         cls = get(descriptor) if get else message_factory.MessageFactory(pool).GetPrototype(descriptor)
         setattr(module, name, cls)

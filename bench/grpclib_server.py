@@ -10,7 +10,7 @@ import asyncio
 import signal
 import socket
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import gen
 from grpclib.const import Cardinality, Handler
@@ -102,7 +102,7 @@ async def main(host: str, port: int) -> int:
     return 0
 
 
-def run(argv: list | None = None) -> int:
+def run(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

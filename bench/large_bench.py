@@ -33,7 +33,7 @@ from puregrpc._h2.connection import PREFACE, H2Config, H2Connection
 try:  # how the server frames a message to send (older trees: one copy with its prefix)
     from puregrpc._protocol import frame_for_wire
 except ImportError:
-    from puregrpc._protocol import frame_message as frame_for_wire  # type: ignore[assignment]
+    from puregrpc._protocol import frame_message as frame_for_wire  # type: ignore[assignment,unused-ignore]
 from puregrpc import _malloc
 from puregrpc._protocol import MessageDecoder, frame_message
 

@@ -29,7 +29,7 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import gen
 import grpc
@@ -282,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.serve:

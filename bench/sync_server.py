@@ -24,7 +24,7 @@ def make_servicer(pb2: Any, pb2_grpc: Optional[ModuleType] = None) -> Any:
     EchoMsg, StreamSummary = pb2.EchoMsg, pb2.StreamSummary
     pattern = gen.pattern
 
-    class EchoServicer(base):  # type: ignore[misc, valid-type]
+    class EchoServicer(base):  # type: ignore[misc]
         def Unary(self, request: Any, context: Any) -> Any:
             return EchoMsg(payload=request.payload)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 import struct
 from collections import deque
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import hpack
 
@@ -59,6 +59,8 @@ from puregrpc._protocol import (
     frame_message,
     parse_request,
 )
+
+T = TypeVar("T")
 
 
 class InvariantViolation(AssertionError):
@@ -108,7 +110,7 @@ class Source:
     def blob(self, max_len: int = 64) -> bytes:
         return self.take(self.below(max_len + 1))
 
-    def pick(self, items: Sequence[object]) -> object:
+    def pick(self, items: Sequence[T]) -> T:
         return items[self.below(len(items))]
 
 
@@ -791,7 +793,7 @@ class FrameBuilder:
                 return first + rest + payload[cut:]
             return self._headers_payload(flags, sid, payload)
         elif ftype == 2:  # PRIORITY
-            payload = struct.pack(">IB", src.pick((sid, 0, 1, 3)) | (src.flag() << 31), src.byte())  # type: ignore[operator]
+            payload = struct.pack(">IB", src.pick((sid, 0, 1, 3)) | (src.flag() << 31), src.byte())
             if src.below(8) == 0:
                 payload = payload[: src.below(5)]
         elif ftype == _RST:
@@ -799,7 +801,7 @@ class FrameBuilder:
         elif ftype == _SETTINGS:
             pairs = [(src.below(10), src.pick((0, 1, 2, 100, 16384, 65535, 1 << 24, (1 << 31) - 1, 1 << 31)))]
             pairs += [(src.below(10), src.uint(4)) for _ in range(src.below(3))]
-            payload = b"".join(struct.pack(">HI", k, v) for k, v in pairs)  # type: ignore[str-bytes-safe]
+            payload = b"".join(struct.pack(">HI", k, v) for k, v in pairs)
             if flags & 1 and src.flag():
                 payload = b""
             if src.below(8) == 0:
@@ -884,7 +886,7 @@ def hpack_target(data: bytes) -> None:
                 check(list(got) == fields, f"round trip {fields!r} -> {got!r}")
                 check_decoder_state(dec)
             continue
-        block = src.blob(src.pick((8, 64, 300)))  # type: ignore[arg-type]
+        block = src.blob(src.pick((8, 64, 300)))
         expected = _reference_decode(ref, block) if in_step else None
         try:
             got = ours.decode(block)
@@ -921,7 +923,7 @@ def _reference_lax(block: bytes) -> bool:
 
 def _reference_messages(stream: bytes, limit: int) -> Tuple[List[Tuple[bool, bytes]], Optional[int]]:
     """Messages in a whole body, and the offset of the first bad prefix (or None)."""
-    out = []
+    out: List[Tuple[bool, bytes]] = []
     pos = 0
     while len(stream) - pos >= 5:
         flag, length = struct.unpack_from(">BI", stream, pos)
