@@ -1113,7 +1113,11 @@ def default_cpus() -> Tuple[Optional[str], Optional[str]]:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--all", action="store_true", help="every server and every case (the default); overrides both")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every server and every case (the default); not with --servers, --cases or --scenarios",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -1124,9 +1128,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds (default 3; --quick 1)")
     p.add_argument(
         "--servers",
-        default=",".join(SERVER_SCRIPTS),
         help="comma-separated: grpcio, grpcio-aio, grpclib, puregrpc, puregrpc-aio, puregrpc-wN;"
-        " NAME@PYTHON runs it under another interpreter",
+        " NAME@PYTHON runs it under another interpreter (default: the first five)",
     )
     p.add_argument("--cases", help=f"comma-separated (default {DEFAULT_CASES})")
     p.add_argument("--scenarios", help="unary cases only, as CONNSxSTREAMS (e.g. 1x32,8x8); same as --cases unary-...")
@@ -1161,8 +1164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.cases and args.scenarios:
         raise SystemExit("give --cases or --scenarios, not both")
-    if args.all:
-        args.servers, args.cases, args.scenarios = ",".join(SERVER_SCRIPTS), DEFAULT_CASES, None
+    if args.all and (args.servers or args.cases or args.scenarios):
+        # It would run every server and case and print the narrower command as its own.
+        raise SystemExit("--all runs every server and every case: give it without --servers, --cases or --scenarios")
+    args.servers = args.servers or ",".join(SERVER_SCRIPTS)
     spec = args.cases or (",".join(f"unary-{s.strip()}" for s in args.scenarios.split(",")) if args.scenarios else "")
     cases = make_cases(spec or DEFAULT_CASES, args.quick)
     servers = parse_servers(args.servers, args.runtime)

@@ -266,3 +266,18 @@ def test_report_marks_cpu_figures_measured_in_few_clock_ticks() -> None:
     assert "‡" not in grpcio_cell and "‡" in puregrpc_cell, cpu_row
     assert any(note.startswith("‡ coarse:") for note in report.footnotes())
     assert report.as_json()["cases"]["unary-1x32"]["puregrpc"]["cpu_coarse"] is True
+
+
+@pytest.mark.parametrize("narrower", [["--servers", "grpcio"], ["--cases", "bidi"], ["--scenarios", "1x1"]])
+def test_all_refuses_a_narrower_selection(narrower: List[str]) -> None:
+    """--all with --servers (or --cases) once ran everything and printed the narrower
+    command as its own; it is an error now, before anything starts."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--all", *narrower],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "--all runs every server and every case" in proc.stderr, proc.stderr
