@@ -162,6 +162,7 @@ class ServerSpec:
     workers: int = 0
     runtime: str = ""  # e.g. "CPython 3.11.7", from the interpreter itself
     loop: str = ""  # asyncio servers: the event loop they run on
+    tag: str = ""  # set where two servers' labels would be the same (see probe_all)
 
     @property
     def module(self) -> str:
@@ -179,6 +180,8 @@ class ServerSpec:
         text = names.get(self.base) or f"puregrpc --workers {self.workers}"
         if self.python != sys.executable:
             text += f" [{self.runtime or self.python}]"
+        if self.tag:
+            text += f" ({self.tag})"
         return text
 
 
@@ -267,6 +270,15 @@ def probe_all(specs: List[ServerSpec], env: Dict[str, str]) -> Dict[str, str]:
             missing = [said["missing"][m] for m in needed_modules(spec) if m in said["missing"]]
             if missing:
                 why[spec.name] = f"under {python}: " + "; ".join(missing)
+    # Two trees under one interpreter (an A/B: puregrpc@OLD, a script that sets PYTHONPATH)
+    # would make two columns with one title: name them by the interpreter as given.
+    by_label: Dict[str, List[ServerSpec]] = {}
+    for spec in specs:
+        by_label.setdefault(spec.label, []).append(spec)
+    for same in by_label.values():
+        if len(same) > 1:
+            for spec in same:
+                spec.tag = spec.python if spec.python != sys.executable else "this Python"
     return why
 
 

@@ -281,3 +281,25 @@ def test_all_refuses_a_narrower_selection(narrower: List[str]) -> None:
     )
     assert proc.returncode != 0
     assert "--all runs every server and every case" in proc.stderr, proc.stderr
+
+
+def test_servers_under_one_interpreter_get_distinct_titles(tmp_path: Any) -> None:
+    """An A/B of two trees under one interpreter (NAME@SCRIPT, each script setting its
+    own PYTHONPATH) once printed two columns with the same title."""
+    sys.path.insert(0, BENCH)
+    try:
+        import run
+    finally:
+        sys.path.remove(BENCH)
+    scripts = []
+    for name in ("new", "old"):
+        script = tmp_path / name
+        script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        script.chmod(0o755)
+        scripts.append(str(script))
+    specs = run.parse_servers(f"grpcio,puregrpc@{scripts[0]},puregrpc@{scripts[1]}", None)
+    assert run.probe_all(specs, run.server_env()) == {}
+    labels = [spec.label for spec in specs]
+    assert len(set(labels)) == 3, labels
+    assert labels[0] == "grpcio sync"  # no collision, no tag
+    assert labels[1].endswith(f"({scripts[0]})") and labels[2].endswith(f"({scripts[1]})"), labels

@@ -1,7 +1,7 @@
-"""How a connection hands its output parts to a transport before Python 3.12
-(``_connection._write_gathered``): runs of small parts joined, each large view written
-as itself, all in order. Over a real socket pair, and the writes as a transport sees
-them."""
+"""How a connection hands its output parts to a transport (``_connection._write_parts``):
+before Python 3.12 (``_write_gathered``) runs of small parts joined, each large view
+written as itself, all in order; never to a transport that is closing. Over real socket
+pairs, and the writes as a transport sees them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import asyncio
 import socket
 from typing import Any, List
 
-from puregrpc._connection import _write_gathered
+import pytest
+
+from puregrpc._connection import _write_gathered, _write_parts
 from puregrpc._h2.send_queue import SEND_VIEWS
 
 
@@ -68,3 +70,46 @@ def test_the_bytes_arrive_in_order_over_a_socket() -> None:
         return bytes(got)
 
     assert asyncio.run(run()) == b"".join(parts)
+
+
+@pytest.mark.parametrize("parts", [[b"one"], [b"several", b" parts", b" at once"]], ids=["one", "several"])
+def test_a_closing_transport_is_not_written_and_its_socket_is_left_unwatched(parts: List[Any]) -> None:
+    """A read error aborts the transport and schedules connection_lost for a later
+    callback; a flush in between (a thread's answer, drained in the same loop turn) must
+    not reach the transport. On Python 3.12 and 3.13 asyncio's writelines() would register
+    the socket for writing after the abort let go of it: a stale registration, found here
+    by remove_writer(), that made the next connection given the same descriptor fail
+    (ENOENT from epoll) and never be read. Before 3.12 the parts go through write(),
+    which drops them itself."""
+
+    async def run() -> bool:
+        ours, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        fd = ours.fileno()
+        transport.abort()
+        written = _write_parts(transport, list(parts))
+        await asyncio.sleep(0.01)  # connection_lost runs and closes the socket
+        watched = loop.remove_writer(fd)
+        theirs.close()
+        assert not watched, "the closed socket is still registered for writing"
+        return written
+
+    assert asyncio.run(run()) is False
+
+
+def test_parts_reach_an_open_transport() -> None:
+    async def run() -> bytes:
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        assert _write_parts(transport, [b"a", b"bc", b"def"]) is True
+        got = bytearray()
+        while len(got) < 6:
+            got += await loop.sock_recv(theirs, 100)
+        transport.close()
+        theirs.close()
+        return bytes(got)
+
+    assert asyncio.run(run()) == b"abcdef"

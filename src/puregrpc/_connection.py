@@ -159,6 +159,30 @@ def _write_gathered(transport: asyncio.WriteTransport, parts: List[Bytes]) -> No
         transport.write(b"".join(parts[start:]) if start < len(parts) - 1 else parts[start])
 
 
+def _write_parts(transport: asyncio.WriteTransport, parts: List[Bytes]) -> bool:
+    """Hand ``parts`` (at least one) to the transport in order; False, writing nothing,
+    where it is closing.
+
+    A transport that failed (a read error aborts it) is closing before our
+    connection_lost runs, a callback later; a flush in between must not reach it. Its
+    ``writelines`` (3.12, 3.13) does not check for that: it registers the socket for
+    writing after asyncio has let go of it, and once the socket is closed that stale
+    registration breaks the next connection given the same file descriptor (ENOENT in
+    the selector, so it is never read)."""
+    if transport.is_closing():
+        return False
+    if len(parts) == 1:
+        transport.write(parts[0])
+    elif _JOIN_PARTS:
+        _write_gathered(transport, parts)
+    else:
+        # The last part through write(): it pauses us past the transport's
+        # high-water mark, which asyncio's writelines() does not (3.12, 3.13).
+        transport.writelines(parts[:-1])
+        transport.write(parts[-1])
+    return True
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, core: ServerSide) -> None:
         self.core = core
@@ -760,17 +784,7 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         parts = self.h2.parts_to_send()
-        if parts:
-            transport = self.transport
-            if len(parts) == 1:
-                transport.write(parts[0])
-            elif _JOIN_PARTS:
-                _write_gathered(transport, parts)
-            else:
-                # The last part through write(): it pauses us past the transport's
-                # high-water mark, which asyncio's writelines() does not (3.12, 3.13).
-                transport.writelines(parts[:-1])
-                transport.write(parts[-1])
+        if parts and _write_parts(self.transport, parts):
             self.core.counters.bytes_sent += sum(map(len, parts))
         self.output_level = self.h2.pending_total + self.transport.get_write_buffer_size()
         if self.held and self.output_level + self._posted_out <= OUTPUT_LIMIT // 2:
