@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -867,3 +868,38 @@ def test_termination_does_not_cut_off_a_finished_response_waiting_for_window() -
     assert data_of(first) + data_of(rest) == 200000 + 5, "the response was cut off"
     trailers = [hpack.Decoder().decode(f[3]) for f in rest if f[0] == 0x1 and f[2] == 1]
     assert trailers and ("grpc-status", "0") in trailers[-1]
+
+
+def test_connections_after_clients_that_reset_mid_stream_are_served() -> None:
+    """Clients that vanish (TCP reset) while a sync handler streams large messages to
+    them. The reset aborts the transport and connection_lost follows a callback later;
+    a thread's answer drained in between used to reach asyncio's writelines() (3.12,
+    3.13), which registered the socket for writing after the abort had let it go. The
+    next connection given that file descriptor was then never read (ENOENT in the
+    selector), and its calls hung until their deadline."""
+
+    def flood(request: bytes, context: Any) -> Iterator[bytes]:
+        while context.is_active():
+            yield b"f" * (256 * KiB)
+
+    big = (16 * MiB).to_bytes(4, "big")
+    opening = (
+        CLIENT_PREFACE
+        + frame_bytes(0x4, 0, 0, (4).to_bytes(2, "big") + big)  # SETTINGS_INITIAL_WINDOW_SIZE
+        + frame_bytes(0x8, 0, 0, big)  # the connection's window
+        + raw_request(1, f"/{SERVICE}/Flood", b"")
+    )
+    with serve(handlers=_handlers({"Flood": grpc.unary_stream_rpc_method_handler(flood)})) as running:
+        for attempt in range(12):
+            sock = socket.create_connection(("127.0.0.1", running.port))
+            sock.sendall(opening)
+            received = 0
+            while received < 2 * MiB:
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the server closed the connection"
+                received += len(chunk)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, with the server's answers still coming
+            with running.channel() as ch:
+                echo = ch.unary_unary(f"/{SERVICE}/Echo")
+                assert echo(b"after %d" % attempt, timeout=5) == b"after %d" % attempt
