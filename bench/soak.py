@@ -14,7 +14,11 @@ The clients are grpcio channels (``--channels``) shared by threads (``--threads`
 - unary ``Echo``: 88 % plain (the reply must equal the request), 4 % abort
   (INVALID_ARGUMENT), 4 % deadline (DEADLINE_EXCEEDED), 4 % cancelled by the client;
 - bidi ``Chat`` (one reply per request message, 100 per call) and server-streaming
-  ``Feed`` (100 messages per call); one stream in 10 is cancelled half way.
+  ``Feed`` (100 messages per call); one stream in 10 is cancelled half way;
+- vanishing clients (``--reset-every``): a raw HTTP/2 connection of its own opens a
+  ``Feed`` of large messages, reads 256 KiB of it and resets the TCP connection
+  (SO_LINGER 0), as a killed pod or a load balancer does; its next connection must be
+  answered again within 10 s.
 
 Checks (exit status 1 if any fails, with the reason):
 
@@ -36,6 +40,8 @@ import gc
 import json
 import os
 import random
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -313,6 +319,49 @@ def stream_worker(channel: Any, tally: Tally, seed: int, per_call: int) -> None:
                 tally.error(f"stream: {exc.code()} {exc.details()} after {got}")
 
 
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
+
+
+def reset_worker(port: int, tally: Tally, every: float) -> None:
+    """Clients that vanish mid-stream (see the module's docstring)."""
+    import hpack
+
+    window = (16 * MiB).to_bytes(4, "big")
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", f"/{SERVICE}/Feed"),
+        (":authority", f"127.0.0.1:{port}"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    request = b"1000:65536"
+    opening = (
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + _frame(0x4, 0, 0, (4).to_bytes(2, "big") + window)  # SETTINGS_INITIAL_WINDOW_SIZE
+        + _frame(0x8, 0, 0, window)  # the connection's window
+        + _frame(0x1, 0x4, 1, hpack.Encoder().encode(headers))
+        + _frame(0x0, 0x1, 1, b"\x00" + len(request).to_bytes(4, "big") + request)
+    )
+    while not tally.streams_done():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(opening)
+                received = 0
+                while received < 256 * 1024:
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        raise ConnectionError(f"closed by the server after {received} bytes")
+                    received += len(chunk)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError as exc:  # a timeout too: the server never answered this connection
+            tally.error(f"vanishing client: {exc!r}")
+        else:
+            tally.count("reset")
+        time.sleep(every)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -323,6 +372,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--threads", type=int, default=8, help="unary threads (as many more for streams / 2)")
     parser.add_argument("--per-call", type=int, default=100, help="streamed messages per streaming call")
+    parser.add_argument(
+        "--reset-every",
+        type=float,
+        default=0.05,
+        help="seconds between vanishing clients (0: none)",
+    )
     parser.add_argument("--warm-up", type=float, default=0.1, help="fraction of the run before growth is measured")
     parser.add_argument("--rss-bound", type=float, default=24.0, help="MiB of RSS growth allowed after warm-up")
     parser.add_argument("--interval", type=float, default=None, help="seconds between samples")
@@ -364,6 +419,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
             for i in range(max(1, args.threads // 2))
         ]
+        if args.reset_every > 0:
+            threads.append(
+                threading.Thread(target=reset_worker, args=(server.port, tally, args.reset_every), daemon=True)
+            )
         for thread in threads:
             thread.start()
         print(

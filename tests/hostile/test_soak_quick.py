@@ -1,7 +1,9 @@
 """bench/soak.py --quick: ~25 s of unary calls and streamed messages (with aborts,
-deadlines and cancellations) against a puregrpc server in a subprocess; it exits
-non-zero if any call ends unexpectedly, if the server's RSS, threads or file descriptors
-grow after warm-up, or if its counters are not back to zero at the end."""
+deadlines, cancellations, and clients that reset their connection mid-stream, each
+followed by a new connection that must be answered) against a puregrpc server in a
+subprocess; it exits non-zero if any call ends unexpectedly, if the server's RSS,
+threads or file descriptors grow after warm-up, or if its counters are not back to zero
+at the end."""
 
 from __future__ import annotations
 
@@ -27,6 +29,6 @@ def test_soak_quick(tmp_path: pathlib.Path) -> None:
     assert summary["failures"] == []
     assert summary["unary"] > 0 and summary["streamed_messages_received"] > 0
     outcomes = summary["outcomes"]
-    for kind in ("ok", "abort", "deadline", "cancel"):
+    for kind in ("ok", "abort", "deadline", "cancel", "reset"):
         assert outcomes.get(kind, 0) > 0, outcomes
     assert summary["end"]["rpcs_in_flight"] == 0 and summary["end"]["connections"] == 0
