@@ -162,7 +162,7 @@ class ServerSpec:
     workers: int = 0
     runtime: str = ""  # e.g. "CPython 3.11.7", from the interpreter itself
     loop: str = ""  # asyncio servers: the event loop they run on
-    tag: str = ""  # set where two servers' labels would be the same (see probe_all)
+    tag: str = ""  # set where two servers' labels would be the same (see tell_apart)
 
     @property
     def module(self) -> str:
@@ -270,8 +270,13 @@ def probe_all(specs: List[ServerSpec], env: Dict[str, str]) -> Dict[str, str]:
             missing = [said["missing"][m] for m in needed_modules(spec) if m in said["missing"]]
             if missing:
                 why[spec.name] = f"under {python}: " + "; ".join(missing)
-    # Two trees under one interpreter (an A/B: puregrpc@OLD, a script that sets PYTHONPATH)
-    # would make two columns with one title: name them by the interpreter as given.
+    return why
+
+
+def tell_apart(specs: List[ServerSpec]) -> None:
+    """After probe_all (labels name the runtime): servers whose titles would be the same,
+    two trees under one interpreter (an A/B: puregrpc@OLD, a script that sets
+    PYTHONPATH), are tagged with the interpreter as given."""
     by_label: Dict[str, List[ServerSpec]] = {}
     for spec in specs:
         by_label.setdefault(spec.label, []).append(spec)
@@ -279,7 +284,6 @@ def probe_all(specs: List[ServerSpec], env: Dict[str, str]) -> Dict[str, str]:
         if len(same) > 1:
             for spec in same:
                 spec.tag = spec.python if spec.python != sys.executable else "this Python"
-    return why
 
 
 def server_env() -> Dict[str, str]:
@@ -947,10 +951,11 @@ class Report:
         if not cell.ok:
             return "FAILED"
         value = cell.median(attr)
+        text = fmt_num(value)
         if attr == "rate":
-            text = fmt_num(value) + self.flags(cell)
-        else:
-            text = fmt_num(value) + ("‡" if attr == "cpu_per_unit_us" and cell.coarse_cpu_runs else "")
+            text += self.flags(cell)
+        elif attr == "cpu_per_unit_us" and cell.coarse_cpu_runs:
+            text += "‡"
         base = self.baseline()
         if ratio and base is not None and server is not base and value is not None:
             ref = self.cell(case, base).median(attr)
@@ -1196,6 +1201,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     gen.generate()
     env = server_env()
     skipped = probe_all(servers, env)
+    tell_apart(servers)
     log_dir = tempfile.mkdtemp(prefix="puregrpc-bench-")
     bench = Bench(args, h2load, log_dir)
     report = Report(cases, servers, args.spread_limit)

@@ -376,7 +376,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--reset-every",
         type=float,
         default=0.05,
-        help="seconds between vanishing clients (0: none)",
+        help="pause between one vanishing client and the next, in seconds (0: none)",
     )
     parser.add_argument("--warm-up", type=float, default=0.1, help="fraction of the run before growth is measured")
     parser.add_argument("--rss-bound", type=float, default=24.0, help="MiB of RSS growth allowed after warm-up")

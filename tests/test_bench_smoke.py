@@ -299,6 +299,7 @@ def test_servers_under_one_interpreter_get_distinct_titles(tmp_path: Any) -> Non
         scripts.append(str(script))
     specs = run.parse_servers(f"grpcio,puregrpc@{scripts[0]},puregrpc@{scripts[1]}", None)
     assert run.probe_all(specs, run.server_env()) == {}
+    run.tell_apart(specs)
     labels = [spec.label for spec in specs]
     assert len(set(labels)) == 3, labels
     assert labels[0] == "grpcio sync"  # no collision, no tag
