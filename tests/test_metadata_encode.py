@@ -28,6 +28,8 @@ DROPPED = [
     "grpc-encoding",
     "grpc-accept-encoding",
     "grpc-timeout",
+    "grpc-message-type",
+    "grpc-internal-encoding-request",
 ]
 
 
