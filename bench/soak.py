@@ -5,14 +5,22 @@ descriptors and in-flight counters are sampled as it runs.
     python bench/soak.py                 # a million unary calls and a million streamed messages
     python bench/soak.py --quick         # ~25 s, for CI (tests/hostile/test_soak_quick.py)
     python bench/soak.py --unary 200000 --messages 200000 --max-seconds 600
+    python bench/soak.py --quick --server aio   # the same against puregrpc.aio
+    python bench/soak.py --quick --python .venv-pypy/bin/python   # a server on PyPy
 
-The server runs in a subprocess (this script with ``--serve``), with a 16-thread pool;
-it answers ``stats`` on stdin with one JSON line (server.stats() counters, handlers
-running, threads, open file descriptors, RSS after gc.collect() and malloc_trim(0)).
+The server runs in a subprocess (this script with ``--serve``): ``puregrpc.server`` with
+a 16-thread pool, or with ``--server aio`` ``puregrpc.aio.server`` with async handlers.
+Either runs on uvloop where it is installed (as puregrpc's own I/O thread does), or on the
+loop ``--loop`` names; the summary says which. It answers ``stats`` on
+stdin with one JSON line (server.stats() counters, handlers running, threads, asyncio
+tasks, open file descriptors, RSS after gc.collect() and malloc_trim(0)).
 The clients are grpcio channels (``--channels``) shared by threads (``--threads``):
 
 - unary ``Echo``: 88 % plain (the reply must equal the request), 4 % abort
-  (INVALID_ARGUMENT), 4 % deadline (DEADLINE_EXCEEDED), 4 % cancelled by the client;
+  (INVALID_ARGUMENT), 4 % deadline (DEADLINE_EXCEEDED), 4 % cancelled by the client; the
+  last two ask the handler to sleep 60 s, so a handler the server fails to stop (the sync
+  one polls ``context.is_active()``; the async one must be cancelled) outlives the run and
+  fails it;
 - bidi ``Chat`` (one reply per request message, 100 per call) and server-streaming
   ``Feed`` (100 messages per call); one stream in 10 is cancelled half way;
 - vanishing clients (``--reset-every``): a raw HTTP/2 connection of its own opens a
@@ -27,7 +35,8 @@ Checks (exit status 1 if any fails, with the reason):
   less than ``--rss-bound`` MiB, its thread count and file descriptors by nothing beyond
   the connections' sockets (at most ``--channels`` + 2);
 - at the end, with the channels closed: no RPC in flight, no handler running, no
-  connection, and threads and file descriptors back to what they were before any client.
+  connection, and threads, asyncio tasks and file descriptors back to what they were
+  before any client.
 
 It stops at the counts or at ``--max-seconds``, whichever comes first, and reports the
 exact numbers done and the rates. ``--json FILE`` writes the samples and the summary.
@@ -37,8 +46,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
+import platform
 import random
 import socket
 import struct
@@ -55,8 +66,66 @@ MiB = 1024 * 1024
 # --- the server (child process) -----------------------------------------------------
 
 
-def serve() -> None:
+def _malloc_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _sample(server: Any, handlers: int, trim: Any, tasks: int, loop: str) -> Dict[str, Any]:
+    """One ``stats`` answer: the server's counters and the process's resources."""
+    gc.collect()
+    if trim is not None:
+        trim(0)
+    stats = server.stats()
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "rpcs_started": stats.rpcs_started,
+        "rpcs_finished": stats.rpcs_finished,
+        "rpcs_in_flight": stats.rpcs_in_flight,
+        "connections": stats.connections,
+        "handlers_running": handlers,
+        "threads": threading.active_count(),
+        "tasks": tasks,
+        "fds": len(os.listdir("/proc/self/fd")),
+        "rss": rss,
+        "loop": loop,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+    }
+
+
+def _loop_kind(loop: Any) -> str:
+    module = type(loop).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio" if module.startswith("asyncio") else module
+
+
+def serve(kind: str, loop_name: str) -> None:
+    import asyncio
+
+    if loop_name == "auto":
+        loop_name = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    if kind == "aio":
+        new_loop = asyncio.new_event_loop
+        if loop_name == "uvloop":
+            import uvloop
+
+            new_loop = uvloop.new_event_loop
+        loop = new_loop()
+        try:
+            loop.run_until_complete(serve_aio())
+        finally:
+            loop.close()
+        return
     from concurrent.futures import ThreadPoolExecutor
+
+    from puregrpc._loop import io_thread
+
+    if _loop_kind(io_thread().loop) != loop_name:
+        raise SystemExit(f"soak: puregrpc's I/O thread runs {_loop_kind(io_thread().loop)}, not {loop_name}")
 
     import puregrpc
 
@@ -105,13 +174,7 @@ def serve() -> None:
         for _ in range(count):
             yield payload
 
-    try:
-        import ctypes
-
-        trim: Any = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        trim = None
-
+    trim = _malloc_trim()
     methods = {
         "Echo": puregrpc.unary_unary_rpc_method_handler(counted(echo)),
         "Chat": puregrpc.stream_stream_rpc_method_handler(counted_stream(chat)),
@@ -125,41 +188,104 @@ def serve() -> None:
     for _ in range(workers):  # start every handler thread now
         pool.submit(time.sleep, 0.2)
     time.sleep(0.3)
-    page = os.sysconf("SC_PAGE_SIZE")
     print(f"PORT {port}", flush=True)
     for line in sys.stdin:
         if line.strip() != "stats":
             break
-        gc.collect()
-        if trim is not None:
-            trim(0)
-        stats = server.stats()
-        with open("/proc/self/statm") as f:
-            rss = int(f.read().split()[1]) * page
         with lock:
             handlers = running[0]
-        sample = {
-            "rpcs_started": stats.rpcs_started,
-            "rpcs_finished": stats.rpcs_finished,
-            "rpcs_in_flight": stats.rpcs_in_flight,
-            "connections": stats.connections,
-            "handlers_running": handlers,
-            "threads": threading.active_count(),
-            "fds": len(os.listdir("/proc/self/fd")),
-            "rss": rss,
-        }
-        print(json.dumps(sample), flush=True)
+        print(json.dumps(_sample(server, handlers, trim, 0, _loop_kind(io_thread().loop))), flush=True)
     server.stop(None).wait(10)
     pool.shutdown(wait=False)
+
+
+async def serve_aio() -> None:
+    """The same service on ``puregrpc.aio``: every handler a coroutine or an async
+    generator on the loop. A sleeping call is cancelled by the server at its deadline or
+    the client's cancel (its task gets CancelledError), not polled."""
+    import asyncio
+
+    import puregrpc
+    import puregrpc.aio
+
+    running = [0]  # only the loop's thread touches it
+
+    def counted(fn: Any) -> Any:
+        async def wrapper(request: Any, context: Any) -> Any:
+            running[0] += 1
+            try:
+                return await fn(request, context)
+            finally:
+                running[0] -= 1
+
+        return wrapper
+
+    def counted_stream(fn: Any) -> Any:
+        async def wrapper(request: Any, context: Any) -> Any:
+            running[0] += 1
+            try:
+                async for item in fn(request, context):
+                    yield item
+            finally:
+                running[0] -= 1
+
+        return wrapper
+
+    async def echo(request: bytes, context: Any) -> bytes:
+        if request.startswith(b"abort"):
+            await context.abort(puregrpc.StatusCode.INVALID_ARGUMENT, "asked to abort")
+        if request.startswith(b"sleep"):
+            await asyncio.sleep(float(request[5:].decode()))
+        return request
+
+    async def chat(requests: Any, context: Any) -> Any:
+        async for request in requests:
+            yield request
+
+    async def feed(request: bytes, context: Any) -> Any:
+        count, size = (int(x) for x in request.decode().split(":"))
+        payload = b"f" * size
+        for _ in range(count):
+            yield payload
+
+    trim = _malloc_trim()
+    methods = {
+        "Echo": puregrpc.unary_unary_rpc_method_handler(counted(echo)),
+        "Chat": puregrpc.stream_stream_rpc_method_handler(counted_stream(chat)),
+        "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
+    }
+    server = puregrpc.aio.server(handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    # stdin is read by a thread of its own, started before the first sample, so the
+    # thread count the soak checks stays what it was.
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        # Up to the first line that is not "stats": the loop stops on it (and may be
+        # closed by the time another line could be posted).
+        line = "stats"
+        while line.strip() == "stats":
+            line = sys.stdin.readline()
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
+    print(f"PORT {port}", flush=True)
+    while (await lines.get()).strip() == "stats":
+        # This coroutine's task is the one task of the process that is not the server's.
+        sample = _sample(server, running[0], trim, len(asyncio.all_tasks()) - 1, _loop_kind(loop))
+        print(json.dumps(sample), flush=True)
+    await server.stop(None)
 
 
 # --- the driver (parent process) ------------------------------------------------------
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, python: str, kind: str, loop_name: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--serve"],
+            [python, os.path.abspath(__file__), "--serve", "--server", kind, "--loop", loop_name],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -252,7 +378,7 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                         tally.count("abort", unary=1)
             elif roll < 0.08:
                 try:
-                    echo(b"sleep1.0", timeout=0.05)
+                    echo(b"sleep60", timeout=0.05)
                     tally.error("deadline: the call succeeded")
                 except grpc.RpcError as exc:
                     if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -260,7 +386,7 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                     else:
                         tally.count("deadline", unary=1)
             elif roll < 0.12:
-                future = echo.future(b"sleep1.0", timeout=30)
+                future = echo.future(b"sleep60", timeout=30)
                 time.sleep(0.005)
                 future.cancel()
                 try:
@@ -365,6 +491,21 @@ def reset_worker(port: int, tally: Tally, every: float) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--server", choices=("sync", "aio"), default="sync", help="puregrpc.server (sync) or puregrpc.aio.server"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the server's event loop (auto: uvloop where installed); for the sync server, puregrpc's own choice, "
+        "which the soak checks",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs the server, e.g. PyPy's (default: this one, which runs the grpcio clients)",
+    )
     parser.add_argument("--quick", action="store_true", help="~25 s: 15,000 unary, 60,000 messages, at most 25 s")
     parser.add_argument("--unary", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -384,7 +525,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", default=None, help="write the samples and the summary there")
     args = parser.parse_args(argv)
     if args.serve:
-        serve()
+        serve(args.server, args.loop)
         return 0
     if args.quick:
         args.unary, args.messages = 15_000, 60_000
@@ -394,7 +535,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import grpc
 
-    server = Server()
+    server = Server(args.python, args.server, args.loop)
     failures: List[str] = []
     samples: List[Dict[str, Any]] = []
     try:
@@ -427,7 +568,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             thread.start()
         print(
             f"soak: {args.unary} unary, {args.messages} streamed messages, {args.channels} channels, "
-            f"{len(threads)} client threads, max {args.max_seconds or 'unlimited'} s; server pid {server.proc.pid}",
+            f"{len(threads)} client threads, max {args.max_seconds or 'unlimited'} s; "
+            f"{args.server} server on {before['python']} and {before['loop']}, pid {server.proc.pid}",
             flush=True,
         )
         baseline: Optional[Dict[str, Any]] = None
@@ -448,6 +590,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f"t={sample['t']:7.1f}s unary {tally.unary:8d} messages {tally.messages:8d} "
                 f"rss {sample['rss'] / MiB:6.1f} MiB threads {sample['threads']:3d} fds {sample['fds']:4d} "
                 f"in-flight {sample['rpcs_in_flight']:3d} handlers {sample['handlers_running']:3d}"
+                + (f" tasks {sample['tasks']:3d}" if args.server == "aio" else "")
                 + (" (warm-up over)" if baseline is sample else ""),
                 flush=True,
             )
@@ -460,7 +603,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         end = time.monotonic() + 30
         final = server.stats()
         while time.monotonic() < end and (
-            final["rpcs_in_flight"] or final["handlers_running"] or final["connections"] or final["fds"] > before["fds"]
+            final["rpcs_in_flight"]
+            or final["handlers_running"]
+            or final["connections"]
+            or final["fds"] > before["fds"]
+            or final["tasks"] > before["tasks"]
         ):
             time.sleep(0.2)
             final = server.stats()
@@ -489,8 +636,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             "fd_growth_after_warm_up": fd_growth,
             "server_rpcs_started": final["rpcs_started"] - before["rpcs_started"],
             "server_rpcs_finished": final["rpcs_finished"],
-            "end": {k: final[k] for k in ("rpcs_in_flight", "handlers_running", "connections", "threads", "fds")},
-            "before": {k: before[k] for k in ("threads", "fds")},
+            "server": args.server,
+            "python": final["python"],
+            "loop": final["loop"],
+            "end": {
+                k: final[k] for k in ("rpcs_in_flight", "handlers_running", "connections", "threads", "tasks", "fds")
+            },
+            "before": {k: before[k] for k in ("threads", "tasks", "fds")},
         }
         if tally.errors:
             failures.append(f"{tally.kinds.get('unexpected', 0)} calls ended unexpectedly, e.g. {tally.errors[:5]}")
@@ -503,9 +655,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         for key in ("rpcs_in_flight", "handlers_running", "connections"):
             if final[key]:
                 failures.append(f"{key} is {final[key]} at the end, not 0")
-        if final["threads"] > before["threads"] or final["fds"] > before["fds"]:
+        if final["threads"] > before["threads"] or final["fds"] > before["fds"] or final["tasks"] > before["tasks"]:
             failures.append(
-                f"threads {before['threads']}->{final['threads']}, fds {before['fds']}->{final['fds']} at the end"
+                f"threads {before['threads']}->{final['threads']}, tasks {before['tasks']}->{final['tasks']}, "
+                f"fds {before['fds']}->{final['fds']} at the end"
             )
         if not tally.unary or not tally.messages:
             failures.append("no calls were made")
