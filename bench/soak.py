@@ -7,6 +7,7 @@ descriptors and in-flight counters are sampled as it runs.
     python bench/soak.py --unary 200000 --messages 200000 --max-seconds 600
     python bench/soak.py --quick --server aio   # the same against puregrpc.aio
     python bench/soak.py --quick --python .venv-pypy/bin/python   # a server on PyPy
+    python bench/soak.py --quick --tls          # over TLS (a test CA made with trustme)
 
 The server runs in a subprocess (this script with ``--serve``): ``puregrpc.server`` with
 a 16-thread pool, or with ``--server aio`` ``puregrpc.aio.server`` with async handlers.
@@ -51,7 +52,9 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -98,12 +101,28 @@ def _sample(server: Any, handlers: int, trim: Any, tasks: int, loop: str) -> Dic
     }
 
 
+def _add_port(server: Any, tls_dir: Optional[str]) -> int:
+    """The server's port on 127.0.0.1: plain, or TLS with the key and certificate the
+    driver wrote to ``tls_dir``."""
+    if tls_dir is None:
+        port: int = server.add_insecure_port("127.0.0.1:0")
+        return port
+    import puregrpc
+
+    with open(os.path.join(tls_dir, "key.pem"), "rb") as f:
+        key = f.read()
+    with open(os.path.join(tls_dir, "cert.pem"), "rb") as f:
+        cert = f.read()
+    port = server.add_secure_port("127.0.0.1:0", puregrpc.ssl_server_credentials([(key, cert)]))
+    return port
+
+
 def _loop_kind(loop: Any) -> str:
     module = type(loop).__module__
     return "uvloop" if module.startswith("uvloop") else "asyncio" if module.startswith("asyncio") else module
 
 
-def serve(kind: str, loop_name: str) -> None:
+def serve(kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
     import asyncio
 
     if loop_name == "auto":
@@ -116,7 +135,7 @@ def serve(kind: str, loop_name: str) -> None:
             new_loop = uvloop.new_event_loop
         loop = new_loop()
         try:
-            loop.run_until_complete(serve_aio())
+            loop.run_until_complete(serve_aio(tls_dir))
         finally:
             loop.close()
         return
@@ -183,7 +202,7 @@ def serve(kind: str, loop_name: str) -> None:
     workers = 16
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
     server = puregrpc.server(pool, handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)])
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = _add_port(server, tls_dir)
     server.start()
     for _ in range(workers):  # start every handler thread now
         pool.submit(time.sleep, 0.2)
@@ -199,7 +218,7 @@ def serve(kind: str, loop_name: str) -> None:
     pool.shutdown(wait=False)
 
 
-async def serve_aio() -> None:
+async def serve_aio(tls_dir: Optional[str]) -> None:
     """The same service on ``puregrpc.aio``: every handler a coroutine or an async
     generator on the loop. A sleeping call is cancelled by the server at its deadline or
     the client's cancel (its task gets CancelledError), not polled."""
@@ -255,7 +274,7 @@ async def serve_aio() -> None:
         "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
     }
     server = puregrpc.aio.server(handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)])
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = _add_port(server, tls_dir)
     await server.start()
     loop = asyncio.get_running_loop()
     # stdin is read by a thread of its own, started before the first sample, so the
@@ -283,9 +302,10 @@ async def serve_aio() -> None:
 
 
 class Server:
-    def __init__(self, python: str, kind: str, loop_name: str) -> None:
+    def __init__(self, python: str, kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
+        tls = ["--tls-dir", tls_dir] if tls_dir is not None else []
         self.proc = subprocess.Popen(
-            [python, os.path.abspath(__file__), "--serve", "--server", kind, "--loop", loop_name],
+            [python, os.path.abspath(__file__), "--serve", "--server", kind, "--loop", loop_name, *tls],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -449,14 +469,20 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
 
 
-def reset_worker(port: int, tally: Tally, every: float) -> None:
-    """Clients that vanish mid-stream (see the module's docstring)."""
+def reset_worker(port: int, tally: Tally, every: float, ca_file: Optional[str]) -> None:
+    """Clients that vanish mid-stream (see the module's docstring); over TLS (ALPN h2,
+    the server verified against ``ca_file``) where one is given."""
     import hpack
+
+    tls: Optional[ssl.SSLContext] = None
+    if ca_file is not None:
+        tls = ssl.create_default_context(cafile=ca_file)
+        tls.set_alpn_protocols(["h2"])
 
     window = (16 * MiB).to_bytes(4, "big")
     headers = [
         (":method", "POST"),
-        (":scheme", "http"),
+        (":scheme", "http" if tls is None else "https"),
         (":path", f"/{SERVICE}/Feed"),
         (":authority", f"127.0.0.1:{port}"),
         ("content-type", "application/grpc"),
@@ -472,7 +498,9 @@ def reset_worker(port: int, tally: Tally, every: float) -> None:
     )
     while not tally.streams_done():
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            plain = socket.create_connection(("127.0.0.1", port), timeout=10)
+            # wrap_socket takes the descriptor over; SSLSocket.close() sends no close_notify.
+            with plain if tls is None else tls.wrap_socket(plain, server_hostname="127.0.0.1") as sock:
                 sock.sendall(opening)
                 received = 0
                 while received < 256 * 1024:
@@ -506,6 +534,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=sys.executable,
         help="the interpreter that runs the server, e.g. PyPy's (default: this one, which runs the grpcio clients)",
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="serve over TLS (a test CA's certificate, made with trustme)"
+    )
+    parser.add_argument("--tls-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="~25 s: 15,000 unary, 60,000 messages, at most 25 s")
     parser.add_argument("--unary", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -525,7 +557,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", default=None, help="write the samples and the summary there")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.server, args.loop)
+        serve(args.server, args.loop, args.tls_dir)
         return 0
     if args.quick:
         args.unary, args.messages = 15_000, 60_000
@@ -535,7 +567,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import grpc
 
-    server = Server(args.python, args.server, args.loop)
+    tls_dir: Optional[str] = None
+    credentials: Any = None
+    if args.tls:
+        import tempfile
+
+        import trustme
+
+        tls_dir = tempfile.mkdtemp(prefix="soak-tls-")
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(os.path.join(tls_dir, "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(os.path.join(tls_dir, "cert.pem"))
+        ca.cert_pem.write_to_path(os.path.join(tls_dir, "ca.pem"))
+        credentials = grpc.ssl_channel_credentials(ca.cert_pem.bytes())
+    server = Server(args.python, args.server, args.loop, tls_dir)
     failures: List[str] = []
     samples: List[Dict[str, Any]] = []
     try:
@@ -544,8 +590,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         deadline = started + (args.max_seconds if args.max_seconds else 10**9)
         tally = Tally(args.unary, args.messages, deadline)
         # Each channel its own connection (grpcio shares one between like channels otherwise).
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        target = f"127.0.0.1:{server.port}"
         channels = [
-            grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            grpc.insecure_channel(target, options=options)
+            if credentials is None
+            else grpc.secure_channel(target, credentials, options=options)
             for _ in range(args.channels)
         ]
         threads = [
@@ -562,14 +612,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         ]
         if args.reset_every > 0:
             threads.append(
-                threading.Thread(target=reset_worker, args=(server.port, tally, args.reset_every), daemon=True)
+                threading.Thread(
+                    target=reset_worker,
+                    args=(server.port, tally, args.reset_every, tls_dir and os.path.join(tls_dir, "ca.pem")),
+                    daemon=True,
+                )
             )
         for thread in threads:
             thread.start()
         print(
             f"soak: {args.unary} unary, {args.messages} streamed messages, {args.channels} channels, "
             f"{len(threads)} client threads, max {args.max_seconds or 'unlimited'} s; "
-            f"{args.server} server on {before['python']} and {before['loop']}, pid {server.proc.pid}",
+            f"{args.server} server{' (TLS)' if args.tls else ''} on {before['python']} and {before['loop']}, "
+            f"pid {server.proc.pid}",
             flush=True,
         )
         baseline: Optional[Dict[str, Any]] = None
@@ -637,6 +692,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "server_rpcs_started": final["rpcs_started"] - before["rpcs_started"],
             "server_rpcs_finished": final["rpcs_finished"],
             "server": args.server,
+            "tls": args.tls,
             "python": final["python"],
             "loop": final["loop"],
             "end": {
@@ -669,6 +725,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 json.dump({"summary": summary, "samples": samples}, f, indent=1)
     finally:
         server.close()
+        if tls_dir is not None:
+            shutil.rmtree(tls_dir, ignore_errors=True)
     if failures:
         print("SOAK FAILED: " + "; ".join(failures), flush=True)
         return 1

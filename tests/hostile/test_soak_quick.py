@@ -1,11 +1,11 @@
-"""bench/soak.py --quick: ~25 s of unary calls and streamed messages (with aborts,
+"""bench/soak.py --quick: about 15 s of unary calls and streamed messages (with aborts,
 deadlines, cancellations, and clients that reset their connection mid-stream, each
 followed by a new connection that must be answered) against a puregrpc server in a
-subprocess, sync (``puregrpc.server``) and asyncio (``puregrpc.aio.server``); it exits
-non-zero if any call ends unexpectedly, if the server's RSS, threads or file descriptors
-grow after warm-up, or if its counters, threads, tasks and descriptors are not back where
-they started at the end. The server runs on uvloop where it is installed (the uvloop run
-of scripts/test), which the summary must confirm."""
+subprocess: sync (``puregrpc.server``) and asyncio (``puregrpc.aio.server``), and the sync
+one over TLS. It exits non-zero if any call ends unexpectedly, if the server's RSS,
+threads or file descriptors grow after warm-up, or if its counters, threads, tasks and
+descriptors are not back where they started at the end. The server runs on uvloop where
+it is installed (the uvloop run of scripts/test), which the summary must confirm."""
 
 from __future__ import annotations
 
@@ -21,11 +21,19 @@ import pytest
 SOAK = pathlib.Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 
-@pytest.mark.parametrize("server", ["sync", "aio"])
-def test_soak_quick(tmp_path: pathlib.Path, server: str) -> None:
+@pytest.mark.parametrize(
+    ("server", "tls"),
+    # One TLS run: the TLS transport (asyncio's, uvloop's) is the connection layer both
+    # servers share.
+    [("sync", False), ("aio", False), ("sync", True)],
+    ids=["sync", "aio", "sync-tls"],
+)
+def test_soak_quick(tmp_path: pathlib.Path, server: str, tls: bool) -> None:
+    if tls:
+        pytest.importorskip("trustme")
     report = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, str(SOAK), "--quick", "--server", server, "--json", str(report)],
+        [sys.executable, str(SOAK), "--quick", "--server", server, "--json", str(report)] + (["--tls"] if tls else []),
         capture_output=True,
         text=True,
         timeout=180,
@@ -34,7 +42,7 @@ def test_soak_quick(tmp_path: pathlib.Path, server: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(report.read_text())["summary"]
     assert summary["failures"] == []
-    assert summary["server"] == server
+    assert summary["server"] == server and summary["tls"] == tls
     expected_loop = os.environ.get("PUREGRPC_EXPECT_LOOP") or (
         "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     )
