@@ -8,6 +8,7 @@ descriptors and in-flight counters are sampled as it runs.
     python bench/soak.py --quick --server aio   # the same against puregrpc.aio
     python bench/soak.py --quick --python .venv-pypy/bin/python   # a server on PyPy
     python bench/soak.py --quick --tls          # over TLS (a test CA made with trustme)
+    python bench/soak.py --quick --max-connection-age 2   # connections drained every ~2 s
 
 The server runs in a subprocess (this script with ``--serve``): ``puregrpc.server`` with
 a 16-thread pool, or with ``--server aio`` ``puregrpc.aio.server`` with async handlers.
@@ -60,7 +61,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 SERVICE = "soak.Soak"
 MiB = 1024 * 1024
@@ -91,6 +92,7 @@ def _sample(server: Any, handlers: int, trim: Any, tasks: int, loop: str) -> Dic
         "rpcs_finished": stats.rpcs_finished,
         "rpcs_in_flight": stats.rpcs_in_flight,
         "connections": stats.connections,
+        "connections_total": stats.connections_total,
         "handlers_running": handlers,
         "threads": threading.active_count(),
         "tasks": tasks,
@@ -122,7 +124,17 @@ def _loop_kind(loop: Any) -> str:
     return "uvloop" if module.startswith("uvloop") else "asyncio" if module.startswith("asyncio") else module
 
 
-def serve(kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
+def _server_options(max_connection_age: Optional[float]) -> List[Tuple[str, int]]:
+    if max_connection_age is None:
+        return []
+    # A connection past its age drains: GOAWAY, in-flight calls finish (10 s of grace).
+    return [
+        ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", 10_000),
+    ]
+
+
+def serve(kind: str, loop_name: str, tls_dir: Optional[str], options: List[Tuple[str, int]]) -> None:
     import asyncio
 
     if loop_name == "auto":
@@ -135,7 +147,7 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
             new_loop = uvloop.new_event_loop
         loop = new_loop()
         try:
-            loop.run_until_complete(serve_aio(tls_dir))
+            loop.run_until_complete(serve_aio(tls_dir, options))
         finally:
             loop.close()
         return
@@ -201,7 +213,9 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
     }
     workers = 16
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
-    server = puregrpc.server(pool, handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)])
+    server = puregrpc.server(
+        pool, handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], options=options
+    )
     port = _add_port(server, tls_dir)
     server.start()
     for _ in range(workers):  # start every handler thread now
@@ -218,7 +232,7 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
     pool.shutdown(wait=False)
 
 
-async def serve_aio(tls_dir: Optional[str]) -> None:
+async def serve_aio(tls_dir: Optional[str], options: List[Tuple[str, int]]) -> None:
     """The same service on ``puregrpc.aio``: every handler a coroutine or an async
     generator on the loop. A sleeping call is cancelled by the server at its deadline or
     the client's cancel (its task gets CancelledError), not polled."""
@@ -273,7 +287,7 @@ async def serve_aio(tls_dir: Optional[str]) -> None:
         "Chat": puregrpc.stream_stream_rpc_method_handler(counted_stream(chat)),
         "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
     }
-    server = puregrpc.aio.server(handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)])
+    server = puregrpc.aio.server(handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], options=options)
     port = _add_port(server, tls_dir)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -302,10 +316,11 @@ async def serve_aio(tls_dir: Optional[str]) -> None:
 
 
 class Server:
-    def __init__(self, python: str, kind: str, loop_name: str, tls_dir: Optional[str]) -> None:
-        tls = ["--tls-dir", tls_dir] if tls_dir is not None else []
+    def __init__(self, python: str, kind: str, loop_name: str, tls_dir: Optional[str], age: Optional[float]) -> None:
+        extra = ["--tls-dir", tls_dir] if tls_dir is not None else []
+        extra += ["--max-connection-age", str(age)] if age is not None else []
         self.proc = subprocess.Popen(
-            [python, os.path.abspath(__file__), "--serve", "--server", kind, "--loop", loop_name, *tls],
+            [python, os.path.abspath(__file__), "--serve", "--server", kind, "--loop", loop_name, *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -538,6 +553,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--tls", action="store_true", help="serve over TLS (a test CA's certificate, made with trustme)"
     )
     parser.add_argument("--tls-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the server closes each connection gracefully after this long (grpc.max_connection_age_ms, gRFC A9): "
+        "the clients must not notice",
+    )
     parser.add_argument("--quick", action="store_true", help="~25 s: 15,000 unary, 60,000 messages, at most 25 s")
     parser.add_argument("--unary", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -557,7 +580,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", default=None, help="write the samples and the summary there")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.server, args.loop, args.tls_dir)
+        serve(args.server, args.loop, args.tls_dir, _server_options(args.max_connection_age))
         return 0
     if args.quick:
         args.unary, args.messages = 15_000, 60_000
@@ -581,7 +604,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cert.cert_chain_pems[0].write_to_path(os.path.join(tls_dir, "cert.pem"))
         ca.cert_pem.write_to_path(os.path.join(tls_dir, "ca.pem"))
         credentials = grpc.ssl_channel_credentials(ca.cert_pem.bytes())
-    server = Server(args.python, args.server, args.loop, tls_dir)
+    server = Server(args.python, args.server, args.loop, tls_dir, args.max_connection_age)
     failures: List[str] = []
     samples: List[Dict[str, Any]] = []
     try:
@@ -690,9 +713,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             "thread_growth_after_warm_up": thread_growth,
             "fd_growth_after_warm_up": fd_growth,
             "server_rpcs_started": final["rpcs_started"] - before["rpcs_started"],
+            "server_connections_accepted": final["connections_total"] - before["connections_total"],
             "server_rpcs_finished": final["rpcs_finished"],
             "server": args.server,
             "tls": args.tls,
+            "max_connection_age": args.max_connection_age,
             "python": final["python"],
             "loop": final["loop"],
             "end": {
