@@ -25,6 +25,9 @@ The clients are grpcio channels (``--channels``) shared by threads (``--threads`
   fails it;
 - bidi ``Chat`` (one reply per request message, 100 per call) and server-streaming
   ``Feed`` (100 messages per call); one stream in 10 is cancelled half way;
+- client-streaming ``Upload`` (``--upload-threads``): 20 messages of 64 KiB, answered
+  with their count and size; one call in 10 is cancelled after 10 messages, while the
+  server waits for the next;
 - vanishing clients (``--reset-every``): a raw HTTP/2 connection of its own opens a
   ``Feed`` of large messages, reads 256 KiB of it and resets the TCP connection
   (SO_LINGER 0), as a killed pod or a load balancer does; its next connection must be
@@ -205,11 +208,19 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str], options: List[Tuple
         for _ in range(count):
             yield payload
 
+    def upload(requests: Iterator[bytes], context: Any) -> bytes:
+        count = total = 0
+        for request in requests:
+            count += 1
+            total += len(request)
+        return b"%d:%d" % (count, total)
+
     trim = _malloc_trim()
     methods = {
         "Echo": puregrpc.unary_unary_rpc_method_handler(counted(echo)),
         "Chat": puregrpc.stream_stream_rpc_method_handler(counted_stream(chat)),
         "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
+        "Upload": puregrpc.stream_unary_rpc_method_handler(counted(upload)),
     }
     workers = 16
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
@@ -281,11 +292,19 @@ async def serve_aio(tls_dir: Optional[str], options: List[Tuple[str, int]]) -> N
         for _ in range(count):
             yield payload
 
+    async def upload(requests: Any, context: Any) -> bytes:
+        count = total = 0
+        async for request in requests:
+            count += 1
+            total += len(request)
+        return b"%d:%d" % (count, total)
+
     trim = _malloc_trim()
     methods = {
         "Echo": puregrpc.unary_unary_rpc_method_handler(counted(echo)),
         "Chat": puregrpc.stream_stream_rpc_method_handler(counted_stream(chat)),
         "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
+        "Upload": puregrpc.stream_unary_rpc_method_handler(counted(upload)),
     }
     server = puregrpc.aio.server(handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], options=options)
     port = _add_port(server, tls_dir)
@@ -480,6 +499,55 @@ def stream_worker(channel: Any, tally: Tally, seed: int, per_call: int) -> None:
                 tally.error(f"stream: {exc.code()} {exc.details()} after {got}")
 
 
+UPLOAD_CHUNKS = 20
+UPLOAD_CHUNK = 64 * 1024
+
+
+def upload_worker(channel: Any, tally: Tally, seed: int) -> None:
+    """Client-streaming calls of 20 x 64 KiB (the server's receive window and credit at
+    work); one in 10 is cancelled after 10 chunks, while the server waits for more."""
+    import grpc
+
+    upload = channel.stream_unary(f"/{SERVICE}/Upload")
+    rng = random.Random(seed)
+    chunk = b"u" * UPLOAD_CHUNK
+    expected = b"%d:%d" % (UPLOAD_CHUNKS, UPLOAD_CHUNKS * UPLOAD_CHUNK)
+    while not tally.streams_done():
+        cancel = rng.random() < 0.1
+        gate = threading.Event()
+
+        def chunks(cancel: bool = cancel, gate: threading.Event = gate) -> Iterator[bytes]:
+            for i in range(UPLOAD_CHUNKS):
+                if cancel and i == UPLOAD_CHUNKS // 2:
+                    gate.wait(10)  # the stream stays open until the client cancels it
+                    return
+                yield chunk
+
+        future = upload.future(chunks(), timeout=60)
+        if cancel:
+            time.sleep(0.02)
+            future.cancel()
+            gate.set()
+        try:
+            reply = future.result()
+            if cancel:
+                tally.error("upload: cancel did not end the call")
+            elif reply != expected:
+                tally.error(f"upload: wrong reply {reply[:40]!r}")
+            else:
+                tally.count("upload")
+        except grpc.FutureCancelledError:
+            if cancel:
+                tally.count("upload-cancel")
+            else:
+                tally.error("upload: cancelled unasked")
+        except grpc.RpcError as exc:
+            if cancel and exc.code() is grpc.StatusCode.CANCELLED:
+                tally.count("upload-cancel")
+            else:
+                tally.error(f"upload: {exc.code()} {exc.details()}")
+
+
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
 
@@ -568,6 +636,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--threads", type=int, default=8, help="unary threads (as many more for streams / 2)")
     parser.add_argument("--per-call", type=int, default=100, help="streamed messages per streaming call")
+    parser.add_argument("--upload-threads", type=int, default=2, help="client-streaming threads (0: none)")
     parser.add_argument(
         "--reset-every",
         type=float,
@@ -632,6 +701,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 daemon=True,
             )
             for i in range(max(1, args.threads // 2))
+        ]
+        threads += [
+            threading.Thread(target=upload_worker, args=(channels[i % len(channels)], tally, 2000 + i), daemon=True)
+            for i in range(args.upload_threads)
         ]
         if args.reset_every > 0:
             threads.append(

@@ -1,13 +1,13 @@
-"""bench/soak.py --quick: about 15 s of unary calls and streamed messages (with aborts,
-deadlines, cancellations, and clients that reset their connection mid-stream, each
-followed by a new connection that must be answered) against a puregrpc server in a
-subprocess: sync (``puregrpc.server``); asyncio (``puregrpc.aio.server``) with every
-connection drained after about 0.5 s (grpc.max_connection_age_ms: GOAWAY, and the grpcio
-clients must notice nothing); and the sync one over TLS. It exits non-zero if any call
-ends unexpectedly, if the server's RSS, threads or file descriptors grow after warm-up,
-or if its counters, threads, tasks and descriptors are not back where they started at
-the end. The server runs on uvloop where it is installed (the uvloop run of
-scripts/test), which the summary must confirm."""
+"""bench/soak.py --quick: about 15 s of unary calls, streamed messages and
+client-streaming uploads (with aborts, deadlines, cancellations, and clients that reset
+their connection mid-stream, each followed by a new connection that must be answered)
+against a puregrpc server in a subprocess: sync (``puregrpc.server``); asyncio
+(``puregrpc.aio.server``) with every connection drained after about 0.5 s
+(grpc.max_connection_age_ms: GOAWAY, and the grpcio clients must notice nothing); and the
+sync one over TLS. It exits non-zero if any call ends unexpectedly, if the server's RSS,
+threads or file descriptors grow after warm-up, or if its counters, threads, tasks and
+descriptors are not back where they started at the end. The server runs on uvloop where
+it is installed (the uvloop run of scripts/test), which the summary must confirm."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_soak_quick(tmp_path: pathlib.Path, server: str, tls: bool, age: Optiona
     assert summary["loop"] == expected_loop
     assert summary["unary"] > 0 and summary["streamed_messages_received"] > 0
     outcomes = summary["outcomes"]
-    for kind in ("ok", "abort", "deadline", "cancel", "reset"):
+    for kind in ("ok", "abort", "deadline", "cancel", "reset", "upload", "upload-cancel"):
         assert outcomes.get(kind, 0) > 0, outcomes
     assert summary["end"]["rpcs_in_flight"] == 0 and summary["end"]["connections"] == 0
     assert summary["end"]["tasks"] <= summary["before"]["tasks"]
