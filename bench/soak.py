@@ -9,6 +9,7 @@ descriptors and in-flight counters are sampled as it runs.
     python bench/soak.py --quick --python .venv-pypy/bin/python   # a server on PyPy
     python bench/soak.py --quick --tls          # over TLS (a test CA made with trustme)
     python bench/soak.py --quick --max-connection-age 2   # connections drained every ~2 s
+    python bench/soak.py --quick --gzip         # messages compressed both ways
 
 The server runs in a subprocess (this script with ``--serve``): ``puregrpc.server`` with
 a 16-thread pool, or with ``--server aio`` ``puregrpc.aio.server`` with async handlers.
@@ -64,7 +65,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 SERVICE = "soak.Soak"
 MiB = 1024 * 1024
@@ -96,6 +97,8 @@ def _sample(server: Any, handlers: int, trim: Any, tasks: int, loop: str) -> Dic
         "rpcs_in_flight": stats.rpcs_in_flight,
         "connections": stats.connections,
         "connections_total": stats.connections_total,
+        "bytes_received": stats.bytes_received,
+        "bytes_sent": stats.bytes_sent,
         "handlers_running": handlers,
         "threads": threading.active_count(),
         "tasks": tasks,
@@ -127,22 +130,42 @@ def _loop_kind(loop: Any) -> str:
     return "uvloop" if module.startswith("uvloop") else "asyncio" if module.startswith("asyncio") else module
 
 
-def _server_options(max_connection_age: Optional[float]) -> List[Tuple[str, int]]:
-    if max_connection_age is None:
-        return []
-    # A connection past its age drains: GOAWAY, in-flight calls finish (10 s of grace).
-    return [
-        ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
-        ("grpc.max_connection_age_grace_ms", 10_000),
-    ]
+class Config(NamedTuple):
+    """How the server is set up: the driver passes it to the child on its command line."""
+
+    kind: str  # sync | aio
+    loop: str  # auto | asyncio | uvloop
+    tls_dir: Optional[str]  # key.pem and cert.pem there: serve over TLS
+    max_connection_age: Optional[float]  # seconds
+    gzip: bool  # the server compresses its responses
+
+    def argv(self) -> List[str]:
+        out = ["--server", self.kind, "--loop", self.loop]
+        out += ["--tls-dir", self.tls_dir] if self.tls_dir is not None else []
+        out += ["--max-connection-age", str(self.max_connection_age)] if self.max_connection_age is not None else []
+        return out + (["--gzip"] if self.gzip else [])
+
+    def server_kwargs(self) -> Dict[str, Any]:
+        """puregrpc.server / puregrpc.aio.server keyword arguments (no handlers)."""
+        import puregrpc
+
+        options: List[Tuple[str, int]] = []
+        if self.max_connection_age is not None:
+            # A connection past its age drains: GOAWAY, in-flight calls finish (10 s of grace).
+            options += [
+                ("grpc.max_connection_age_ms", int(self.max_connection_age * 1000)),
+                ("grpc.max_connection_age_grace_ms", 10_000),
+            ]
+        return {"options": options, "compression": puregrpc.Compression.Gzip if self.gzip else None}
 
 
-def serve(kind: str, loop_name: str, tls_dir: Optional[str], options: List[Tuple[str, int]]) -> None:
+def serve(config: Config) -> None:
     import asyncio
 
+    loop_name = config.loop
     if loop_name == "auto":
         loop_name = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    if kind == "aio":
+    if config.kind == "aio":
         new_loop = asyncio.new_event_loop
         if loop_name == "uvloop":
             import uvloop
@@ -150,7 +173,7 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str], options: List[Tuple
             new_loop = uvloop.new_event_loop
         loop = new_loop()
         try:
-            loop.run_until_complete(serve_aio(tls_dir, options))
+            loop.run_until_complete(serve_aio(config))
         finally:
             loop.close()
         return
@@ -225,9 +248,9 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str], options: List[Tuple
     workers = 16
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handler")
     server = puregrpc.server(
-        pool, handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], options=options
+        pool, handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], **config.server_kwargs()
     )
-    port = _add_port(server, tls_dir)
+    port = _add_port(server, config.tls_dir)
     server.start()
     for _ in range(workers):  # start every handler thread now
         pool.submit(time.sleep, 0.2)
@@ -243,7 +266,7 @@ def serve(kind: str, loop_name: str, tls_dir: Optional[str], options: List[Tuple
     pool.shutdown(wait=False)
 
 
-async def serve_aio(tls_dir: Optional[str], options: List[Tuple[str, int]]) -> None:
+async def serve_aio(config: Config) -> None:
     """The same service on ``puregrpc.aio``: every handler a coroutine or an async
     generator on the loop. A sleeping call is cancelled by the server at its deadline or
     the client's cancel (its task gets CancelledError), not polled."""
@@ -306,8 +329,10 @@ async def serve_aio(tls_dir: Optional[str], options: List[Tuple[str, int]]) -> N
         "Feed": puregrpc.unary_stream_rpc_method_handler(counted_stream(feed)),
         "Upload": puregrpc.stream_unary_rpc_method_handler(counted(upload)),
     }
-    server = puregrpc.aio.server(handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], options=options)
-    port = _add_port(server, tls_dir)
+    server = puregrpc.aio.server(
+        handlers=[puregrpc.method_handlers_generic_handler(SERVICE, methods)], **config.server_kwargs()
+    )
+    port = _add_port(server, config.tls_dir)
     await server.start()
     loop = asyncio.get_running_loop()
     # stdin is read by a thread of its own, started before the first sample, so the
@@ -335,11 +360,9 @@ async def serve_aio(tls_dir: Optional[str], options: List[Tuple[str, int]]) -> N
 
 
 class Server:
-    def __init__(self, python: str, kind: str, loop_name: str, tls_dir: Optional[str], age: Optional[float]) -> None:
-        extra = ["--tls-dir", tls_dir] if tls_dir is not None else []
-        extra += ["--max-connection-age", str(age)] if age is not None else []
+    def __init__(self, python: str, config: Config) -> None:
         self.proc = subprocess.Popen(
-            [python, os.path.abspath(__file__), "--serve", "--server", kind, "--loop", loop_name, *extra],
+            [python, os.path.abspath(__file__), "--serve", *config.argv()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -622,6 +645,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--tls-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--gzip", action="store_true", help="gzip both ways: the clients' channels and the server's responses"
+    )
+    parser.add_argument(
         "--max-connection-age",
         type=float,
         default=None,
@@ -649,7 +675,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", default=None, help="write the samples and the summary there")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.server, args.loop, args.tls_dir, _server_options(args.max_connection_age))
+        serve(Config(args.server, args.loop, args.tls_dir, args.max_connection_age, args.gzip))
         return 0
     if args.quick:
         args.unary, args.messages = 15_000, 60_000
@@ -673,7 +699,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cert.cert_chain_pems[0].write_to_path(os.path.join(tls_dir, "cert.pem"))
         ca.cert_pem.write_to_path(os.path.join(tls_dir, "ca.pem"))
         credentials = grpc.ssl_channel_credentials(ca.cert_pem.bytes())
-    server = Server(args.python, args.server, args.loop, tls_dir, args.max_connection_age)
+    server = Server(args.python, Config(args.server, args.loop, tls_dir, args.max_connection_age, args.gzip))
     failures: List[str] = []
     samples: List[Dict[str, Any]] = []
     try:
@@ -684,10 +710,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Each channel its own connection (grpcio shares one between like channels otherwise).
         options = [("grpc.use_local_subchannel_pool", 1)]
         target = f"127.0.0.1:{server.port}"
+        compression = grpc.Compression.Gzip if args.gzip else None
         channels = [
-            grpc.insecure_channel(target, options=options)
+            grpc.insecure_channel(target, options=options, compression=compression)
             if credentials is None
-            else grpc.secure_channel(target, credentials, options=options)
+            else grpc.secure_channel(target, credentials, options=options, compression=compression)
             for _ in range(args.channels)
         ]
         threads = [
@@ -787,10 +814,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             "fd_growth_after_warm_up": fd_growth,
             "server_rpcs_started": final["rpcs_started"] - before["rpcs_started"],
             "server_connections_accepted": final["connections_total"] - before["connections_total"],
+            "server_mib_received": round((final["bytes_received"] - before["bytes_received"]) / MiB, 1),
+            "server_mib_sent": round((final["bytes_sent"] - before["bytes_sent"]) / MiB, 1),
             "server_rpcs_finished": final["rpcs_finished"],
             "server": args.server,
             "tls": args.tls,
             "max_connection_age": args.max_connection_age,
+            "gzip": args.gzip,
             "python": final["python"],
             "loop": final["loop"],
             "end": {

@@ -4,7 +4,7 @@ their connection mid-stream, each followed by a new connection that must be answ
 against a puregrpc server in a subprocess: sync (``puregrpc.server``); asyncio
 (``puregrpc.aio.server``) with every connection drained after about 0.5 s
 (grpc.max_connection_age_ms: GOAWAY, and the grpcio clients must notice nothing); and the
-sync one over TLS. It exits non-zero if any call ends unexpectedly, if the server's RSS,
+sync one over TLS, with gzip both ways. It exits non-zero if any call ends unexpectedly, if the server's RSS,
 threads or file descriptors grow after warm-up, or if its counters, threads, tasks and
 descriptors are not back where they started at the end. The server runs on uvloop where
 it is installed (the uvloop run of scripts/test), which the summary must confirm."""
@@ -26,17 +26,17 @@ SOAK = pathlib.Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 @pytest.mark.parametrize(
     ("server", "tls", "age"),
-    # One TLS run: the TLS transport (asyncio's, uvloop's) is the connection layer both
-    # servers share. Connection age (a draining server) in the aio run: the drain is the
-    # same code for both.
+    # One TLS run (with gzip): the TLS transport (asyncio's, uvloop's) and the message
+    # codec are layers both servers share. Connection age (a draining server) in the aio
+    # run: the drain is the same code for both.
     [("sync", False, None), ("aio", False, 0.5), ("sync", True, None)],
-    ids=["sync", "aio-age", "sync-tls"],
+    ids=["sync", "aio-age", "sync-tls-gzip"],
 )
 def test_soak_quick(tmp_path: pathlib.Path, server: str, tls: bool, age: Optional[float]) -> None:
     if tls:
         pytest.importorskip("trustme")
     report = tmp_path / "soak.json"
-    extra = (["--tls"] if tls else []) + (["--max-connection-age", str(age)] if age else [])
+    extra = (["--tls", "--gzip"] if tls else []) + (["--max-connection-age", str(age)] if age else [])
     done = subprocess.run(
         [sys.executable, str(SOAK), "--quick", "--server", server, "--json", str(report), *extra],
         capture_output=True,
@@ -47,7 +47,7 @@ def test_soak_quick(tmp_path: pathlib.Path, server: str, tls: bool, age: Optiona
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(report.read_text())["summary"]
     assert summary["failures"] == []
-    assert summary["server"] == server and summary["tls"] == tls
+    assert summary["server"] == server and summary["tls"] == tls and summary["gzip"] == tls
     expected_loop = os.environ.get("PUREGRPC_EXPECT_LOOP") or (
         "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     )
@@ -58,6 +58,11 @@ def test_soak_quick(tmp_path: pathlib.Path, server: str, tls: bool, age: Optiona
         assert outcomes.get(kind, 0) > 0, outcomes
     assert summary["end"]["rpcs_in_flight"] == 0 and summary["end"]["connections"] == 0
     assert summary["end"]["tasks"] <= summary["before"]["tasks"]
+    uploaded_mib = outcomes["upload"] * 20 * 64 / 1024  # each 20 x 64 KiB of one repeated byte
+    if tls:  # gzipped: the uploads shrink to almost nothing on the wire
+        assert summary["server_mib_received"] < 0.1 * uploaded_mib, summary["server_mib_received"]
+    else:
+        assert summary["server_mib_received"] > uploaded_mib, summary["server_mib_received"]
     if age:
         # Connections beyond the vanishing clients' and the 4 channels' first ones: those
         # that replaced a drained one, about one per channel per 0.5 s (~100 in ~12 s).
