@@ -19,11 +19,11 @@ stdin with one JSON line (server.stats() counters, handlers running, threads, as
 tasks, open file descriptors, RSS after gc.collect() and malloc_trim(0)).
 The clients are grpcio channels (``--channels``) shared by threads (``--threads``):
 
-- unary ``Echo``: 88 % plain (the reply must equal the request), 4 % abort
-  (INVALID_ARGUMENT), 4 % deadline (DEADLINE_EXCEEDED), 4 % cancelled by the client; the
-  last two ask the handler to sleep 60 s, so a handler the server fails to stop (the sync
-  one polls ``context.is_active()``; the async one must be cancelled) outlives the run and
-  fails it;
+- unary ``Echo``: 87 % plain and 1 % of 1 MiB (the reply must equal the request), 4 %
+  abort (INVALID_ARGUMENT), 4 % deadline (DEADLINE_EXCEEDED), 4 % cancelled by the
+  client; the last two ask the handler to sleep 60 s, so a handler the server fails to
+  stop (the sync one polls ``context.is_active()``; the async one must be cancelled)
+  outlives the run and fails it;
 - bidi ``Chat`` (one reply per request message, 100 per call) and server-streaming
   ``Feed`` (100 messages per call); one stream in 10 is cancelled half way;
 - client-streaming ``Upload`` (``--upload-threads``): 20 messages of 64 KiB, answered
@@ -476,6 +476,15 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                         tally.error(f"cancel: {exc.code()} {exc.details()}")
                     else:
                         tally.count("cancel", unary=1)
+            elif roll < 0.13:
+                # 1 MiB each way, different every call (a stale or mixed-up buffer shows)
+                message = (b"large-%d-%d-" % (seed, n)) * (MiB // 16)
+                message = message[:MiB]
+                reply = echo(message, timeout=30)
+                if reply != message:
+                    tally.error(f"large echo: wrong reply ({len(reply)} bytes) {reply[:40]!r}")
+                else:
+                    tally.count("large", unary=1)
             else:
                 message = b"soak-%d-%d" % (seed, n)
                 reply = echo(message, timeout=30)

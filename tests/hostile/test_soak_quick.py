@@ -54,7 +54,7 @@ def test_soak_quick(tmp_path: pathlib.Path, server: str, tls: bool, age: Optiona
     assert summary["loop"] == expected_loop
     assert summary["unary"] > 0 and summary["streamed_messages_received"] > 0
     outcomes = summary["outcomes"]
-    for kind in ("ok", "abort", "deadline", "cancel", "reset", "upload", "upload-cancel"):
+    for kind in ("ok", "large", "abort", "deadline", "cancel", "reset", "upload", "upload-cancel"):
         assert outcomes.get(kind, 0) > 0, outcomes
     assert summary["end"]["rpcs_in_flight"] == 0 and summary["end"]["connections"] == 0
     assert summary["end"]["tasks"] <= summary["before"]["tasks"]
