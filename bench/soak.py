@@ -1,9 +1,10 @@
-"""Soak test: many unary calls and streamed messages against one puregrpc server, with
-cancellations, deadlines and aborts mixed in; the server's memory, threads, file
-descriptors and in-flight counters are sampled as it runs.
+"""Soak test: many unary calls, streamed messages and uploads against one puregrpc
+server, with cancellations, deadlines, aborts and vanishing clients mixed in; the
+server's memory, threads, tasks, file descriptors and in-flight counters are sampled as
+it runs.
 
     python bench/soak.py                 # a million unary calls and a million streamed messages
-    python bench/soak.py --quick         # ~25 s, for CI (tests/hostile/test_soak_quick.py)
+    python bench/soak.py --quick         # ~15 s of load (at most 25), for CI (tests/hostile/test_soak_quick.py)
     python bench/soak.py --unary 200000 --messages 200000 --max-seconds 600
     python bench/soak.py --quick --server aio   # the same against puregrpc.aio
     python bench/soak.py --quick --python .venv-pypy/bin/python   # a server on PyPy
@@ -14,9 +15,9 @@ descriptors and in-flight counters are sampled as it runs.
 The server runs in a subprocess (this script with ``--serve``): ``puregrpc.server`` with
 a 16-thread pool, or with ``--server aio`` ``puregrpc.aio.server`` with async handlers.
 Either runs on uvloop where it is installed (as puregrpc's own I/O thread does), or on the
-loop ``--loop`` names; the summary says which. It answers ``stats`` on
-stdin with one JSON line (server.stats() counters, handlers running, threads, asyncio
-tasks, open file descriptors, RSS after gc.collect() and malloc_trim(0)).
+loop ``--loop`` names; the summary says which. It answers ``stats`` on stdin with one
+JSON line (server.stats() counters, handlers running, threads, asyncio tasks, open file
+descriptors, RSS after gc.collect() and malloc_trim(0)).
 The clients are grpcio channels (``--channels``) shared by threads (``--threads``):
 
 - unary ``Echo``: 87 % plain and 1 % of 1 MiB (the reply must equal the request), 4 %
