@@ -444,6 +444,7 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
     while not tally.unary_done():
         n += 1
         roll = rng.random()
+        called = time.monotonic()
         try:
             if roll < 0.04:
                 try:
@@ -494,7 +495,8 @@ def unary_worker(channel: Any, tally: Tally, seed: int) -> None:
                 else:
                     tally.count("ok", unary=1)
         except grpc.RpcError as exc:
-            tally.error(f"unary: {exc.code()} {exc.details()}")
+            kind = "plain" if roll >= 0.13 else "large"
+            tally.error(f"unary ({kind}, {time.monotonic() - called:.3f} s): {exc.code()} {exc.details()}")
 
 
 def stream_worker(channel: Any, tally: Tally, seed: int, per_call: int) -> None:
