@@ -389,6 +389,13 @@ class Connection(asyncio.Protocol):
             # REFUSED_STREAM tells the client it may retry elsewhere.
             self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
             return None
+        if self._final_goaway_sent:
+            # Read with the PING ack that sent the final GOAWAY (the engine reported it
+            # first), but that GOAWAY named the streams before it: the client counts this
+            # one unprocessed and may retry it elsewhere, so it must not run here too
+            # (RFC 9113 6.8).
+            self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
+            return None
         self._last_processed = sid
         try:
             head = parse_request(event.headers)

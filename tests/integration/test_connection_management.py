@@ -23,6 +23,7 @@ from ._support import (
     TIMEOUT,
     Recorder,
     capture_log,
+    frame_bytes,
     grpc_frame,
     grpc_request,
     raw_request,
@@ -489,3 +490,40 @@ def test_streams_sent_before_the_client_saw_the_age_goaway_are_served() -> None:
     decoder = hpack.Decoder()
     statuses = [dict(decoder.decode(p)).get("grpc-status") for t, flags, sid, p in frames if t == 0x1 and sid == 1]
     assert "0" in statuses, statuses
+
+
+def test_a_stream_read_with_the_ping_ack_that_ends_an_age_drain_is_refused() -> None:
+    """RFC 9113 6.8: streams above the final GOAWAY's last stream id were not processed,
+    and the client may retry them elsewhere. A client's PING ack (the one that lets the
+    final GOAWAY go) and a new stream arriving in one read: the final GOAWAY names the
+    streams before it, so the new one must be refused (REFUSED_STREAM), never served: it
+    would run twice, here and where the client retries it."""
+    import hpack
+
+    options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 5000)]
+    path = f"/{SERVICE}/Echo"
+    with (
+        serve(handlers=_handlers(), options=options) as running,
+        socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(CLIENT_PREFACE + raw_request(1, path, b"early"))
+
+        def drain_ping(frames: List[Any]) -> bool:
+            return any(t == 0x6 and not flags & 0x1 for t, flags, _, _ in frames)
+
+        before = read_frames(sock, drain_ping, timeout=5.0)
+        pings = [p for t, flags, _, p in before if t == 0x6 and not flags & 0x1]
+        assert pings, "no drain PING within 5 s"
+        # The ack and the next stream in one write: the server reads them together.
+        sock.sendall(frame_bytes(0x6, 0x1, 0, pings[0]) + raw_request(3, path, b"late"))
+        after = read_frames(sock, lambda frames: False, timeout=1.5)
+    decoder = hpack.Decoder()
+    statuses = {
+        sid: dict(decoder.decode(p)).get("grpc-status") for t, _, sid, p in before + after if t == 0x1 and sid in (1, 3)
+    }
+    assert statuses.get(1) == "0", statuses  # served before the age
+    goaways = [int.from_bytes(p[:4], "big") for t, _, _, p in after if t == 0x7]
+    assert goaways and goaways[-1] == 1, goaways  # the final GOAWAY: stream 1 is the last
+    assert 3 not in statuses, f"stream 3 was served after the final GOAWAY named stream 1: {statuses}"
+    resets = [int.from_bytes(p[:4], "big") for t, _, sid, p in after if t == 0x3 and sid == 3]
+    assert resets == [0x7], resets  # REFUSED_STREAM
