@@ -4,10 +4,11 @@ their connection mid-stream, each followed by a new connection that must be answ
 against a puregrpc server in a subprocess: sync (``puregrpc.server``); asyncio
 (``puregrpc.aio.server``) with every connection drained after about 0.5 s
 (grpc.max_connection_age_ms: GOAWAY, and the grpcio clients must notice nothing); and the
-sync one over TLS, with gzip both ways. It exits non-zero if any call ends unexpectedly, if the server's RSS,
-threads or file descriptors grow after warm-up, or if its counters, threads, tasks and
-descriptors are not back where they started at the end. The server runs on uvloop where
-it is installed (the uvloop run of scripts/test), which the summary must confirm."""
+sync one over TLS, with gzip both ways. It exits non-zero if any call ends unexpectedly,
+if the server's RSS, threads or file descriptors grow after warm-up, or if its counters,
+threads, tasks and descriptors are not back where they started at the end. The server
+runs on uvloop where it is installed (the uvloop run of scripts/test), which the summary
+must confirm."""
 
 from __future__ import annotations
 
