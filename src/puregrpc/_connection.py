@@ -50,8 +50,16 @@ _JOIN_PARTS = sys.version_info < (3, 12)
 # Connections of one server still before their preface and SETTINGS; more are closed at
 # once (slowloris: each one would otherwise hold a socket until its handshake timeout).
 MAX_HANDSHAKING = 1000
-# How long the first GOAWAY waits for the PING ack before the final GOAWAY.
+# How long the first GOAWAY of the server's own drain (stop) waits for the PING ack
+# before the final GOAWAY. New streams are refused from stop() on (lifecycle.md 12),
+# so the wait only sets when the last stream id is named.
 _GOAWAY_PING_TIMEOUT = 1.0
+# The same for a drain at a connection's age or idleness (gRFC A9), where streams the
+# client opened before it read the first GOAWAY are served until the final one: a slow
+# round trip must not get them refused (and leave them to the client's retry). As
+# grpc-core's graceful GOAWAY (20 s); grpc.max_connection_age_grace_ms still ends
+# the connection at its grace.
+_DRAIN_PING_TIMEOUT = 20.0
 # How long a drain's GOAWAY waits for the first stream of a connection that has opened
 # none (see begin_shutdown). Under puregrpc.run's 1 s wait for connections to close
 # before the process exits, so that the GOAWAY and FIN reach the client before the exit.
@@ -844,8 +852,13 @@ class Connection(asyncio.Protocol):
                     self._setup_wait = self.io.loop.call_later(_SETUP_WAIT, self._setup_done)
                 return
         if self.shutting_down:
-            if refuse_new and not self.calls:
-                self._send_final_goaway()
+            if refuse_new:
+                if not self.calls:
+                    self._send_final_goaway()
+                elif self._ping_timer is not None:
+                    # An age or idle drain's wait for the ack: the server's stop waits less.
+                    self._ping_timer.cancel()
+                    self._ping_timer = self.io.loop.call_later(_GOAWAY_PING_TIMEOUT, self._send_final_goaway)
             return
         self.shutting_down = True
         self.h2.goaway(_MAX_STREAM_ID, ErrorCode.NO_ERROR)
@@ -854,7 +867,8 @@ class Connection(asyncio.Protocol):
             # Idle: nothing to wait for, so the final GOAWAY goes out at once.
             self._send_final_goaway()
         else:
-            self._ping_timer = self.io.loop.call_later(_GOAWAY_PING_TIMEOUT, self._send_final_goaway)
+            wait = _GOAWAY_PING_TIMEOUT if refuse_new else _DRAIN_PING_TIMEOUT
+            self._ping_timer = self.io.loop.call_later(wait, self._send_final_goaway)
         self.mark_dirty()
 
     def _send_final_goaway(self) -> None:

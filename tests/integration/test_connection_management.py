@@ -218,7 +218,12 @@ def test_pings_at_the_permitted_rate_are_acknowledged(peers: List[Peer]) -> None
 # --- idle and age -------------------------------------------------------------------------------
 
 
-def test_idle_connection_gets_goaway_but_never_with_a_call_in_flight(peers: List[Peer]) -> None:
+def test_idle_connection_gets_goaway_but_never_with_a_call_in_flight(
+    peers: List[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The h2 library never acks the drain's PING (it refuses frames after a GOAWAY), so
+    # the final GOAWAY and the close come after the drain's wait, shortened from 20 s.
+    monkeypatch.setattr(_connection, "_DRAIN_PING_TIMEOUT", 0.5)
     with serve(handlers=_handlers(), options=[("grpc.max_connection_idle_ms", 300)]) as running:
         peer = Peer(running.port)
         peers.append(peer)
@@ -468,11 +473,14 @@ def test_access_log_one_line_per_rpc_only_when_enabled() -> None:
     assert f"/{SERVICE}/Nope UNIMPLEMENTED" in lines[1]
 
 
-def test_streams_sent_before_the_client_saw_the_age_goaway_are_served() -> None:
+@pytest.mark.parametrize("delay", [0.5, 1.5])
+def test_streams_sent_before_the_client_saw_the_age_goaway_are_served(delay: float) -> None:
     """gRFC A9 / RFC 9113 6.8: after the first GOAWAY (last stream 2^31-1) the server still
     serves streams the client opened before it read that GOAWAY; only the final GOAWAY, a
-    round trip later, names the last stream. (Envoy, without retries, found this.) Raw
-    frames: the h2 library accepts nothing after a GOAWAY."""
+    round trip later, names the last stream. (Envoy, without retries, found this.) Also
+    when that round trip is slow: 1.5 s here (a loaded client, a throttled container);
+    the final GOAWAY used to go after 1 s without the ack, and this stream was refused.
+    Raw frames: the h2 library accepts nothing after a GOAWAY."""
     import hpack
 
     options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 5000)]
@@ -481,7 +489,7 @@ def test_streams_sent_before_the_client_saw_the_age_goaway_are_served() -> None:
         socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
     ):
         sock.sendall(CLIENT_PREFACE)
-        time.sleep(0.5)  # the age GOAWAY and its PING are sent, but not read (nor acked)
+        time.sleep(delay)  # the age GOAWAY and its PING are sent, but not read (nor acked)
         sock.sendall(raw_request(1, f"/{SERVICE}/Echo", b"late"))
         frames = read_frames(sock, lambda frames: False, timeout=2.0)
     goaways = [int.from_bytes(p[:4], "big") for t, _, _, p in frames if t == 0x7]
@@ -527,3 +535,61 @@ def test_a_stream_read_with_the_ping_ack_that_ends_an_age_drain_is_refused() -> 
     assert 3 not in statuses, f"stream 3 was served after the final GOAWAY named stream 1: {statuses}"
     resets = [int.from_bytes(p[:4], "big") for t, _, sid, p in after if t == 0x3 and sid == 3]
     assert resets == [0x7], resets  # REFUSED_STREAM
+
+
+def _goaway_ids(frames: List[Any]) -> List[int]:
+    return [int.from_bytes(p[:4], "big") for t, _, _, p in frames if t == 0x7]
+
+
+def test_an_age_drain_whose_ping_is_never_acked_still_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that never acknowledges the drain's PING: the final GOAWAY goes after the
+    drain's wait (shortened here from 20 s), naming the last stream served, and the
+    connection closes."""
+    monkeypatch.setattr(_connection, "_DRAIN_PING_TIMEOUT", 0.8)
+    options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 10000)]
+    with (
+        serve(handlers=_handlers(), options=options) as running,
+        socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(CLIENT_PREFACE + raw_request(1, f"/{SERVICE}/Echo", b"early"))
+        start = time.monotonic()
+        frames = read_frames(sock, lambda frames: len(_goaway_ids(frames)) >= 2, timeout=5.0)
+        took = time.monotonic() - start
+        assert _goaway_ids(frames) == [2**31 - 1, 1], _goaway_ids(frames)
+        assert 0.8 <= took < 3.0, took  # the age (0.2 s) plus the wait (0.8 s)
+        sock.settimeout(3.0)
+        rest = b""
+        while True:  # the server closes once the final GOAWAY is out (no call runs)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    assert not _goaway_ids(split_frames(rest)[0]), "a third GOAWAY"
+
+
+def test_stop_during_an_age_drain_does_not_wait_the_drains_ping_timeout() -> None:
+    """The server's stop() while a connection's age drain waits for a PING ack that never
+    comes: the final GOAWAY follows within stop's 1 s wait (lifecycle.md 13), not the age
+    drain's 20 s, and the running call still finishes within the grace."""
+    import hpack
+
+    options = [("grpc.max_connection_age_ms", 200)]
+    with (
+        serve(handlers=_handlers(), options=options) as running,
+        socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(CLIENT_PREFACE + raw_request(1, f"/{SERVICE}/Sleep", b"2.5"))
+        first = read_frames(sock, lambda frames: len(_goaway_ids(frames)) >= 1, timeout=5.0)
+        assert _goaway_ids(first) == [2**31 - 1]
+        time.sleep(0.2)
+        stopped = time.monotonic()
+        done = running.server.stop(10)
+        frames = read_frames(sock, lambda frames: len(_goaway_ids(frames)) >= 1, timeout=5.0)
+        took = time.monotonic() - stopped
+        assert _goaway_ids(frames) == [1], _goaway_ids(frames)
+        assert took < 1.8, f"the final GOAWAY came {took:.2f} s after stop()"
+        frames += read_frames(sock, lambda frames: any(t == 0x1 and f & 0x1 for t, f, _, _ in frames), timeout=5.0)
+        assert done.wait(5.0)
+    decoder = hpack.Decoder()
+    statuses = [dict(decoder.decode(p)).get("grpc-status") for t, _, sid, p in frames if t == 0x1 and sid == 1]
+    assert "0" in statuses, statuses  # the call finished within the grace
