@@ -38,6 +38,10 @@ The clients are grpcio channels (``--channels``) shared by threads (``--threads`
 Checks (exit status 1 if any fails, with the reason):
 
 - every call ended as its kind says (no unexpected status, no wrong reply);
+- the server refused no stream (``Server.stats().streams_refused``): with no stop and
+  few streams per connection, a refusal can only come from a connection's drain
+  (``--max-connection-age``) cutting a stream the client opened, which only the client's
+  retry would save;
 - after warm-up (the first ``--warm-up`` fraction of the work) the server's RSS grows by
   less than ``--rss-bound`` MiB, its thread count and file descriptors by nothing beyond
   the connections' sockets (at most ``--channels`` + 2);
@@ -100,6 +104,7 @@ def _sample(server: Any, handlers: int, trim: Any, tasks: int, loop: str) -> Dic
         "connections_total": stats.connections_total,
         "bytes_received": stats.bytes_received,
         "bytes_sent": stats.bytes_sent,
+        "streams_refused": stats.streams_refused,
         "handlers_running": handlers,
         "threads": threading.active_count(),
         "tasks": tasks,
@@ -828,6 +833,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "server_connections_accepted": final["connections_total"] - before["connections_total"],
             "server_mib_received": round((final["bytes_received"] - before["bytes_received"]) / MiB, 1),
             "server_mib_sent": round((final["bytes_sent"] - before["bytes_sent"]) / MiB, 1),
+            "server_streams_refused": final["streams_refused"] - before["streams_refused"],
             "server_rpcs_finished": final["rpcs_finished"],
             "server": args.server,
             "tls": args.tls,
@@ -858,6 +864,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         if not tally.unary or not tally.messages:
             failures.append("no calls were made")
+        if summary["server_streams_refused"]:
+            # Nothing here stops the server, and the clients stay far below the stream
+            # limit: a refusal means a drain cut a stream the client had opened, and left
+            # the call to the client's retry (grpcio's usually retries; not always).
+            failures.append(f"the server refused {summary['server_streams_refused']} streams (REFUSED_STREAM)")
         summary["failures"] = failures
         print("soak summary: " + json.dumps(summary, indent=1), flush=True)
         if args.json:

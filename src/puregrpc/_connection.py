@@ -233,6 +233,7 @@ class Connection(asyncio.Protocol):
         # The highest stream answered: the final GOAWAY's last stream id (streams the
         # drain refused were not processed, RFC 9113 6.8).
         self._last_processed = 0
+        self._engine_refused = 0  # the engine's streams_refused, as counted so far
         # Connection management (gRFC A8/A9): one timer per connection, armed for the
         # earliest of these due times (loop clock); None: nothing due.
         self._timer: Optional[asyncio.TimerHandle] = None
@@ -302,6 +303,9 @@ class Connection(asyncio.Protocol):
         self.core.counters.bytes_received += len(data)
         now = self._last_read = self.io.loop.time()
         events = self.h2.receive_data(data, now)
+        if self.h2.streams_refused != self._engine_refused:
+            self.core.counters.streams_refused += self.h2.streams_refused - self._engine_refused
+            self._engine_refused = self.h2.streams_refused
         if self._handshaking and self.h2.handshake_done:
             self._end_handshake()
         calls = self.calls
@@ -395,14 +399,14 @@ class Connection(asyncio.Protocol):
                 return None
             # lifecycle.md 12: no new RPC reaches a handler once stop() is called;
             # REFUSED_STREAM tells the client it may retry elsewhere.
-            self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
+            self._refuse(sid)
             return None
         if self._final_goaway_sent:
             # Read with the PING ack that sent the final GOAWAY (the engine reported it
             # first), but that GOAWAY named the streams before it: the client counts this
             # one unprocessed and may retry it elsewhere, so it must not run here too
             # (RFC 9113 6.8).
-            self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
+            self._refuse(sid)
             return None
         self._last_processed = sid
         try:
@@ -436,6 +440,11 @@ class Connection(asyncio.Protocol):
                 return None
             call.handler_known(handler)
         return call
+
+    def _refuse(self, sid: int) -> None:
+        """RST_STREAM REFUSED_STREAM: the stream was not processed (RFC 9113 8.7)."""
+        self.h2.reset_stream(sid, ErrorCode.REFUSED_STREAM)
+        self.core.counters.streams_refused += 1
 
     def _refuse_oversized(self, event: ev.RequestHeadersTooLarge) -> None:
         """RFC 9113 10.5.1: only this stream is refused, with the status grpcio gives."""
@@ -906,7 +915,7 @@ class Connection(asyncio.Protocol):
             return
         self.begin_shutdown()
         if refused:
-            self.h2.reset_stream(refused, ErrorCode.REFUSED_STREAM)  # after the GOAWAYs
+            self._refuse(refused)  # after the GOAWAYs
         if self._finish_after_setup:
             self.finish_shutdown()
         self.mark_dirty()

@@ -51,12 +51,24 @@ class ServerStats(NamedTuple):
     connections_total: int  # accepted since start
     bytes_received: int  # on every connection, HTTP/2 framing included
     bytes_sent: int
+    # Streams answered RST_STREAM REFUSED_STREAM, never run (safe for the client to
+    # retry): past the concurrent-stream limit, above a GOAWAY's last stream id, or
+    # opened once stop() was called.
+    streams_refused: int
 
 
 class Counters:
     """The live counters of one server (written on the I/O thread only)."""
 
-    __slots__ = ("bytes_received", "bytes_sent", "connections", "connections_total", "finished", "started")
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "connections",
+        "connections_total",
+        "finished",
+        "started",
+        "streams_refused",
+    )
 
     def __init__(self) -> None:
         self.started = 0
@@ -65,6 +77,7 @@ class Counters:
         self.connections_total = 0
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.streams_refused = 0
 
     def snapshot(self) -> ServerStats:
         finished = list(self.finished)
@@ -78,6 +91,7 @@ class Counters:
             connections_total=self.connections_total,
             bytes_received=self.bytes_received,
             bytes_sent=self.bytes_sent,
+            streams_refused=self.streams_refused,
         )
 
 

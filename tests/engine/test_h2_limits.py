@@ -65,6 +65,7 @@ def test_max_concurrent_streams_refuses_extra() -> None:
     events = server.receive_data(headers_frame(1) + headers_frame(3) + headers_frame(5))
     assert [e.stream_id for e in events] == [1, 3]  # type: ignore[attr-defined]
     assert rsts_of(server.data_to_send()) == [(5, REFUSED_STREAM)]
+    assert server.streams_refused == 1  # not reported as an event: counted
     assert server.open_stream_count == 2
     assert server.last_stream_id == 3
     # Half-closed streams still count; a fully closed one frees a slot.
@@ -92,8 +93,10 @@ def test_graceful_goaway_two_step() -> None:
     assert [type(e) for e in server.receive_data(headers_frame(3))] == [RequestReceived]
     server.goaway(server.last_stream_id)
     assert goaway_of(server.data_to_send()) == (3, 0, b"")
+    assert server.streams_refused == 0
     assert server.receive_data(headers_frame(5) + data_frame(5, b"x")) == []
     assert rsts_of(server.data_to_send()) == [(5, REFUSED_STREAM)]
+    assert server.streams_refused == 1
     # Existing streams finish normally.
     assert [type(e) for e in server.receive_data(data_frame(3, b"x", True))] != []
     assert not server.terminated

@@ -135,6 +135,7 @@ def snapshot(server: puregrpc.Server, handlers: Handlers) -> Dict[str, Any]:
         "rpcs_in_flight": stats.rpcs_in_flight,
         "connections": stats.connections,
         "connections_total": stats.connections_total,
+        "streams_refused": stats.streams_refused,
         "handlers_running": running,
         "handlers_total": total,
         "handlers_by_method": by_method,

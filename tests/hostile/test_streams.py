@@ -95,6 +95,7 @@ def test_streams_past_max_concurrent_streams_are_refused(target: Target) -> None
     label = "max concurrent streams"
     print(f"{label}: {held['rpcs_in_flight']} calls held, {refused(frames)} streams refused")
     assert refused(frames) == extra
+    assert held["streams_refused"] - base["streams_refused"] == extra  # Server.stats() counts them
     assert held["rpcs_in_flight"] == MAX_CONCURRENT_STREAMS
     assert_no_leak(target, base, 16 * MiB, label)
 

@@ -492,6 +492,7 @@ def test_streams_sent_before_the_client_saw_the_age_goaway_are_served(delay: flo
         time.sleep(delay)  # the age GOAWAY and its PING are sent, but not read (nor acked)
         sock.sendall(raw_request(1, f"/{SERVICE}/Echo", b"late"))
         frames = read_frames(sock, lambda frames: False, timeout=2.0)
+        assert running.server.stats().streams_refused == 0
     goaways = [int.from_bytes(p[:4], "big") for t, _, _, p in frames if t == 0x7]
     assert goaways and goaways[0] == 2**31 - 1  # the first GOAWAY came before the request
     assert not [f for f in frames if f[0] == 0x3 and f[2] == 1], "stream 1 was reset (refused)"
@@ -525,6 +526,7 @@ def test_a_stream_read_with_the_ping_ack_that_ends_an_age_drain_is_refused() -> 
         # The ack and the next stream in one write: the server reads them together.
         sock.sendall(frame_bytes(0x6, 0x1, 0, pings[0]) + raw_request(3, path, b"late"))
         after = read_frames(sock, lambda frames: False, timeout=1.5)
+        refused = running.server.stats().streams_refused
     decoder = hpack.Decoder()
     statuses = {
         sid: dict(decoder.decode(p)).get("grpc-status") for t, _, sid, p in before + after if t == 0x1 and sid in (1, 3)
@@ -535,6 +537,7 @@ def test_a_stream_read_with_the_ping_ack_that_ends_an_age_drain_is_refused() -> 
     assert 3 not in statuses, f"stream 3 was served after the final GOAWAY named stream 1: {statuses}"
     resets = [int.from_bytes(p[:4], "big") for t, _, sid, p in after if t == 0x3 and sid == 3]
     assert resets == [0x7], resets  # REFUSED_STREAM
+    assert refused == 1
 
 
 def _goaway_ids(frames: List[Any]) -> List[int]:
@@ -593,3 +596,30 @@ def test_stop_during_an_age_drain_does_not_wait_the_drains_ping_timeout() -> Non
     decoder = hpack.Decoder()
     statuses = [dict(decoder.decode(p)).get("grpc-status") for t, _, sid, p in frames if t == 0x1 and sid == 1]
     assert "0" in statuses, statuses  # the call finished within the grace
+
+
+def test_a_stream_opened_after_stop_is_refused_and_counted() -> None:
+    """lifecycle.md 12: once stop() is called, a new stream on a connection that is busy
+    gets REFUSED_STREAM (never a handler) while the running call finishes; Server.stats()
+    counts the refusal."""
+    path = f"/{SERVICE}/Sleep"
+    with (
+        serve(handlers=_handlers()) as running,
+        socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(CLIENT_PREFACE + raw_request(1, path, b"1.0"))
+        time.sleep(0.3)  # the call runs
+        done = running.server.stop(10)
+        sock.sendall(raw_request(3, path, b"0"))
+
+        def ended(frames: List[Any]) -> bool:
+            return any(t == 0x1 and flags & 0x1 and sid == 1 for t, flags, sid, _ in frames)
+
+        frames = read_frames(sock, ended, timeout=5.0)
+        assert done.wait(TIMEOUT)
+        stats = running.server.stats()
+    resets = [(sid, int.from_bytes(p[:4], "big")) for t, _, sid, p in frames if t == 0x3]
+    assert resets == [(3, 0x7)], resets  # REFUSED_STREAM
+    assert ended(frames)
+    assert stats.streams_refused == 1
+    assert stats.rpcs_started == 1

@@ -144,6 +144,7 @@ def test_the_first_stream_ends_the_wait_and_is_refused(ack: bool) -> None:
             reset = next(f for f in frames if f[0] == 0x3)
             assert reset[2] == 1 and int.from_bytes(reset[3], "big") == 0x7, reset  # REFUSED_STREAM
             assert took < 0.4, took  # at once, not on the timer
+            assert running.server.stats().streams_refused == 1
         finally:
             sock.close()
 

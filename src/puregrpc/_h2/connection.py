@@ -149,6 +149,9 @@ class H2Connection(HeaderBlocks, FlowControl):
         self._highest_id = 0  # highest stream id the peer used to open a stream
         self.last_stream_id = 0  # highest stream id reported by RequestReceived
         self._goaway_last = MAX_WINDOW  # streams above are refused after our GOAWAY
+        # Streams refused with REFUSED_STREAM (above _goaway_last, or past
+        # max_concurrent_streams): never reported as events, so counted here.
+        self.streams_refused = 0
 
         # Receiving side. Until the peer ACKs our SETTINGS it may still assume the
         # RFC defaults, so the larger of the two is enforced (RFC 9113 6.9.2).

@@ -41,6 +41,7 @@ class HeaderBlocks:
     _skipped: List[Tuple[int, int]]  # (first, last) stream ids the peer never opened
     _highest_id: int
     _goaway_last: int
+    streams_refused: int
     _peer_initial_window: int
     _local_initial_window: int
     _wu_warrants: int
@@ -203,6 +204,7 @@ class HeaderBlocks:
                 cache[block] = result
         if sid > self._goaway_last or len(self._streams) >= self.config.max_concurrent_streams:
             # RFC 9113 5.1.2 / 6.8: refused streams are safe to retry; not reported.
+            self.streams_refused += 1
             self._stream_error(sid, ErrorCode.REFUSED_STREAM, report=False)
             return
         if self_dep or result is None:
@@ -230,6 +232,7 @@ class HeaderBlocks:
         (gRPC: RESOURCE_EXHAUSTED), and charge it like a reset, so that a peer
         repeating it ends with ENHANCE_YOUR_CALM on the connection."""
         if sid > self._goaway_last or len(self._streams) >= self.config.max_concurrent_streams:
+            self.streams_refused += 1
             self._stream_error(sid, ErrorCode.REFUSED_STREAM, report=False)
             return
         if not self._reset_budget.take(self._now):
