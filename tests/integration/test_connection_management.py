@@ -501,12 +501,15 @@ def test_streams_sent_before_the_client_saw_the_age_goaway_are_served(delay: flo
     assert "0" in statuses, statuses
 
 
-def test_a_stream_read_with_the_ping_ack_that_ends_an_age_drain_is_refused() -> None:
-    """RFC 9113 6.8: streams above the final GOAWAY's last stream id were not processed,
-    and the client may retry them elsewhere. A client's PING ack (the one that lets the
-    final GOAWAY go) and a new stream arriving in one read: the final GOAWAY names the
-    streams before it, so the new one must be refused (REFUSED_STREAM), never served: it
-    would run twice, here and where the client retries it."""
+@pytest.mark.parametrize("apart", [False, True], ids=["one write", "two writes"])
+def test_a_stream_that_follows_the_drains_ping_ack_is_served_and_named(apart: bool) -> None:
+    """grpc-core's client writes control frames ahead of stream frames, so a stream it
+    started before it read the age drain's first GOAWAY can reach the server just after
+    its PING ack, in the same write. It must be served, and the final GOAWAY must name
+    it. The final GOAWAY used to go out on the ack itself: the stream was first served
+    although that GOAWAY named the streams before it (the client could retry it elsewhere:
+    it ran twice), then refused (REFUSED_STREAM: left to the client's retry, which
+    grpcio's does not always make; the soak saw one in about 300 drains)."""
     import hpack
 
     options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 5000)]
@@ -523,21 +526,25 @@ def test_a_stream_read_with_the_ping_ack_that_ends_an_age_drain_is_refused() -> 
         before = read_frames(sock, drain_ping, timeout=5.0)
         pings = [p for t, flags, _, p in before if t == 0x6 and not flags & 0x1]
         assert pings, "no drain PING within 5 s"
-        # The ack and the next stream in one write: the server reads them together.
-        sock.sendall(frame_bytes(0x6, 0x1, 0, pings[0]) + raw_request(3, path, b"late"))
-        after = read_frames(sock, lambda frames: False, timeout=1.5)
+        ack = frame_bytes(0x6, 0x1, 0, pings[0])
+        if apart:  # the rest of the client's write, read on its own a moment later
+            sock.sendall(ack)
+            time.sleep(0.02)
+            sock.sendall(raw_request(3, path, b"late"))
+        else:
+            sock.sendall(ack + raw_request(3, path, b"late"))
+        after = read_frames(sock, lambda frames: len(_goaway_ids(frames)) >= 1, timeout=3.0)
+        after += read_frames(sock, lambda frames: False, timeout=0.5)
         refused = running.server.stats().streams_refused
     decoder = hpack.Decoder()
     statuses = {
         sid: dict(decoder.decode(p)).get("grpc-status") for t, _, sid, p in before + after if t == 0x1 and sid in (1, 3)
     }
     assert statuses.get(1) == "0", statuses  # served before the age
-    goaways = [int.from_bytes(p[:4], "big") for t, _, _, p in after if t == 0x7]
-    assert goaways and goaways[-1] == 1, goaways  # the final GOAWAY: stream 1 is the last
-    assert 3 not in statuses, f"stream 3 was served after the final GOAWAY named stream 1: {statuses}"
-    resets = [int.from_bytes(p[:4], "big") for t, _, sid, p in after if t == 0x3 and sid == 3]
-    assert resets == [0x7], resets  # REFUSED_STREAM
-    assert refused == 1
+    assert statuses.get(3) == "0", statuses  # served after the ack
+    assert _goaway_ids(after) == [3], _goaway_ids(after)  # the final GOAWAY names it
+    assert not [sid for t, _, sid, _ in after if t == 0x3], "a stream was reset"
+    assert refused == 0
 
 
 def _goaway_ids(frames: List[Any]) -> List[int]:
