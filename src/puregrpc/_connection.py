@@ -54,15 +54,15 @@ MAX_HANDSHAKING = 1000
 # before the final GOAWAY. New streams are refused from stop() on (lifecycle.md 12),
 # so the wait only sets when the last stream id is named.
 _GOAWAY_PING_TIMEOUT = 1.0
-# The same for a drain at a connection's age or idleness (gRFC A9), where streams the
-# client opened before it read the first GOAWAY are served until the final one: a slow
-# round trip must not get them refused (and leave them to the client's retry). As
-# grpc-core's graceful GOAWAY (20 s); grpc.max_connection_age_grace_ms still ends
-# the connection at its grace.
+# A drain at a connection's age or idleness (gRFC A9) serves the streams the client
+# opened before it read the first GOAWAY until the final one, which goes out at the
+# latest this long after the first (20 s, as grpc-core's graceful GOAWAY), acked or
+# not, calls in flight or not; grpc.max_connection_age_grace_ms still ends the
+# connection at its grace.
 _DRAIN_PING_TIMEOUT = 20.0
-# How long after the PING ack an age or idle drain still serves new streams before the
-# final GOAWAY names the last one (see Connection._drain_ping_acked).
-_ACK_SETTLE = 0.1
+# How long an age or idle drain, once its PING is acked, waits with no call in flight
+# and no new stream before the final GOAWAY (see Connection._drain_ping_acked).
+_DRAIN_QUIET = 1.0
 # How long a drain's GOAWAY waits for the first stream of a connection that has opened
 # none (see begin_shutdown). Under puregrpc.run's 1 s wait for connections to close
 # before the process exits, so that the GOAWAY and FIN reach the client before the exit.
@@ -229,6 +229,8 @@ class Connection(asyncio.Protocol):
         self.refusing = False  # the server is draining: new streams get REFUSED_STREAM
         self._final_goaway_sent = False
         self._ping_timer: Optional[asyncio.TimerHandle] = None
+        self._drain_acked = False  # an age or idle drain's PING was acked
+        self._quiet_timer: Optional[asyncio.TimerHandle] = None
         # A drain waiting for the client to finish setting the connection up (begin_shutdown).
         self._setup_wait: Optional[asyncio.TimerHandle] = None
         self._finish_after_setup = False  # the server terminated meanwhile
@@ -361,6 +363,9 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._ping_timer is not None:
             self._ping_timer.cancel()
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
         if self._setup_wait is not None:
             self._setup_wait.cancel()
             self._setup_wait = None
@@ -511,9 +516,12 @@ class Connection(asyncio.Protocol):
                 if self._idle_due is None:
                     self._idle_due = self._idle_since + idle
                     self._schedule()
-            if self.shutting_down and not self.calls and self._final_goaway_sent:
-                self.mark_dirty()
-                self.io.loop.call_soon(self._close_if_idle)
+            if self.shutting_down and not self.calls:
+                if self._final_goaway_sent:
+                    self.mark_dirty()
+                    self.io.loop.call_soon(self._close_if_idle)
+                elif self._drain_acked:
+                    self._arm_quiet()
 
     def _window_opened(self) -> None:
         for call in list(self.blocked):
@@ -885,20 +893,32 @@ class Connection(asyncio.Protocol):
         self.mark_dirty()
 
     def _drain_ping_acked(self) -> None:
-        """The client has read the first GOAWAY. An age or idle drain still serves
-        the streams that arrive in the next _ACK_SETTLE, then names the last one in the
-        final GOAWAY: grpc-core's client writes control frames (this ack) ahead of the
-        HEADERS of streams it started before it read the GOAWAY, in the same write, so
-        such a stream arrives just after the ack. Refused, it would be left to the
-        client's retry; the soak saw one in about 300 drains."""
+        """The client has read the first GOAWAY, and opens no stream after it. But
+        grpc-core's client writes control frames (this ack) ahead of the HEADERS of
+        streams it started before it read that GOAWAY, which can then come behind other
+        streams' DATA, well after the ack. So an age or idle drain goes on serving new
+        streams, and sends the final GOAWAY naming the last one only once no call has
+        been in flight, and no stream has arrived, for _DRAIN_QUIET (or when the first
+        GOAWAY's _DRAIN_PING_TIMEOUT ends). Refused, such a stream is left to the
+        client's retry, which grpcio's does not always make."""
         if self._final_goaway_sent or self.closed:
             return
         if self.refusing:  # stop(): new streams are refused anyway
             self._send_final_goaway()
             return
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-        self._ping_timer = self.io.loop.call_later(_ACK_SETTLE, self._send_final_goaway)
+        self._drain_acked = True
+        if not self.calls:
+            self._arm_quiet()
+
+    def _arm_quiet(self) -> None:
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+        self._quiet_timer = self.io.loop.call_later(_DRAIN_QUIET, self._quiet_elapsed)
+
+    def _quiet_elapsed(self) -> None:
+        self._quiet_timer = None
+        if not self.calls:  # else the last call to end arms it again (call_done)
+            self._send_final_goaway()
 
     def _send_final_goaway(self) -> None:
         if self._final_goaway_sent or self.closed:
@@ -907,6 +927,9 @@ class Connection(asyncio.Protocol):
         if self._ping_timer is not None:
             self._ping_timer.cancel()
             self._ping_timer = None
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
         self.h2.goaway(self._last_processed, ErrorCode.NO_ERROR)
         self.mark_dirty()
         if not self.calls:

@@ -501,24 +501,31 @@ def test_streams_sent_before_the_client_saw_the_age_goaway_are_served(delay: flo
     assert "0" in statuses, statuses
 
 
-@pytest.mark.parametrize("apart", [False, True], ids=["one write", "two writes"])
-def test_a_stream_that_follows_the_drains_ping_ack_is_served_and_named(apart: bool) -> None:
+@pytest.mark.parametrize(
+    ("gap", "busy"),
+    [(None, False), (0.02, False), (0.3, False), (0.6, True)],
+    ids=["one write", "two writes", "0.3 s later", "0.6 s later, a call running"],
+)
+def test_a_stream_that_follows_the_drains_ping_ack_is_served_and_named(gap: Optional[float], busy: bool) -> None:
     """grpc-core's client writes control frames ahead of stream frames, so a stream it
-    started before it read the age drain's first GOAWAY can reach the server just after
-    its PING ack, in the same write. It must be served, and the final GOAWAY must name
-    it. The final GOAWAY used to go out on the ack itself: the stream was first served
-    although that GOAWAY named the streams before it (the client could retry it elsewhere:
-    it ran twice), then refused (REFUSED_STREAM: left to the client's retry, which
-    grpcio's does not always make; the soak saw one in about 300 drains)."""
+    started before it read the age drain's first GOAWAY can reach the server after its
+    PING ack: in the same write, in the next, or behind other streams' DATA. It must be
+    served, and the final GOAWAY must name it; that GOAWAY waits until no call has run,
+    and no stream has come, for _DRAIN_QUIET (1 s). It used to go out on the ack: the
+    stream was then served although the GOAWAY named the streams before it (the client
+    could retry it elsewhere: it ran twice), or later refused (REFUSED_STREAM: left to
+    the client's retry, which grpcio's does not always make; the soak showed both)."""
     import hpack
 
     options = [("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 5000)]
-    path = f"/{SERVICE}/Echo"
     with (
         serve(handlers=_handlers(), options=options) as running,
         socket.create_connection(("localhost", running.port), timeout=TIMEOUT) as sock,
     ):
-        sock.sendall(CLIENT_PREFACE + raw_request(1, path, b"early"))
+        if busy:  # stream 1 runs 1.2 s, past the late stream
+            sock.sendall(CLIENT_PREFACE + raw_request(1, f"/{SERVICE}/Sleep", b"1.2"))
+        else:
+            sock.sendall(CLIENT_PREFACE + raw_request(1, f"/{SERVICE}/Echo", b"early"))
 
         def drain_ping(frames: List[Any]) -> bool:
             return any(t == 0x6 and not flags & 0x1 for t, flags, _, _ in frames)
@@ -527,22 +534,22 @@ def test_a_stream_that_follows_the_drains_ping_ack_is_served_and_named(apart: bo
         pings = [p for t, flags, _, p in before if t == 0x6 and not flags & 0x1]
         assert pings, "no drain PING within 5 s"
         ack = frame_bytes(0x6, 0x1, 0, pings[0])
-        if apart:  # the rest of the client's write, read on its own a moment later
-            sock.sendall(ack)
-            time.sleep(0.02)
-            sock.sendall(raw_request(3, path, b"late"))
+        late = raw_request(3, f"/{SERVICE}/Echo", b"late")
+        if gap is None:
+            sock.sendall(ack + late)
         else:
-            sock.sendall(ack + raw_request(3, path, b"late"))
-        after = read_frames(sock, lambda frames: len(_goaway_ids(frames)) >= 1, timeout=3.0)
-        after += read_frames(sock, lambda frames: False, timeout=0.5)
+            sock.sendall(ack)
+            time.sleep(gap)
+            sock.sendall(late)
+        after = read_frames(sock, lambda frames: len(_goaway_ids(frames)) >= 1, timeout=5.0)
+        after += read_frames(sock, lambda frames: False, timeout=0.3)
         refused = running.server.stats().streams_refused
     decoder = hpack.Decoder()
     statuses = {
         sid: dict(decoder.decode(p)).get("grpc-status") for t, _, sid, p in before + after if t == 0x1 and sid in (1, 3)
     }
-    assert statuses.get(1) == "0", statuses  # served before the age
-    assert statuses.get(3) == "0", statuses  # served after the ack
-    assert _goaway_ids(after) == [3], _goaway_ids(after)  # the final GOAWAY names it
+    assert statuses == {1: "0", 3: "0"}, statuses  # both served
+    assert _goaway_ids(after) == [3], _goaway_ids(after)  # the final GOAWAY names the late one
     assert not [sid for t, _, sid, _ in after if t == 0x3], "a stream was reset"
     assert refused == 0
 
