@@ -410,9 +410,10 @@ class Connection(asyncio.Protocol):
             self._refuse(sid)
             return None
         if self._final_goaway_sent:
-            # Reported by the engine before the final GOAWAY went out in this read, which
-            # named the streams before it: the client counts this one unprocessed and may
-            # retry it elsewhere, so it must not run here too (RFC 9113 6.8).
+            # Reported by the engine before the final GOAWAY went out in this read (the
+            # engine refuses later ones itself). That GOAWAY named the streams before it:
+            # the client counts this one unprocessed and may retry it elsewhere, so it
+            # must not run here too (RFC 9113 6.8).
             self._refuse(sid)
             return None
         self._last_processed = sid
