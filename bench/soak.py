@@ -41,7 +41,11 @@ Checks (exit status 1 if any fails, with the reason):
 - the server refused no stream (``Server.stats().streams_refused``): with no stop and
   few streams per connection, a refusal can only come from a connection's drain
   (``--max-connection-age``) cutting a stream the client opened, which only the client's
-  retry would save;
+  retry would save. With ``--max-connection-age`` the clients' retry buffer is 4 MiB
+  (``grpc.per_rpc_retry_buffer_size``), above every request: a call that grpcio's
+  client starts on a connection just after it read the GOAWAY is failed by the client
+  before it is sent, and retried only if its request fits that buffer
+  (``bench/goaway_race.py`` shows it, with grpcio's server as with puregrpc);
 - after warm-up (the first ``--warm-up`` fraction of the work) the server's RSS grows by
   less than ``--rss-bound`` MiB, its thread count and file descriptors by nothing beyond
   the connections' sockets (at most ``--channels`` + 2);
@@ -74,6 +78,9 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 SERVICE = "soak.Soak"
 MiB = 1024 * 1024
+# The clients' grpc.per_rpc_retry_buffer_size with --max-connection-age: above the
+# largest request (a 1 MiB echo, a 1.25 MiB upload).
+RETRY_BUFFER = 4 * MiB
 
 
 # --- the server (child process) -----------------------------------------------------
@@ -725,7 +732,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         deadline = started + (args.max_seconds if args.max_seconds else 10**9)
         tally = Tally(args.unary, args.messages, deadline)
         # Each channel its own connection (grpcio shares one between like channels otherwise).
-        options = [("grpc.use_local_subchannel_pool", 1)]
+        options: List[Tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1)]
+        if args.max_connection_age is not None:
+            # A channel can start a call on a connection that has just read a drain's
+            # GOAWAY; grpc-core then fails it before sending it, and retries it elsewhere
+            # only while its request fits the retry buffer (256 KiB by default): a 1 MiB
+            # call or an upload fails UNAVAILABLE "GOAWAY received" at any server,
+            # grpcio's own included (bench/goaway_race.py). Deployments that drain set
+            # this buffer above their largest request; so does the soak.
+            options.append(("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER))
         target = f"127.0.0.1:{server.port}"
         compression = grpc.Compression.Gzip if args.gzip else None
         channels = [

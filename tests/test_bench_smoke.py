@@ -222,6 +222,31 @@ def test_handoff_bench_measures_every_model() -> None:
         assert float(rate.replace(",", "")) > 0 and float(cpu) > 0 and float(switches) >= 0, (model, proc.stdout)
 
 
+@pytest.mark.timeout(120)
+def test_goaway_race_counts_calls_and_drains_and_a_large_retry_buffer_loses_none() -> None:
+    """bench/goaway_race.py against the sync server (the quick soak drains the aio one):
+    connections rotate every 0.2 s under 1 MiB calls. With the client's retry buffer
+    above the request, no call may fail: a stream the drain cut without telling the
+    client (or a reply lost) would; with the default buffer a few may (the client's race)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "goaway_race.py"), "--servers", "puregrpc", "--seconds", "1.5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=bench_env(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("puregrpc ")]
+    assert len(rows) == 2 and "default" in rows[0] and "4" in rows[1], proc.stdout
+    for row in rows:
+        connections, small, large = (int(row[row.index(word) + 1]) for word in ("connections", "calls", "small"))
+        # 1.5 s at age 0.2 s on 4 channels: well over 4 connections, each drained.
+        assert connections > 8 and small > 0 and large > 0, proc.stdout
+    failed = rows[1][rows[1].index("failed") + 1 :]
+    assert failed[:4] == ["0", "small", "0", "large"], proc.stdout
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (Debian's valgrind)")
 def test_instructions_counts_a_positive_figure_per_message() -> None:
