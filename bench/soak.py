@@ -4,7 +4,7 @@ server's memory, threads, tasks, file descriptors and in-flight counters are sam
 it runs.
 
     python bench/soak.py                 # a million unary calls and a million streamed messages
-    python bench/soak.py --quick         # ~15 s of load (at most 25), for CI (tests/hostile/test_soak_quick.py)
+    python bench/soak.py --quick         # ~15 s of load (at most 15), for CI (tests/hostile/test_soak_quick.py)
     python bench/soak.py --unary 200000 --messages 200000 --max-seconds 600
     python bench/soak.py --quick --server aio   # the same against puregrpc.aio
     python bench/soak.py --quick --python .venv-pypy/bin/python   # a server on PyPy
@@ -679,7 +679,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="the server closes each connection gracefully after this long (grpc.max_connection_age_ms, gRFC A9): "
         "the clients must not notice",
     )
-    parser.add_argument("--quick", action="store_true", help="~25 s: 15,000 unary, 60,000 messages, at most 25 s")
+    parser.add_argument("--quick", action="store_true", help="~15 s: 10,000 unary, 40,000 messages, at most 15 s")
     parser.add_argument("--unary", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--max-seconds", type=float, default=None, help="stop then, whatever is done")
@@ -702,8 +702,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         serve(Config(args.server, args.loop, args.tls_dir, args.max_connection_age, args.gzip))
         return 0
     if args.quick:
-        args.unary, args.messages = 15_000, 60_000
-        args.max_seconds = args.max_seconds or 25.0
+        args.unary, args.messages = 10_000, 40_000
+        args.max_seconds = args.max_seconds or 15.0
         args.interval = args.interval or 1.0
     interval = args.interval or 5.0
 
