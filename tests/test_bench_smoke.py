@@ -42,6 +42,18 @@ def bench_env() -> dict:
     return env
 
 
+def run_bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/SCRIPT ARGS`` from the repository with the bench modules importable."""
+    return subprocess.run(
+        [sys.executable, os.path.join(BENCH, script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=bench_env(),
+    )
+
+
 def can_import(module: str) -> bool:
     code = f"import {module}"
     return subprocess.run([sys.executable, "-c", code], env=bench_env(), capture_output=True).returncode == 0
@@ -226,16 +238,11 @@ def test_handoff_bench_measures_every_model() -> None:
 def test_goaway_race_counts_calls_and_drains_and_a_large_retry_buffer_loses_none() -> None:
     """bench/goaway_race.py against the sync server (the quick soak drains the aio one):
     connections rotate every 0.2 s under 1 MiB calls. With the client's retry buffer
-    above the request, no call may fail: a stream the drain cut without telling the
-    client (or a reply lost) would; with the default buffer a few may (the client's race)."""
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "goaway_race.py"), "--servers", "puregrpc", "--seconds", "1.5"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        env=bench_env(),
-    )
+    above the request, no call may fail: a call the drain cut after the server took it,
+    a wrong or lost reply, or a hang (past the 10 s deadline) would. A stream the server
+    refused would not: the client retries it; the soak's streams_refused check covers
+    that. With the default buffer a few large calls may fail (the client's race)."""
+    proc = run_bench("goaway_race.py", "--servers", "puregrpc", "--seconds", "1.5", timeout=100)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("puregrpc ")]
     assert len(rows) == 2 and "default" in rows[0] and "4" in rows[1], proc.stdout
@@ -251,14 +258,7 @@ def test_goaway_race_counts_calls_and_drains_and_a_large_retry_buffer_loses_none
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (Debian's valgrind)")
 def test_instructions_counts_a_positive_figure_per_message() -> None:
     smoke = ["--servers=puregrpc-aio", "--cases=bidi", "--units=2,6"]
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "instructions.py"), *smoke],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        env=bench_env(),
-    )
+    proc = run_bench("instructions.py", *smoke, timeout=280)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("bidi")]
     assert len(rows) == 1 and rows[0][1] == "puregrpc-aio", proc.stdout
