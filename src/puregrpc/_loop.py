@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
 from typing import Any, Callable, Deque, Optional, Protocol, Set, Tuple, TypeVar
 
@@ -118,6 +119,9 @@ class LoopIO:
         if self._in_batch:
             self._tasks_woken = True
 
+    def check_running(self) -> None:
+        """Raise if no thread runs the loop any more (an ``IOThread`` after a fork)."""
+
     def flush_dirty(self) -> None:
         self._flush_scheduled = False
         dirty = self._dirty
@@ -128,6 +132,7 @@ class LoopIO:
         """Run ``fn`` on the loop and return its result (directly if already there)."""
         if self.in_loop_thread():
             return fn()
+        self.check_running()
         done = threading.Event()
         box: list[Any] = []
 
@@ -161,6 +166,13 @@ class IOThread(LoopIO):
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    def check_running(self) -> None:
+        if not self.thread.is_alive():
+            raise RuntimeError(
+                "this server's I/O thread is in the process this one was forked from: a server "
+                "started before os.fork() serves in the parent only; start servers in the child"
+            )
+
 
 _io: Optional[IOThread] = None
 _io_lock = threading.Lock()
@@ -174,3 +186,16 @@ def io_thread() -> IOThread:
             if _io is None:
                 _io = IOThread()
     return _io
+
+
+def _forget_io_thread_in_child() -> None:
+    # A forked child has only the parent's record of the I/O thread, not the thread:
+    # its servers get a thread of their own on first use (the parent's loop, whose
+    # epoll and self-pipe the child shares, is left alone).
+    global _io, _io_lock
+    _io = None
+    _io_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_io_thread_in_child)

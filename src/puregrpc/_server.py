@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures  # noqa: F401  (imported first: see _register_exit_hook)
 import logging
 import math
+import os
 import socket
 import ssl
 import sys
@@ -29,7 +30,7 @@ from ._credentials import to_ssl_context
 from ._h2.connection import H2Config
 from ._handlers import Registry
 from ._lifecycle import Input, Lifecycle, State, StopDecision
-from ._loop import LoopIO, io_thread
+from ._loop import IOThread, LoopIO, io_thread
 from ._options import parse_options
 from ._pool import PoolDispatcher
 from ._protocol import RequestHead
@@ -139,6 +140,8 @@ class ServerCore:
 
     def start(self) -> None:
         self.lifecycle.apply(Input.START)
+        if isinstance(self.io, IOThread) and not self.io.thread.is_alive():
+            self.io = io_thread()  # made before os.fork(), started after it: this process's thread
         _live_cores.add(self)
         future = asyncio.run_coroutine_threadsafe(self._start_listeners(), self.io.loop)
         future.result()
@@ -361,6 +364,16 @@ class ServerCore:
 
 
 _live_cores: Set[ServerCore] = set()
+
+
+def _forget_servers_in_child() -> None:
+    # The servers a forked child inherits serve in the parent: stopping them at the
+    # child's exit would wait on an I/O thread the child does not have.
+    _live_cores.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_servers_in_child)
 
 
 class ServerBase:

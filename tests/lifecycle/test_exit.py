@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from puregrpc._callbacks import EXIT_WAIT
+
 from ._proc import ServerProcess, ms
 
 EXIT_MARGIN = 10.0  # the spec: "exit code 0 in seconds"
@@ -29,3 +31,47 @@ def test_exception_in_main_thread_after_start_lets_the_process_exit() -> None:
         assert code == 1, server.describe()
         assert "RuntimeError: boom" in "\n".join(server.stderr_lines)
         assert took < 2.0, f"exit {ms(took)} after the exception"
+
+
+def test_exit_waits_for_a_drain_listener_still_running() -> None:
+    """The callback thread is a daemon: an exit right after stop() once cut off the drain
+    listener that stop() had queued (a SIGTERM handled by puregrpc.run lost its DRAINING
+    line so). The exit now waits for what is queued."""
+    with ServerProcess.script("exit_callbacks.py") as server:
+        stopped, _ = server.expect("STOPPED")
+        listener, _ = server.expect("LISTENER", EXIT_MARGIN)
+        code = server.wait_exit(EXIT_MARGIN)
+        print(f"\nlistener done {ms(listener - stopped)} after stop, exit {ms(server.exit_time - stopped)}")
+        assert code == 0, server.describe()
+
+
+def test_exit_gives_up_on_a_hung_drain_listener_in_seconds() -> None:
+    with ServerProcess.script("exit_callbacks.py", "--hung") as server:
+        server.expect("HUNG")
+        stopped, _ = server.expect("STOPPED")
+        code = server.wait_exit(EXIT_MARGIN)
+        assert code is not None, f"still running {EXIT_MARGIN}s after sys.exit(0) with a hung listener"
+        took = server.exit_time - stopped
+        print(f"\nexit {ms(took)} after sys.exit(0), with a drain listener that never returns")
+        assert code == 0, server.describe()
+        assert EXIT_WAIT - 0.1 < took < EXIT_WAIT + 2.0, f"exit {ms(took)} after sys.exit(0)"
+        assert any("abandoned" in line for line in server.stderr_lines), server.describe()
+
+
+def test_a_forked_child_serves_runs_its_listeners_and_exits() -> None:
+    """A process that served forks: the child has none of puregrpc's threads. It once
+    hung at exit (stopping the parent's server waited on the parent's I/O thread) and
+    at a server's start. Now the child's servers get threads of their own, its
+    callbacks run, and the parent's server says it is not the child's to stop."""
+    with ServerProcess.script("exit_callbacks.py", "--fork") as server:
+        _, parent_stop = server.expect("PARENT_STOP", EXIT_MARGIN)
+        _, echo = server.expect("ECHO", EXIT_MARGIN)
+        _, stopped = server.expect("STOPPED", EXIT_MARGIN)
+        _, listener = server.expect("LISTENER", EXIT_MARGIN)
+        _, child = server.expect("CHILD", EXIT_MARGIN)
+        code = server.wait_exit(EXIT_MARGIN)
+        assert code == 0, server.describe()
+        assert parent_stop.startswith("PARENT_STOP RuntimeError") and "fork" in parent_stop, parent_stop
+        assert echo == "ECHO hi"
+        assert listener.split()[1] == stopped.split()[1], "the listener ran in another process"
+        assert child == "CHILD 0", server.describe()
