@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from typing import Any, Iterator, Tuple
@@ -109,6 +110,23 @@ def test_drain_listener_added_after_drain_runs_at_once(pool: Any) -> None:
     called = threading.Event()
     server.add_drain_listener(called.set)
     assert called.wait(5)
+
+
+def test_a_listener_that_calls_sys_exit_leaves_later_callbacks_running(pool: Any) -> None:
+    """Listeners run on one thread; a SystemExit from one once ended it, and every
+    listener and RPC callback after it never ran."""
+    first = puregrpc.server(pool)
+    first.add_insecure_port("localhost:0")
+    first.add_drain_listener(lambda: sys.exit(3))
+    first.start()
+    first.stop(None)
+    second = puregrpc.server(pool)
+    second.add_insecure_port("localhost:0")
+    called = threading.Event()
+    second.add_drain_listener(called.set)
+    second.start()
+    second.stop(None)
+    assert called.wait(5), "a drain listener queued after one that called sys.exit() never ran"
 
 
 def test_grpcio_health_servicer_on_puregrpc(pool: Any) -> None:

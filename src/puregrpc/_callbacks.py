@@ -14,7 +14,7 @@ import logging
 import os
 import queue
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Type
 
 _LOGGER = logging.getLogger("puregrpc")
 
@@ -29,7 +29,9 @@ _callback_lock = threading.Lock()
 
 def _callback_worker() -> None:
     while True:
-        _run_now(_callback_queue.get())
+        # BaseException too: a callback's sys.exit() would end this thread, and every
+        # callback queued after it would wait forever.
+        _run_now(_callback_queue.get(), BaseException)
 
 
 def run_callbacks(callbacks: List[Callable[[], None]]) -> None:
@@ -83,11 +85,11 @@ def _forget_thread_in_child() -> None:
     _callback_lock = threading.Lock()
 
 
-def _run_now(callbacks: List[Callable[[], None]]) -> None:
+def _run_now(callbacks: List[Callable[[], None]], caught: Type[BaseException] = Exception) -> None:
     for callback in callbacks:
         try:
             callback()
-        except Exception:
+        except caught:
             _LOGGER.exception("callback %r raised", callback)
 
 
