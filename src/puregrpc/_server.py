@@ -450,8 +450,13 @@ class Server(ServerBase):
 
         Returns True if the timeout passed, False if the server terminated
         (grpcio's contract: the opposite of ``threading.Event.wait``).
+        Raises ``RuntimeError`` in a forked child on a server the parent started: it
+        serves in the parent only, and would never terminate here.
         """
-        return self._core.lifecycle.wait(timeout)
+        core = self._core
+        if core.lifecycle.state in (State.SERVING, State.DRAINING):
+            core.io.check_running()
+        return core.lifecycle.wait(timeout)
 
     def __del__(self) -> None:
         core = getattr(self, "_core", None)

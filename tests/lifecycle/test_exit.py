@@ -63,9 +63,12 @@ def test_a_forked_child_serves_runs_its_listeners_and_exits() -> None:
     """A process that served forks: the child has none of puregrpc's threads. It once
     hung at exit (stopping the parent's server waited on the parent's I/O thread) and
     at a server's start. Now the child's servers get threads of their own, its
-    callbacks run, and the parent's server says it is not the child's to stop."""
+    callbacks run, and the parent's server says it is not the child's to stop or to wait
+    for (a wait once blocked forever: that server never terminates in the child)."""
     with ServerProcess.script("exit_callbacks.py", "--fork") as server:
         _, parent_stop = server.expect("PARENT_STOP", EXIT_MARGIN)
+        _, parent_wait = server.expect("PARENT_WAIT", EXIT_MARGIN)
+        _, stopped_wait = server.expect("STOPPED_WAIT", EXIT_MARGIN)
         _, echo = server.expect("ECHO", EXIT_MARGIN)
         _, stopped = server.expect("STOPPED", EXIT_MARGIN)
         _, listener = server.expect("LISTENER", EXIT_MARGIN)
@@ -73,6 +76,8 @@ def test_a_forked_child_serves_runs_its_listeners_and_exits() -> None:
         code = server.wait_exit(EXIT_MARGIN)
         assert code == 0, server.describe()
         assert parent_stop.startswith("PARENT_STOP RuntimeError") and "fork" in parent_stop, parent_stop
+        assert parent_wait.startswith("PARENT_WAIT RuntimeError") and "fork" in parent_wait, parent_wait
+        assert stopped_wait == "STOPPED_WAIT timed_out False", stopped_wait
         assert echo == "ECHO hi"
         assert listener.split()[1] == stopped.split()[1], "the listener ran in another process"
         assert child == "CHILD 0", server.describe()

@@ -4,9 +4,9 @@ Default: a server whose drain listener sleeps 0.5 s, then prints ``LISTENER``; t
 thread stops the server, prints ``STOPPED`` and exits at once. ``--hung``: the
 listener never returns (it prints ``HUNG``). ``--fork``: a process that has served,
 stopped a server (so its callback thread runs) and still serves with another forks; the
-child prints what stopping the parent's server does (``PARENT_STOP``), starts a server
-the parent made but did not start, serves a call on it (``ECHO``), then does the
-default; the parent prints ``CHILD <exit code>``.
+child prints what stopping the parent's server and waiting for it do (``PARENT_STOP``,
+``PARENT_WAIT``), starts a server the parent made but did not start, serves a call on it
+(``ECHO``), then does the default; the parent prints ``CHILD <exit code>``.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def fork_and_serve(hung: bool) -> None:
             say("PARENT_STOP returned")
         except RuntimeError as exc:
             say("PARENT_STOP RuntimeError", exc)
+        try:
+            parents.wait_for_termination(0.2)
+            say("PARENT_WAIT returned")
+        except RuntimeError as exc:
+            say("PARENT_WAIT RuntimeError", exc)
+        say("STOPPED_WAIT timed_out", first.wait_for_termination(0.2))  # terminated before the fork
         serve_and_exit(hung, made)
         sys.exit(0)
     _, status = os.waitpid(pid, 0)
