@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,13 @@ from hypothesis import settings
 # and keep exploring (a random draw once found a reserved key missing from a test's list).
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("PUREGRPC_HYPOTHESIS_PROFILE", "default"))
+
+# The suite sends SIGINT to the servers it starts, and expects what a terminal's Ctrl+C
+# gets. Started as a background job of a non-interactive shell, the test run inherits
+# SIGINT ignored, and so would every process it starts (Python then installs no
+# KeyboardInterrupt handler): a handler here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HERE = pathlib.Path(__file__).parent
 _GENERATED = pathlib.Path(tempfile.mkdtemp(prefix="puregrpc-gen-"))
