@@ -123,6 +123,62 @@ class CallLink(Protocol):
 
 
 class CallCore:
+    # Slots: one call object per RPC, with more attributes than CPython shares keys for
+    # (30), so as a plain object each one would build and grow a dict of its own.
+    __slots__ = (
+        "aborted",
+        "active",
+        "awaiting_request",
+        "bytes_taken",
+        "callbacks",
+        "cancelled_by_client",
+        "code",
+        "completed",
+        "credit_settled",
+        "deadline",
+        "decoder",
+        "deferred_flow",
+        "deserializer",
+        "details",
+        "done",
+        "engine_pending",
+        "final_code",
+        "handler",
+        "head",
+        "headers_sent",
+        "held_flow",
+        "initial_sent",
+        "io",
+        "link",
+        "lock",
+        "messages_in",
+        "messages_out",
+        "metadata",
+        "method",
+        "on_terminated",
+        "posted_bytes",
+        "queued_bytes",
+        "reading",
+        "request_compressed",
+        "request_ended",
+        "requests",
+        "response_encoding",
+        "rpc_type",
+        "serializer",
+        "settings",
+        "skip_next_compression",
+        "started_at",
+        "stream_id",
+        "timer",
+        "to_loop",
+        "trailing_metadata",
+        "waiters",
+        "waker",
+        "window_grown",
+        "window_size",
+        "writer_waiting",
+    )
+
     def __init__(self, link: CallLink, stream_id: int, head: RequestHead, request_ended: bool) -> None:
         self.link = link
         self.io = link.io
