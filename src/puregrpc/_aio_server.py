@@ -28,6 +28,8 @@ from ._sync_call import SyncDriver
 
 
 class AioCore(ServerCore):
+    __slots__ = ("tasks",)  # as ServerCore's
+
     def __init__(
         self,
         migration_thread_pool: Any,

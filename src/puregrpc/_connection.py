@@ -195,6 +195,61 @@ def _write_parts(transport: asyncio.WriteTransport, parts: List[Bytes]) -> bool:
 
 
 class Connection(asyncio.Protocol):
+    # Slots: more attributes than the 30 keys CPython shares between instances, whose
+    # attribute reads are then dict lookups (see CallCore). __weakref__: ServerCore.opening.
+    __slots__ = (
+        "__weakref__",
+        "_age_due",
+        "_age_grace_due",
+        "_auth",
+        "_close_when_flushed",
+        "_credit_held",
+        "_credit_lock",
+        "_drain_acked",
+        "_engine_refused",
+        "_final_goaway_sent",
+        "_finish_after_setup",
+        "_handshake_due",
+        "_handshaking",
+        "_identity_key",
+        "_idle_due",
+        "_idle_since",
+        "_keepalive_due",
+        "_last_processed",
+        "_last_read",
+        "_linger",
+        "_new",
+        "_out_lock",
+        "_ping_ack_due",
+        "_ping_timer",
+        "_posted_out",
+        "_quiet_timer",
+        "_reader",
+        "_rebalance_posted",
+        "_request",
+        "_setup_wait",
+        "_setup_waited",
+        "_timer",
+        "_timer_when",
+        "_waiting",
+        "blocked",
+        "calls",
+        "closed",
+        "core",
+        "grown_streams",
+        "h2",
+        "held",
+        "io",
+        "output_level",
+        "paused",
+        "peer",
+        "refusing",
+        "settings",
+        "shutting_down",
+        "transport",
+        "unread",
+    )
+
     def __init__(self, core: ServerSide) -> None:
         self.core = core
         self.settings = core

@@ -45,6 +45,43 @@ _TLS_HANDSHAKE_TIMEOUT = 10.0
 class ServerCore:
     """Shared state of one server; its ``*_loop`` methods run on the I/O thread."""
 
+    # Slots: more attributes than the 30 keys CPython shares between instances (see CallCore).
+    __slots__ = (
+        "_adopting",
+        "_drain_listeners",
+        "_drain_lock",
+        "_drain_notified",
+        "_grace_timer",
+        "_listeners_closed",
+        "active_rpcs",
+        "connections",
+        "counters",
+        "default_encoding",
+        "draining",
+        "h2_config",
+        "handshaking",
+        "interceptors",
+        "io",
+        "lifecycle",
+        "listeners",
+        "max_concurrent_rpcs",
+        "max_receive",
+        "max_send",
+        "observers",
+        "observers_lock",
+        "opening",
+        "options",
+        "pool",
+        "pool_dispatcher",
+        "registry",
+        "reuse_port",
+        "shared_sockets",
+        "sockets",
+        "sockets_closed",
+        "ssl_contexts",
+        "stats",
+    )
+
     def __init__(
         self,
         thread_pool: Any,

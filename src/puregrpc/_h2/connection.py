@@ -123,6 +123,60 @@ __all__ = [
 
 
 class H2Connection(HeaderBlocks, FlowControl):
+    # Slots, for its mixins' state too: more attributes than the 30 keys CPython shares
+    # between instances, whose attribute reads are then dict lookups (see CallCore). The
+    # mixins declare no slots of their own, so an instance still has a (lazy) __dict__.
+    __slots__ = (
+        "_chunks",
+        "_conn_recv_window",
+        "_conn_refill",
+        "_conn_send_window",
+        "_conn_unacked",
+        "_control_budget",
+        "_decoder",
+        "_events",
+        "_goaway_last",
+        "_handlers",
+        "_hb_buf",
+        "_hb_end_stream",
+        "_hb_frames",
+        "_hb_self_dep",
+        "_hb_sid",
+        "_highest_id",
+        "_inbuf",
+        "_local_initial_window",
+        "_local_settings_pending",
+        "_max_inbound_frame",
+        "_need",
+        "_now",
+        "_out",
+        "_peer_initial_window",
+        "_peer_max_frame",
+        "_ping_policy",
+        "_pings_outstanding",
+        "_preface_ok",
+        "_queued_control",
+        "_ready",
+        "_recent",
+        "_request_cache",
+        "_reset_budget",
+        "_sent_since_ping",
+        "_settings_received",
+        "_skipped",
+        "_stream_refill",
+        "_streams",
+        "_terminated",
+        "_useless_budget",
+        "_wu_credit",
+        "_wu_warrants",
+        "config",
+        "last_stream_id",
+        "peer_max_concurrent_streams",
+        "peer_max_header_list_size",
+        "pending_total",
+        "streams_refused",
+    )
+
     def __init__(self, config: H2Config | None = None) -> None:
         cfg = config if config is not None else H2Config()
         check_config(cfg)
