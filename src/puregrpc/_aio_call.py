@@ -95,8 +95,10 @@ class TaskDriver:
         self.task: Optional[asyncio.Task[None]] = None
         self.finishing = False  # the handler's own end is on its way: no cancel
         self.cancel_when_started = False
-        self.done_callbacks: Optional[List[Callable[[Any], None]]] = []
-        self.context: Optional[AioServicerContext] = None
+        # With the context each is called with. The driver keeps no reference to the
+        # context, which holds the driver: no cycle, so an RPC's objects are freed by
+        # reference counting as it ends, not left to the cyclic garbage collector.
+        self.done_callbacks: Optional[List[Tuple[Callable[[Any], None], AioServicerContext]]] = []
         self.unflushed = 0  # response bytes written since the loop last ran
         call.to_loop = _direct
         call.on_terminated = self._terminated
@@ -130,9 +132,8 @@ class TaskDriver:
                 task.add_done_callback(self.server.tasks.discard)
         callbacks, self.done_callbacks = self.done_callbacks, None
         if callbacks:
-            context = self.context
             loop = self.server.io.loop
-            for callback in callbacks:
+            for callback, context in callbacks:
                 loop.call_soon(_run_done_callback, callback, context)
 
     async def _news(self) -> None:
@@ -205,8 +206,7 @@ class TaskDriver:
                 return
         call.serializer = handler.response_serializer
         call.deserializer = handler.request_deserializer
-        self.context = AioServicerContext(call, self)
-        await self._call_handler(handler, self.context)
+        await self._call_handler(handler, AioServicerContext(call, self))
 
     async def _request_here(self) -> None:
         call = self.call
@@ -315,11 +315,11 @@ class TaskDriver:
             await asyncio.sleep(0)
         return True
 
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+    def add_done_callback(self, callback: Callable[[Any], None], context: AioServicerContext) -> None:
         if self.done_callbacks is None:
-            self.server.io.loop.call_soon(_run_done_callback, callback, self.context)
+            self.server.io.loop.call_soon(_run_done_callback, callback, context)
         else:
-            self.done_callbacks.append(callback)
+            self.done_callbacks.append((callback, context))
 
 
 def _run_done_callback(callback: Callable[[Any], None], context: Any) -> None:
@@ -392,7 +392,7 @@ class AioServicerContext(ContextBase):
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(context)`` on the loop once the RPC has ended."""
-        self._driver.add_done_callback(callback)
+        self._driver.add_done_callback(callback, self)
 
 
 __all__ = ["AioServicerContext", "RequestStream", "TaskDriver", "eof", "is_async_behavior"]

@@ -559,8 +559,10 @@ class CallCore:
             run_callbacks(callbacks)
         if self.waker is not None:
             self.waker()
-        if self.on_terminated is not None:
-            self.on_terminated()
+        # Dropped once called: it is a bound method of the adapter, which holds this call.
+        on_terminated, self.on_terminated = self.on_terminated, None
+        if on_terminated is not None:
+            on_terminated()
 
     # ======================================================================
     # handler side (never blocks: the adapters wait)
