@@ -136,7 +136,6 @@ class H2Connection(HeaderBlocks, FlowControl):
         "_decoder",
         "_events",
         "_goaway_last",
-        "_handlers",
         "_hb_buf",
         "_hb_end_stream",
         "_hb_frames",
@@ -245,17 +244,6 @@ class H2Connection(HeaderBlocks, FlowControl):
         self._sent_since_ping = False  # HEADERS or DATA written since the last PING came
         self._wu_warrants = 0  # DATA frames written and streams opened: see budgets.WINDOW_UPDATE_CREDIT
         self._wu_credit = WindowUpdateCredit()
-
-        self._handlers: Dict[int, Callable[[int, int, bytes], None]] = {
-            PRIORITY: self._on_priority,
-            RST_STREAM: self._on_rst_stream,
-            SETTINGS: self._on_settings,
-            PUSH_PROMISE: self._on_push_promise,
-            PING: self._on_ping,
-            GOAWAY: self._on_goaway,
-            WINDOW_UPDATE: self._on_window_update,
-            CONTINUATION: self._on_continuation,
-        }
 
     # ------------------------------------------------------------------ state
 
@@ -435,7 +423,7 @@ class H2Connection(HeaderBlocks, FlowControl):
         end = len(buf)
         need = 9
         max_frame = self._max_inbound_frame
-        handlers = self._handlers
+        handlers = _FRAME_HANDLERS
         while end - pos >= 9:
             head, flags, sid = unpack_header(buf, pos)
             length = head >> 8
@@ -469,7 +457,7 @@ class H2Connection(HeaderBlocks, FlowControl):
                 if handler is None:
                     self._charge_useless("unknown frame types")  # RFC 9113 5.5: ignore
                 else:
-                    handler(flags, sid, payload)
+                    handler(self, flags, sid, payload)
             if self._terminated:
                 return
         if pos < end:
@@ -761,3 +749,17 @@ class H2Connection(HeaderBlocks, FlowControl):
         self._ready.pop(st.stream_id, None)
         if st.remote_closed:
             self._close(st)
+
+
+# The other frame types' handlers, as functions: bound methods kept on the connection
+# would hold it in a reference cycle, left to the cyclic collector when it closes.
+_FRAME_HANDLERS: Dict[int, Callable[[H2Connection, int, int, bytes], None]] = {
+    PRIORITY: H2Connection._on_priority,
+    RST_STREAM: H2Connection._on_rst_stream,
+    SETTINGS: H2Connection._on_settings,
+    PUSH_PROMISE: H2Connection._on_push_promise,
+    PING: H2Connection._on_ping,
+    GOAWAY: H2Connection._on_goaway,
+    WINDOW_UPDATE: H2Connection._on_window_update,
+    CONTINUATION: H2Connection._on_continuation,
+}
