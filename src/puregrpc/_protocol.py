@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import struct
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote
 
 from ._compression import ACCEPT_ENCODING, SUPPORTED
@@ -28,6 +29,9 @@ class Metadatum(NamedTuple):
 
 
 Metadata = Tuple[Metadatum, ...]
+# Metadatum((key, value)) without the Python-level __new__ a NamedTuple call runs: one
+# is made per metadata item of every request.
+_metadatum: Callable[[Tuple[str, Union[str, bytes]]], Metadatum] = functools.partial(tuple.__new__, Metadatum)
 
 DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024
 
@@ -145,6 +149,12 @@ class RequestHead:
         self.metadata = metadata
 
 
+@functools.lru_cache(maxsize=64)
+def _accept_list(value: str) -> Tuple[str, ...]:
+    # A client sends the same grpc-accept-encoding on every call: split it once.
+    return tuple([item.strip() for item in value.split(",")])
+
+
 def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     """Validate a request header list; raise RequestRejected with the HTTP status
     and gRPC status to answer with when it is not an acceptable gRPC request."""
@@ -174,15 +184,15 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
             elif name == "grpc-encoding":
                 encoding = value
             elif name == "grpc-accept-encoding":
-                accept = tuple(item.strip() for item in value.split(","))
+                accept = _accept_list(value)
             continue
         if name.endswith("-bin"):
             try:
-                metadata.append(Metadatum(name, decode_bin_value(value)))
+                metadata.append(_metadatum((name, decode_bin_value(value))))
             except ValueError as exc:
                 raise RequestRejected(400, StatusCode.INTERNAL, str(exc)) from None
         else:
-            metadata.append(Metadatum(name, value))
+            metadata.append(_metadatum((name, value)))
     if method != "POST":
         raise RequestRejected(405, StatusCode.INTERNAL, f"method {method!r} not allowed, gRPC uses POST")
     if content_type is None or not content_type.startswith("application/grpc"):
