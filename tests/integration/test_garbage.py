@@ -92,6 +92,18 @@ def short_connections(server: Any, port: int) -> None:
     raise AssertionError(f"the closed connections are still open on the server: {server.stats()}")
 
 
+def _service(unary: Any, server_stream: Any, client_stream: Any, bidi: Any) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        "garbage.Test",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        },
+    )
+
+
 def _sync_handlers(callbacks: List[int], cancel_started: threading.Event) -> grpc.GenericRpcHandler:
     def unary(request: bytes, context: Any) -> bytes:
         context.add_callback(lambda: callbacks.append(1))
@@ -112,15 +124,7 @@ def _sync_handlers(callbacks: List[int], cancel_started: threading.Event) -> grp
         for request in requests:
             yield request[::-1]
 
-    return grpc.method_handlers_generic_handler(
-        "garbage.Test",
-        {
-            "Unary": grpc.unary_unary_rpc_method_handler(unary),
-            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-        },
-    )
+    return _service(unary, server_stream, client_stream, bidi)
 
 
 def _aio_handlers(callbacks: List[int], cancel_started: threading.Event) -> grpc.GenericRpcHandler:
@@ -144,15 +148,7 @@ def _aio_handlers(callbacks: List[int], cancel_started: threading.Event) -> grpc
         async for request in requests:
             yield request[::-1]
 
-    return grpc.method_handlers_generic_handler(
-        "garbage.Test",
-        {
-            "Unary": grpc.unary_unary_rpc_method_handler(unary),
-            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-        },
-    )
+    return _service(unary, server_stream, client_stream, bidi)
 
 
 def _settle(server: Any, callbacks: List[int]) -> None:
@@ -169,6 +165,18 @@ def _settle(server: Any, callbacks: List[int]) -> None:
     assert sum(stats.rpcs_finished.values()) == expected_rpcs and stats.rpcs_in_flight == 0, stats
 
 
+def garbage_of_load(server: Any, port: int, callbacks: List[int], cancel_started: threading.Event) -> List[str]:
+    """What the collector freed of puregrpc's while the server took the whole load."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+        def run_calls() -> None:
+            exercise(channel, cancel_started)
+            short_connections(server, port)
+            _settle(server, callbacks)
+
+        return puregrpc_garbage(run_calls)
+
+
 def test_sync_server_rpcs_leave_no_cyclic_garbage() -> None:
     callbacks: List[int] = []
     cancel_started = threading.Event()
@@ -177,14 +185,7 @@ def test_sync_server_rpcs_leave_no_cyclic_garbage() -> None:
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-
-                def run_calls() -> None:
-                    exercise(channel, cancel_started)
-                    short_connections(server, port)
-                    _settle(server, callbacks)
-
-                found = puregrpc_garbage(run_calls)
+            found = garbage_of_load(server, port, callbacks, cancel_started)
         finally:
             server.stop(None)
     assert found == [], f"objects of RPCs or connections left to the cyclic collector: {found}"
@@ -210,14 +211,7 @@ def test_aio_server_rpcs_leave_no_cyclic_garbage() -> None:
 
     server, port = on_loop(start())
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-
-            def run_calls() -> None:
-                exercise(channel, cancel_started)
-                short_connections(server, port)
-                _settle(server, callbacks)
-
-            found = puregrpc_garbage(run_calls)
+        found = garbage_of_load(server, port, callbacks, cancel_started)
     finally:
         on_loop(server.stop(None))
         loop.call_soon_threadsafe(loop.stop)
