@@ -209,3 +209,37 @@ def test_a_lingering_puller_gives_its_thread_back_and_others_start_at_once() -> 
     # The pool's own work runs on the threads the pullers gave back.
     assert pool.submit(lambda: 42).result(10) == 42
     pool.shutdown()
+
+
+def test_calls_at_the_end_of_the_linger_are_never_lost() -> None:
+    """A submit can wake the lingering puller just as its wait times out, and two
+    submits can both find it lingering: no call may be lost, and the wake lock is
+    released once per linger (a second release raised in the submitting thread, and
+    half the calls were lost). Calls come at gaps around LINGER, from two threads."""
+    pool = ThreadPoolExecutor(max_workers=2)
+    dispatcher = PoolDispatcher(pool)
+    ran: List[int] = []
+    lock = threading.Lock()
+
+    def caller(offset: int) -> None:
+        for index in range(150):
+            done = threading.Event()
+
+            def call(done: threading.Event = done, index: int = index) -> None:
+                with lock:
+                    ran.append(index)
+                done.set()
+
+            dispatcher.submit(call)
+            assert done.wait(10), "a call was never run"
+            time.sleep(LINGER * (0.5 + (index * 7 + offset) % 10 / 10))  # 0.5 to 1.4 LINGER
+
+    callers = [threading.Thread(target=caller, args=(offset,)) for offset in (0, 3)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(30)
+    assert len(ran) == 300
+    _wait_for(lambda: dispatcher._pullers == 0)
+    assert dispatcher._lingering == 0 and dispatcher._wake.locked(), "the wake lock was left open"
+    pool.shutdown()
