@@ -103,6 +103,7 @@ class StreamCall(Protocol):
     queued_bytes: int
     reading: bool  # its handler is blocked waiting for a message
     decoder: MessageDecoder
+    due: Optional[float]  # its deadline in loop time
 
     def on_data(self, data: Union[bytes, List[memoryview]], flow_length: int, end_stream: bool) -> None: ...
     def on_end(self) -> None: ...
@@ -110,6 +111,7 @@ class StreamCall(Protocol):
     def abort_loop(self, code: StatusCode, details: str) -> None: ...
     def window_opened_loop(self) -> None: ...
     def start_deadline(self) -> None: ...
+    def expire(self) -> None: ...
     def handler_known(self, handler: Any) -> None: ...
     def request_here(self) -> bool: ...
 
@@ -205,6 +207,7 @@ class Connection(asyncio.Protocol):
         "_close_when_flushed",
         "_credit_held",
         "_credit_lock",
+        "_deadline_due",
         "_drain_acked",
         "_engine_refused",
         "_final_goaway_sent",
@@ -305,6 +308,7 @@ class Connection(asyncio.Protocol):
         self._idle_since = 0.0
         self._age_due: Optional[float] = None
         self._age_grace_due: Optional[float] = None
+        self._deadline_due: Optional[float] = None  # the earliest deadline of its calls, or later
         self._last_read = 0.0
         self._handshaking = False
         self._linger: Optional[asyncio.TimerHandle] = None
@@ -602,6 +606,26 @@ class Connection(asyncio.Protocol):
         self.core.handshaking -= 1
         self._handshake_due = None  # the timer, if armed for it, finds nothing due
 
+    def deadline_added(self, due: float) -> None:
+        """A call's deadline (loop time): the timer is armed for it if it is the earliest.
+        A call that ends sooner leaves its deadline behind; the timer then finds nothing
+        due, and re-arms for the earliest of the calls still running."""
+        if self._deadline_due is None or due < self._deadline_due:
+            self._deadline_due = due
+            self._schedule()
+
+    def _expire_calls(self, now: float) -> None:
+        earliest: Optional[float] = None
+        for call in list(self.calls.values()):
+            due = call.due
+            if due is None or call.done:
+                continue
+            if due <= now:
+                call.expire()
+            elif earliest is None or due < earliest:
+                earliest = due
+        self._deadline_due = earliest
+
     def _schedule(self) -> None:
         """Arm the timer for the earliest due time, unless it is armed sooner already
         (a timer that fires early finds nothing due and re-arms: cheaper than moving it)."""
@@ -615,6 +639,7 @@ class Connection(asyncio.Protocol):
                     self._idle_due,
                     self._age_due,
                     self._age_grace_due,
+                    self._deadline_due,
                 )
                 if d is not None
             ),
@@ -678,6 +703,8 @@ class Connection(asyncio.Protocol):
             self.begin_shutdown(refuse_new=False)
             if opts.max_connection_age_grace is not None:
                 self._age_grace_due = now + opts.max_connection_age_grace
+        if self._deadline_due is not None and now >= self._deadline_due:
+            self._expire_calls(now)
         if self._age_grace_due is not None and now >= self._age_grace_due:
             self._age_grace_due = None
             self.abort_all(

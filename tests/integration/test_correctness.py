@@ -712,6 +712,46 @@ def test_deadline_with_request_still_open_resets_with_no_error(peers: List[H2Pee
         assert peer.resets[sid] == 0  # NO_ERROR
 
 
+def test_each_deadline_on_a_connection_ends_its_call_on_time(peers: List[H2Peer]) -> None:
+    """A connection has one timer for all its calls' deadlines: a later call with an
+    earlier deadline must bring it forward, and a call that ended before its deadline
+    must not leave the next one unserved. The client here enforces no deadline itself."""
+    ended: Dict[str, float] = {}
+
+    def waits(request: bytes, context: Any) -> bytes:
+        if request == b"quick":
+            return b""
+        context.add_callback(lambda: ended.__setitem__(request.decode(), time.monotonic()))
+        while context.is_active():
+            time.sleep(0.005)
+        return b""
+
+    with serve(handlers=_handlers({"Waits": grpc.unary_unary_rpc_method_handler(waits)})) as running:
+        peer = H2Peer(running.port)
+        peers.append(peer)
+        started = time.monotonic()
+        long = peer.start(f"/{SERVICE}/Waits", ("grpc-timeout", "2S"), body=grpc_frame(b"long"))
+        quick = peer.start(f"/{SERVICE}/Waits", ("grpc-timeout", "200m"), body=grpc_frame(b"quick"))
+        short = peer.start(f"/{SERVICE}/Waits", ("grpc-timeout", "400m"), body=grpc_frame(b"short"))
+        assert peer.pump_until(lambda: short in peer.ended and quick in peer.ended, timeout=3)
+        assert peer.status(quick) == "0"
+        assert peer.status(short) == "4"  # DEADLINE_EXCEEDED
+        assert long not in peer.ended
+        # After the quick call ended, its deadline (200 ms) found nothing due; the short
+        # one's (400 ms), behind the long one's (2 s), still ended it on time.
+        assert peer.pump_until(lambda: "short" in ended, timeout=3)
+        assert 0.35 <= ended["short"] - started < 1.0, ended["short"] - started
+        later = peer.start(f"/{SERVICE}/Waits", ("grpc-timeout", "300m"), body=grpc_frame(b"later"))
+        later_started = time.monotonic()
+        assert peer.pump_until(lambda: later in peer.ended, timeout=3)
+        assert peer.status(later) == "4"
+        assert peer.pump_until(lambda: "later" in ended, timeout=3)
+        assert 0.25 <= ended["later"] - later_started < 0.9, ended["later"] - later_started
+        assert peer.pump_until(lambda: long in peer.ended, timeout=5)
+        assert peer.status(long) == "4"
+        assert 1.9 <= ended["long"] - started < 3.0, ended["long"] - started
+
+
 def test_grace_expiry_behind_blocked_output_is_unavailable() -> None:
     """With grpcio's client: a stream whose output the client is not taking when the
     grace period ends fails UNAVAILABLE, not CANCELLED."""
