@@ -47,7 +47,7 @@ class PoolDispatcher:
         # The lingering puller (one at most) waits on this lock, held while nobody has
         # woken it; a submit wakes it by releasing it, once (``_woken``). A Condition
         # would do the same in Python code (a waiter lock made per wait, a notify that
-        # walks its waiters), which cost about 5% of a small call's CPU here.
+        # walks its waiters): 9% of a sync unary call's instructions, one call at a time.
         self._wake = threading.Lock()
         self._wake.acquire()
         self._woken = False
