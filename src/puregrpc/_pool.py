@@ -31,7 +31,7 @@ _LOGGER = logging.getLogger("puregrpc")
 BATCH = 16
 # How long a puller that found nothing to run waits for the next call before it gives
 # its pool thread back. Under steady traffic calls come closer together than this, and
-# a waiting puller is woken (one notify) instead of a new one being submitted (a
+# a waiting puller is woken (one lock release) instead of a new one being submitted (a
 # Future, a work item, a queue put and the pool's semaphore: about 10% of a small
 # unary call's CPU). An idle server's pullers are all gone LINGER after its last call.
 LINGER = 0.002
