@@ -8,6 +8,7 @@ only through the core (``to_loop``: a post, batched into one wake-up per burst).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Iterator, Optional, Tuple
 
 from ._call import CallCore
@@ -22,13 +23,14 @@ _LOGGER = logging.getLogger("puregrpc")
 class SyncDriver:
     """Runs one RPC's handler on a thread: ``run`` is what the pool is given."""
 
-    __slots__ = ("call", "counted", "interceptors", "registry")
+    __slots__ = ("call", "counted", "interceptors", "read_turn", "registry")
 
     def __init__(self, call: CallCore, registry: Any, interceptors: Any, counted: bool = True) -> None:
         self.call = call
         self.registry = registry
         self.interceptors = interceptors
         self.counted = counted  # the connection counts it as waiting for a worker
+        self.read_turn: Optional[threading.Lock] = None
 
     def run(self) -> None:
         """The whole RPC on a handler thread: lookup, handler, status."""
@@ -90,17 +92,25 @@ class SyncDriver:
         is open and the call active; None if there is none."""
         call = self.call
         with call.lock:
-            if call.requests:  # the usual case: no wait, no Condition to build
+            if call.requests:  # the usual case: no wait
                 return call.pop_request()
-        cond = call.condition()
-        with cond:
-            if not call.requests and not call.request_ended and call.active:
-                call.reading = True
+            turn = self.read_turn
+            if turn is None:
+                turn = self.read_turn = threading.Lock()
+        # One thread parks at a time (threads reading one stream at once take turns):
+        # the wake is given once per news, to one thread.
+        with turn:
+            while True:
+                with call.lock:
+                    if call.requests:
+                        call.reading = False
+                        return call.pop_request()
+                    if call.request_ended or not call.active:
+                        call.reading = False
+                        return None
+                    wake = call.park_reader()
                 call.link.reader_waiting()
-                while not call.requests and not call.request_ended and call.active:
-                    cond.wait()
-                call.reading = False
-            return call.pop_request() if call.requests else None
+                wake.acquire()
 
     def next_request(self) -> Any:
         """The next request message, None at the end; raises RpcError if cancelled."""

@@ -337,3 +337,95 @@ def test_client_cancels_while_the_handler_is_blocked_writing() -> None:
         again = ch.unary_stream(f"/{SERVICE}/Produce")(b"", timeout=TIMEOUT)
         assert len(next(again)) == 64 * KiB
         again.cancel()
+
+
+@pytest.mark.parametrize("ending", ["half-close", "client-cancel", "deadline"])
+def test_a_handler_blocked_reading_is_released_by_each_ending(ending: str) -> None:
+    """A sync handler waiting in ``next(requests)`` with nothing queued is let go at
+    once by each way its wait can end: the client's half-close (StopIteration), its
+    cancel, the deadline (the call has ended: an error)."""
+    events = Recorder()
+    outcome: List[Any] = []
+
+    def consume(requests: Iterator[bytes], context: Any) -> bytes:
+        assert next(requests) == b"first"
+        events.add("first")
+        try:
+            rest = list(requests)  # blocks: the client sends nothing more
+        except Exception as exc:
+            outcome.append((type(exc).__name__, time.monotonic()))
+            raise
+        outcome.append(("end", time.monotonic(), rest))
+        events.add("returned")
+        return b"end"
+
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Consume": grpc.stream_unary_rpc_method_handler(consume)})
+    hold = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield b"first"
+        if ending == "half-close":
+            time.sleep(0.3)  # the handler is parked by now
+            return
+        hold.wait(TIMEOUT)  # the request stream stays open
+
+    with serve(handlers=[generic]) as running, running.channel() as ch:
+        timeout = 1.0 if ending == "deadline" else TIMEOUT
+        future = ch.stream_unary(f"/{SERVICE}/Consume").future(requests(), timeout=timeout)
+        assert events.wait_for("first")
+        if ending == "client-cancel":
+            time.sleep(0.3)
+            assert future.cancel()
+        ended_at = time.monotonic()
+        if ending == "half-close":
+            assert future.result(timeout=TIMEOUT) == b"end"
+        else:
+            with pytest.raises(grpc.FutureCancelledError if ending == "client-cancel" else grpc.RpcError):
+                future.result(timeout=TIMEOUT)
+        assert wait_for(lambda: bool(outcome), timeout=5), f"the handler is still blocked reading ({ending})"
+        hold.set()
+    if ending == "half-close":
+        assert outcome[0][0] == "end" and outcome[0][2] == []
+    else:
+        assert outcome[0][0] == "RpcError"
+        assert outcome[0][1] - ended_at < 2.0
+
+
+def test_two_threads_reading_one_request_stream_take_each_message_once() -> None:
+    """Threads reading one request iterator at once (as grpcio's allows) each get
+    distinct messages, in order, and all see its end: none is left waiting."""
+    count = 200
+    result: List[Any] = []
+
+    def consume(requests: Iterator[bytes], context: Any) -> bytes:
+        taken: List[List[int]] = [[], []]
+
+        def read(into: List[int]) -> None:
+            for message in requests:
+                into.append(int(message))
+
+        readers = [threading.Thread(target=read, args=(into,), daemon=True) for into in taken]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(TIMEOUT)
+        result.append(([reader.is_alive() for reader in readers], taken))
+        return b"done"
+
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Consume": grpc.stream_unary_rpc_method_handler(consume)})
+
+    def requests() -> Iterator[bytes]:
+        for index in range(count):
+            if index % 4 == 0:
+                time.sleep(0.002)  # both readers wait now and then
+            yield b"%d" % index
+
+    with serve(handlers=[generic]) as running, running.channel() as ch:
+        future = ch.stream_unary(f"/{SERVICE}/Consume").future(requests(), timeout=TIMEOUT + 10)
+        assert wait_for(lambda: bool(result), timeout=TIMEOUT + 5)
+        alive, taken = result[0]
+        assert alive == [False, False], "a reader was left waiting after the request stream ended"
+        assert future.result(timeout=TIMEOUT) == b"done"
+    assert sorted(taken[0] + taken[1]) == list(range(count))
+    for into in taken:
+        assert into == sorted(into)
