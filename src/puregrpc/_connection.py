@@ -476,14 +476,22 @@ class Connection(asyncio.Protocol):
             self._refuse(sid)
             return None
         self._last_processed = sid
-        try:
-            head = parse_request(event.headers)
-        except RequestRejected as exc:
-            block = trailers_only_block(exc.http_status, "application/grpc", exc.code.value[0], exc.message)
-            self.h2.send_headers(sid, block, end_stream=True)
-            if not event.end_stream:
-                self.h2.reset_stream(sid, ErrorCode.NO_ERROR)
-            return None
+        # A header block the client sent before decodes to the same headers, so its
+        # parse is kept in the engine's memo for it: a grpcio client's 9 headers cost
+        # about 24k instructions to parse, 8% of a unary call.
+        memo = event.memo
+        head: Optional[RequestHead] = None if memo is None else memo[0]
+        if head is None:
+            try:
+                head = parse_request(event.headers)
+            except RequestRejected as exc:
+                block = trailers_only_block(exc.http_status, "application/grpc", exc.code.value[0], exc.message)
+                self.h2.send_headers(sid, block, end_stream=True)
+                if not event.end_stream:
+                    self.h2.reset_stream(sid, ErrorCode.NO_ERROR)
+                return None
+            if memo is not None:
+                memo[0] = head
         core = self.core
         if core.max_concurrent_rpcs is not None and core.active_rpcs >= core.max_concurrent_rpcs:
             block = trailers_only_block(

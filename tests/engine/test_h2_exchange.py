@@ -26,6 +26,7 @@ from puregrpc._h2.connection import PREFACE, H2Config, H2Connection
 from puregrpc._h2.events import (
     ConnectionTerminated,
     DataReceived,
+    Event,
     GoAwayReceived,
     PingAcked,
     RequestReceived,
@@ -161,6 +162,32 @@ def test_read_only_block_cache_follows_table_changes() -> None:
     # Decoded afresh: the shifted indices now put :path after x-v, which is malformed.
     assert expected[4] == [(":method", "POST"), (":scheme", "http"), ("x-v", "1"), (":path", "/b")]
     assert got[4] == StreamReset(9, 1, False)
+
+
+def test_requests_with_the_same_cached_block_share_one_memo() -> None:
+    """RequestReceived.memo: one list for every request whose header block is a cached
+    one, byte for byte; a new list once the table changed; None for a block that was
+    decoded afresh (it may have changed the table)."""
+    server = raw_server()
+    encoder = hpack.Encoder()
+    pseudo = [(b":method", b"POST"), (b":scheme", b"http")]
+    first = encoder.encode([*pseudo, (b":path", b"/a"), (b"x-v", b"1")])
+    indexed = encoder.encode([*pseudo, (b":path", b"/a"), (b"x-v", b"1")])
+    other = encoder.encode([*pseudo, (b":path", b"/a"), (b"x-v", b"2")])  # inserts x-v: 2
+    indexed_other = encoder.encode([*pseudo, (b":path", b"/a"), (b"x-v", b"2")])
+    indexed_again = encoder.encode([*pseudo, (b":path", b"/a"), (b"x-v", b"1")])
+    blocks = (first, indexed, indexed, other, indexed_other, indexed_other, indexed_again)
+    got: list[Event] = []
+    for sid, block in zip(range(1, 100, 2), blocks):
+        got += server.receive_data(headers_frame(sid, block, end_stream=True))
+    memos = [event.memo for event in of_type(got, RequestReceived)]
+    assert len(memos) == 7
+    assert memos[0] is None and memos[3] is None  # these blocks inserted into the table
+    assert memos[1] == [None] and memos[1] is memos[2]
+    assert memos[4] is memos[5] and memos[4] is not memos[1]
+    # x-v: 1 again, its indices shifted by the insert: other bytes, a memo of its own.
+    assert memos[6] is not None and memos[6] is not memos[1]
+    assert [dict(e.headers)["x-v"] for e in of_type(got, RequestReceived)] == ["1", "1", "1", "2", "2", "2", "1"]
 
 
 def test_large_request_headers_arrive_in_continuation() -> None:

@@ -944,3 +944,31 @@ def test_connections_after_clients_that_reset_mid_stream_are_served() -> None:
             with running.channel() as ch:
                 echo = ch.unary_unary(f"/{SERVICE}/Echo")
                 assert echo(b"after %d" % attempt, timeout=5) == b"after %d" % attempt
+
+
+def test_each_call_on_a_connection_sees_its_own_headers() -> None:
+    """Requests on one connection whose header blocks repeat share the parse of the
+    first (RequestReceived.memo): each handler still sees its own call's method,
+    metadata and deadline, in any order of repeats."""
+    seen: List[Tuple[str, str, Optional[float]]] = []
+
+    def probe(request: bytes, context: Any) -> bytes:
+        metadata = dict(context.invocation_metadata())
+        seen.append((request.decode(), metadata.get("x-v", "-"), context.time_remaining()))
+        return request
+
+    names = ("A", "B")
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {name: grpc.unary_unary_rpc_method_handler(probe) for name in names}
+    )
+    plan = [(names[i % 2], ("x-v", str(i % 3)), 30.0 if i % 5 == 0 else None) for i in range(60)]
+    with serve(handlers=[generic]) as running, running.channel() as ch:
+        for name, item, timeout in plan:
+            method = ch.unary_unary(f"/{SERVICE}/{name}")
+            assert method(name.encode(), metadata=[item], timeout=timeout) == name.encode()
+    assert [(name, value) for name, value, _ in seen] == [(name, item[1]) for name, item, _ in plan]
+    for (_, _, remaining), (_, _, timeout) in zip(seen, plan):
+        if timeout is None:
+            assert remaining is None
+        else:
+            assert remaining is not None and 25.0 < remaining <= 31.0  # the client rounds up

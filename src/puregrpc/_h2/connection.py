@@ -64,7 +64,6 @@ from .events import (
     DataReceived,
     Event,
     GoAwayReceived,
-    Headers,
     PingAcked,
     StreamReset,
     WindowUpdated,
@@ -111,6 +110,7 @@ from .settings import (
     read_settings,
 )
 from .stream import ENDED, RECENTLY_CLOSED_LIMIT, RESET_BY_PEER, RESET_BY_US, Stream
+from .validation import CachedRequest
 from .windows import DEFAULT_WINDOW, MAX_WINDOW, FlowControl
 
 __all__ = [
@@ -224,9 +224,10 @@ class H2Connection(HeaderBlocks, FlowControl):
         self.peer_max_header_list_size = 0  # 0: not announced
 
         self._decoder = hpack_decoder.Decoder(max(cfg.header_table_size, DEFAULT_TABLE_SIZE), cfg.max_header_list_size)
-        # Read-only request blocks -> validated (headers, list size, content-length).
-        # Emptied whenever a block that may change the dynamic table is decoded.
-        self._request_cache: Dict[bytes, Tuple[Headers, int, int]] = {}
+        # Read-only request blocks -> validated (headers, list size, content-length),
+        # and the memo their requests share (RequestReceived.memo). Emptied whenever a
+        # block that may change the dynamic table is decoded.
+        self._request_cache: Dict[bytes, CachedRequest] = {}
 
         # Header block being assembled from HEADERS + CONTINUATION frames.
         self._hb_sid = 0

@@ -6,7 +6,7 @@ so they are kept as cheap as Python allows.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .frames import Payload
 
@@ -25,14 +25,27 @@ class Event:
 
 
 class RequestReceived(Event):
-    """A new stream opened by the peer, with its decoded request header list."""
+    """A new stream opened by the peer, with its decoded request header list.
 
-    __slots__ = ("stream_id", "headers", "end_stream")  # noqa: RUF023 (constructor order)
+    ``memo``: one list, ``[None]`` at first, shared by the requests of this connection
+    whose header block was byte for byte one seen before (and so decodes to the same
+    headers); None for a block the engine does not cache. The layer above may keep in
+    it what it derives from the headers alone, to skip deriving it again. It takes no
+    part in comparisons."""
 
-    def __init__(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
+    __slots__ = ("stream_id", "headers", "end_stream", "memo")  # noqa: RUF023 (constructor order)
+
+    def __init__(self, stream_id: int, headers: Headers, end_stream: bool, memo: Optional[List[Any]] = None) -> None:
         self.stream_id = stream_id
         self.headers = headers
         self.end_stream = end_stream
+        self.memo = memo
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RequestReceived:
+            return False
+        mine = (self.stream_id, self.headers, self.end_stream)
+        return mine == (other.stream_id, other.headers, other.end_stream)
 
 
 class RequestHeadersTooLarge(Event):

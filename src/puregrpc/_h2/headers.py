@@ -9,12 +9,12 @@ below, so the split costs nothing per frame.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import hpack_decoder
 from .budgets import Budget
 from .errors import ConnectionViolation, ErrorCode
-from .events import Event, Headers, RequestHeadersTooLarge, RequestReceived, TrailersReceived
+from .events import Event, RequestHeadersTooLarge, RequestReceived, TrailersReceived
 from .frames import FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, U32
 from .settings import H2Config
 from .stream import ENDED, RESET_BY_PEER, SKIPPED_RANGES_LIMIT, Stream
@@ -22,6 +22,7 @@ from .validation import (
     REQUEST_CACHE_ENTRIES,
     REQUEST_CACHE_MAX_BLOCK,
     REQUEST_CACHE_MAX_LIST,
+    CachedRequest,
     check_request,
     check_trailers,
     over_list_size,
@@ -47,7 +48,7 @@ class HeaderBlocks:
     _wu_warrants: int
     _reset_budget: Budget
     _decoder: hpack_decoder.Decoder
-    _request_cache: Dict[bytes, Tuple[Headers, int, int]]
+    _request_cache: Dict[bytes, CachedRequest]
     # Header block being assembled from HEADERS + CONTINUATION frames.
     _hb_sid: int
     _hb_buf: bytearray
@@ -184,8 +185,9 @@ class HeaderBlocks:
         if sid > self._highest_id + 2:
             self._skip_to(sid)
         self._highest_id = sid
-        result = self._request_cache.get(block)
-        if result is None:
+        cached = self._request_cache.get(block)
+        memo: Optional[List[Any]] = None
+        if cached is None:
             try:
                 raw = self._decode(block)
             except hpack_decoder.HeaderListTooLarge as exc:
@@ -201,7 +203,10 @@ class HeaderBlocks:
                 cache = self._request_cache
                 if len(cache) >= REQUEST_CACHE_ENTRIES:
                     del cache[next(iter(cache))]
-                cache[block] = result
+                memo = [None]
+                cache[block] = (result, memo)
+        else:
+            result, memo = cached
         if sid > self._goaway_last or len(self._streams) >= self.config.max_concurrent_streams:
             # RFC 9113 5.1.2 / 6.8: refused streams are safe to retry; not reported.
             self.streams_refused += 1
@@ -225,7 +230,7 @@ class HeaderBlocks:
         self._streams[sid] = st
         self._wu_warrants += 1
         self.last_stream_id = sid
-        self._events.append(RequestReceived(sid, headers, end_stream))
+        self._events.append(RequestReceived(sid, headers, end_stream, memo))
 
     def _oversized_request(self, sid: int, size: int, end_stream: bool) -> None:
         """A request over MAX_HEADER_LIST_SIZE: open the stream so it can be answered

@@ -4,7 +4,7 @@ content-length (8.1.1). Pure functions over decoded header lists."""
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 from .events import Headers
 
@@ -19,6 +19,10 @@ _CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connectio
 REQUEST_CACHE_ENTRIES = 16
 REQUEST_CACHE_MAX_BLOCK = 512
 REQUEST_CACHE_MAX_LIST = 4096
+
+# A cached request block's validated (headers, list size, content-length), and the memo
+# its requests share (RequestReceived.memo).
+CachedRequest = Tuple[Tuple[Headers, int, int], List[Any]]
 
 # RFC 9113 8.2.1, checked on all names (joined with b" ") or values (joined with
 # b"\n") at once, with C-speed bytes operations. Names: only visible ASCII except
