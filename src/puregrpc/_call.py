@@ -203,7 +203,7 @@ class CallCore:
         # The sync adapter's reader waiting for a message parks on ``reader_wake``, a
         # Lock kept acquired, which whoever brings news under ``lock`` (a message, the
         # end of the stream or of the call) releases once: a Condition's wait and
-        # notify ran Python code and made a lock per message (5% of a sync bidi
+        # notify ran Python code and made a lock per message (about 4% of a sync bidi
         # message's instructions).
         self.reader_wake: Optional[threading.Lock] = None
         self.reader_parked = False
