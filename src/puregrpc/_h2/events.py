@@ -27,11 +27,11 @@ class Event:
 class RequestReceived(Event):
     """A new stream opened by the peer, with its decoded request header list.
 
-    ``memo``: one list, ``[None]`` at first, shared by the requests of this connection
-    whose header block was byte for byte one seen before (and so decodes to the same
-    headers); None for a block the engine does not cache. The layer above may keep in
-    it what it derives from the headers alone, to skip deriving it again. It takes no
-    part in comparisons."""
+    ``memo``: one list, ``[None]`` at first, for each header block the engine caches
+    (a block that leaves the HPACK table as it was decodes to the same headers each
+    time), shared by every request of this connection that sends that block again; None
+    for a block decoded afresh. The layer above may keep in it what it derives from the
+    headers alone, to skip deriving it again. It takes no part in comparisons."""
 
     __slots__ = ("stream_id", "headers", "end_stream", "memo")  # noqa: RUF023 (constructor order)
 
