@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
+
+from .huffman import decode_huffman
 
 Field = Tuple[bytes, bytes]
 
