@@ -13,6 +13,7 @@ from hpack.huffman_table import decode_huffman as reference_decode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from puregrpc._h2 import huffman
 from puregrpc._h2.huffman import HuffmanError, decode_huffman
 
 ENCODER = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
@@ -87,3 +88,23 @@ def test_agrees_with_hpack_on_random_valid_and_invalid_input() -> None:
 @given(st.binary(max_size=64))
 def test_agrees_with_hpack_on_any_bytes(data: bytes) -> None:
     assert outcome(decode_huffman, data) == outcome(reference_decode, data)
+
+
+def test_the_table_is_bounded_whatever_states_are_met() -> None:
+    """Every state's row made (as strings crafted to visit them all would): 256 rows of
+    256 steps, under 8 MiB, and decoding still agrees with hpack's."""
+    tracemalloc = pytest.importorskip("tracemalloc", reason="PyPy has no tracemalloc")
+    rows = huffman._rows
+    rows[:] = [None] * len(rows)  # forgotten: made again below, or on next use
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for state in range(len(rows)):
+            rows[state] = huffman._row(state)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 256 and all(row is not None and len(row) == 256 for row in rows)
+    assert grown < 8 * 2**20, grown
+    text = bytes(range(256)) * 2
+    assert decode_huffman(ENCODER.encode(text)) == text
