@@ -26,7 +26,9 @@ CachedRequest = Tuple[Tuple[Headers, int, int], List[Any]]
 
 # RFC 9113 8.2.1, checked on all names (joined with b" ") or values (joined with
 # b"\n") at once, with C-speed bytes operations. Names: only visible ASCII except
-# uppercase; a colon only as the first byte of a pseudo-header.
+# uppercase; a colon only as the first byte of a pseudo-header. Substrings are looked
+# for with find, not `in`: CPython's bytes.__contains__ first tries its operand as an
+# int, and formats and drops a TypeError, about 1,800 instructions each time.
 _NAME_BYTES = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A) + b" "
 
 
@@ -39,7 +41,7 @@ def _fields_ok(names: List[bytes], values: List[bytes], pseudo: int) -> bool:
     # Values: no NUL, CR or LF. Leading or trailing SP/HTAB is checked apart
     # (_padded_values): such values are trimmed, not refused.
     joined = b"\n".join(values)
-    return joined.count(b"\n") == len(values) - 1 and b"\r" not in joined and b"\x00" not in joined
+    return joined.count(b"\n") == len(values) - 1 and joined.find(b"\r") < 0 and joined.find(b"\x00") < 0
 
 
 def _padded_values(values: List[bytes]) -> bool:
@@ -47,7 +49,7 @@ def _padded_values(values: List[bytes]) -> bool:
     malformed, but grpcio's client sends such metadata values and grpcio's server
     serves them, so they are trimmed as HTTP field values are (RFC 9110 5.5)."""
     joined = b"\n".join(values)
-    if b"\n " in joined or b" \n" in joined or b"\n\t" in joined or b"\t\n" in joined:
+    if joined.find(b"\n ") >= 0 or joined.find(b" \n") >= 0 or joined.find(b"\n\t") >= 0 or joined.find(b"\t\n") >= 0:
         return True
     return joined[:1] in (b" ", b"\t") or joined[-1:] in (b" ", b"\t")
 
