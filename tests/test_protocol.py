@@ -6,10 +6,12 @@ import gc
 import gzip
 import weakref
 import zlib
-from typing import List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import hpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from puregrpc._compression import DecompressionError, MessageTooLarge, compress, decompress
 from puregrpc._protocol import (
@@ -21,9 +23,11 @@ from puregrpc._protocol import (
     decode_message_header,
     encode_message_header,
     encode_metadata,
+    finish_request,
     frame_message,
     parse_request,
     parse_timeout,
+    scan_request,
     trailers_block,
     trailers_only_block,
 )
@@ -291,3 +295,59 @@ def test_decompression_bomb_is_bounded() -> None:
 def test_corrupt_compressed_data() -> None:
     with pytest.raises(DecompressionError):
         decompress(b"not gzip at all", "gzip", 100)
+
+
+# Request headers, good and bad, for reading a request in two runs.
+REQUEST_HEADERS = st.sampled_from(
+    [
+        (":method", "POST"),
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/pkg.Svc/Method"),
+        (":path", "/bad"),
+        ("content-type", "application/grpc"),
+        ("content-type", "text/plain"),
+        ("te", "trailers"),
+        ("grpc-timeout", "5S"),
+        ("grpc-timeout", "200m"),
+        ("grpc-timeout", "soon"),
+        ("grpc-encoding", "gzip"),
+        ("grpc-encoding", "zstd-unknown"),
+        ("grpc-accept-encoding", "gzip, identity"),
+        ("x-a", "1"),
+        ("x-a", "2"),
+        ("x-b-bin", "AAEC"),
+        ("x-b-bin", "!!"),
+    ]
+)
+
+
+def outcome(read: Callable[[], Any]) -> Tuple[Any, ...]:
+    try:
+        head = read()
+    except RequestRejected as exc:
+        return ("rejected", exc.http_status, exc.code, exc.message)
+    fields = (head.method, head.content_type, head.timeout, head.encoding, head.accept_encoding, head.metadata)
+    return ("accepted", *fields)
+
+
+VALID_REQUEST = [
+    (":method", "POST"),
+    (":path", "/pkg.Svc/Method"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(REQUEST_HEADERS, max_size=8), st.permutations(range(12)), st.integers(0, 12))
+def test_a_request_read_in_two_runs_reads_as_one(more: List[Tuple[str, str]], order: List[int], cut: int) -> None:
+    """The connection keeps the scan of the headers many requests start with and
+    reads only the rest of each (RequestReceived.memo_fields)."""
+    mixed = [*VALID_REQUEST, *more]
+    headers = [mixed[i] for i in order if i < len(mixed)]
+    first = scan_request(headers[:cut])
+    whole = outcome(lambda: parse_request(headers))
+    assert outcome(lambda: finish_request(scan_request(headers[cut:], first))) == whole
+    assert outcome(lambda: finish_request(scan_request(headers[cut:], first))) == whole  # first is unchanged
+    assert outcome(lambda: finish_request(first)) == outcome(lambda: parse_request(headers[:cut]))

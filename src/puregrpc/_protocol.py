@@ -155,49 +155,96 @@ def _accept_list(value: str) -> Tuple[str, ...]:
     return tuple([item.strip() for item in value.split(",")])
 
 
-def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
-    """Validate a request header list; raise RequestRejected with the HTTP status
-    and gRPC status to answer with when it is not an acceptable gRPC request."""
-    method = path = content_type = None
-    te = None
-    timeout: Optional[float] = None
-    encoding: Optional[str] = None
-    accept: Tuple[str, ...] = ()
+class RequestScan:
+    """What a run of request headers says, before the request is judged whole.
+    ``scan_request(rest, scan_request(first))`` equals ``scan_request(first + rest)``,
+    so the scan of the headers many requests start with can be kept and shared (it
+    is not changed once made, but for ``head``, set once by ``finish_request``)."""
+
+    __slots__ = ("accept", "content_type", "encoding", "error", "head", "metadata", "method", "path", "te", "timeout")
+
+    def __init__(self) -> None:
+        self.method: Optional[str] = None
+        self.path: Optional[str] = None
+        self.content_type: Optional[str] = None
+        self.te: Optional[str] = None
+        self.timeout: Optional[float] = None
+        self.encoding: Optional[str] = None
+        self.accept: Tuple[str, ...] = ()
+        self.metadata: Metadata = ()
+        self.error: Optional[RequestRejected] = None  # the first error met; later headers are not read
+        self.head: Optional[RequestHead] = None
+
+    def copy(self) -> RequestScan:
+        scan = RequestScan()
+        scan.method = self.method
+        scan.path = self.path
+        scan.content_type = self.content_type
+        scan.te = self.te
+        scan.timeout = self.timeout
+        scan.encoding = self.encoding
+        scan.accept = self.accept
+        scan.metadata = self.metadata
+        scan.error = self.error
+        return scan
+
+
+def scan_request(headers: Sequence[Tuple[str, str]], before: Optional[RequestScan] = None) -> RequestScan:
+    """Read a run of request headers, after those ``before`` read (not changed)."""
+    scan = RequestScan() if before is None else before.copy()
+    if scan.error is not None:
+        return scan
     metadata: List[Metadatum] = []
     for name, value in headers:
         if name[0] == ":":
             if name == ":method":
-                method = value
+                scan.method = value
             elif name == ":path":
-                path = value
+                scan.path = value
             continue
         if name in _RESERVED:
             if name == "content-type":
-                content_type = value
+                scan.content_type = value
             elif name == "te":
-                te = value
+                scan.te = value
             elif name == "grpc-timeout":
                 try:
-                    timeout = parse_timeout(value)
+                    scan.timeout = parse_timeout(value)
                 except ValueError as exc:
-                    raise RequestRejected(400, StatusCode.INTERNAL, str(exc)) from None
+                    scan.error = RequestRejected(400, StatusCode.INTERNAL, str(exc))
+                    break
             elif name == "grpc-encoding":
-                encoding = value
+                scan.encoding = value
             elif name == "grpc-accept-encoding":
-                accept = _accept_list(value)
+                scan.accept = _accept_list(value)
             continue
         if name.endswith("-bin"):
             try:
                 metadata.append(_metadatum((name, decode_bin_value(value))))
             except ValueError as exc:
-                raise RequestRejected(400, StatusCode.INTERNAL, str(exc)) from None
+                scan.error = RequestRejected(400, StatusCode.INTERNAL, str(exc))
+                break
         else:
             metadata.append(_metadatum((name, value)))
+    if metadata:
+        scan.metadata += tuple(metadata)
+    return scan
+
+
+def finish_request(scan: RequestScan) -> RequestHead:
+    """Judge a scanned request whole: its head, or RequestRejected with the HTTP
+    status and gRPC status to answer with when it is not an acceptable gRPC request."""
+    if scan.head is not None:
+        return scan.head
+    error = scan.error
+    if error is not None:  # a new one: a raised exception keeps its traceback
+        raise RequestRejected(error.http_status, error.code, error.message)
+    method, path, content_type, encoding = scan.method, scan.path, scan.content_type, scan.encoding
     if method != "POST":
         raise RequestRejected(405, StatusCode.INTERNAL, f"method {method!r} not allowed, gRPC uses POST")
     if content_type is None or not content_type.startswith("application/grpc"):
         raise RequestRejected(415, StatusCode.INTERNAL, f"content-type {content_type!r} is not application/grpc")
-    if te != "trailers":
+    if scan.te != "trailers":
         raise RequestRejected(400, StatusCode.INTERNAL, 'missing "te: trailers" header')
     if not path or path[0] != "/" or path.count("/") != 2 or path.endswith("/"):
         raise RequestRejected(200, StatusCode.UNIMPLEMENTED, f"malformed method path {path!r}")
@@ -209,7 +256,14 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
             StatusCode.UNIMPLEMENTED,
             f"grpc-encoding {encoding!r} is not supported (supported: {ACCEPT_ENCODING})",
         )
-    return RequestHead(path, content_type, timeout, encoding, accept, tuple(metadata))
+    scan.head = RequestHead(path, content_type, scan.timeout, encoding, scan.accept, scan.metadata)
+    return scan.head
+
+
+def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
+    """Validate a request header list; raise RequestRejected with the HTTP status
+    and gRPC status to answer with when it is not an acceptable gRPC request."""
+    return finish_request(scan_request(headers))
 
 
 def encode_metadata(metadata: Optional[Sequence[Tuple[str, str | bytes]]]) -> List[Tuple[bytes, bytes]]:

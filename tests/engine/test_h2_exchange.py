@@ -166,8 +166,9 @@ def test_read_only_block_cache_follows_table_changes() -> None:
 
 def test_requests_with_the_same_cached_block_share_one_memo() -> None:
     """RequestReceived.memo: one list for every request whose header block is a cached
-    one, byte for byte; a new list once the table changed; None for a block that was
-    decoded afresh (it may have changed the table)."""
+    one, byte for byte; a new list once the table changed; for a block decoded afresh
+    (it may have changed the table), None, or the memo of its leading indexed fields
+    where those are a valid request on their own."""
     server = raw_server()
     encoder = hpack.Encoder()
     pseudo = [(b":method", b"POST"), (b":scheme", b"http")]
@@ -181,9 +182,13 @@ def test_requests_with_the_same_cached_block_share_one_memo() -> None:
     for sid, block in zip(range(1, 100, 2), blocks):
         got += server.receive_data(headers_frame(sid, block, end_stream=True))
     memos = [event.memo for event in of_type(got, RequestReceived)]
+    covered = [event.memo_fields for event in of_type(got, RequestReceived)]
     assert len(memos) == 7
-    assert memos[0] is None and memos[3] is None  # these blocks inserted into the table
-    assert memos[1] == [None] and memos[1] is memos[2]
+    assert memos[0] is None and covered[0] == 0  # :path inserted: no indexed start
+    assert memos[1] == [None] and memos[1] is memos[2] and covered[1:3] == [4, 4]
+    # x-v: 2 inserted after three indexed fields, a valid request: their memo only.
+    assert covered[3] == 3 and memos[3] is not None
+    assert memos[3] is not memos[1] and memos[3] is not memos[4]
     assert memos[4] is memos[5] and memos[4] is not memos[1]
     # x-v: 1 again, its indices shifted by the insert: other bytes, a memo of its own.
     assert memos[6] is not None and memos[6] is not memos[1]

@@ -972,3 +972,37 @@ def test_each_call_on_a_connection_sees_its_own_headers() -> None:
             assert remaining is None
         else:
             assert remaining is not None and 25.0 < remaining <= 31.0  # the client rounds up
+
+
+def test_each_call_sees_its_own_header_new_on_each_call() -> None:
+    """grpcio's client sends a metadata value new on each call (a request or trace
+    id) as a literal after the headers it repeats: the server reads those repeated
+    headers once (RequestReceived.memo_fields), and each handler still sees its own
+    method, metadata, binary metadata and deadline."""
+    seen: List[Tuple[str, Tuple[Tuple[str, Any], ...], Optional[float]]] = []
+
+    def probe(request: bytes, context: Any) -> bytes:
+        metadata = tuple((key, value) for key, value in context.invocation_metadata() if key.startswith("x-"))
+        seen.append((request.decode(), metadata, context.time_remaining()))
+        return request
+
+    names = ("A", "B")
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE, {name: grpc.unary_unary_rpc_method_handler(probe) for name in names}
+    )
+    plan = []
+    for i in range(60):
+        metadata: Tuple[Tuple[str, Any], ...] = (("x-request-id", f"{i:016x}"),)
+        if i % 3 == 0:
+            metadata += (("x-trace-bin", i.to_bytes(4, "big")), ("x-kind", "constant"))
+        plan.append((names[i % 2], metadata, 30.0 if i % 4 == 0 else None))
+    with serve(handlers=[generic]) as running, running.channel() as ch:
+        for name, metadata, timeout in plan:
+            method = ch.unary_unary(f"/{SERVICE}/{name}")
+            assert method(name.encode(), metadata=metadata, timeout=timeout) == name.encode()
+    assert [(name, metadata) for name, metadata, _ in seen] == [(name, metadata) for name, metadata, _ in plan]
+    for (_, _, remaining), (_, _, timeout) in zip(seen, plan):
+        if timeout is None:
+            assert remaining is None
+        else:
+            assert remaining is not None and 25.0 < remaining <= 31.0

@@ -110,7 +110,7 @@ from .settings import (
     read_settings,
 )
 from .stream import ENDED, RECENTLY_CLOSED_LIMIT, RESET_BY_PEER, RESET_BY_US, Stream
-from .validation import CachedRequest
+from .validation import CachedRequest, CachedStart
 from .windows import DEFAULT_WINDOW, MAX_WINDOW, FlowControl
 
 __all__ = [
@@ -162,6 +162,7 @@ class H2Connection(HeaderBlocks, FlowControl):
         "_sent_since_ping",
         "_settings_received",
         "_skipped",
+        "_start_cache",
         "_stream_refill",
         "_streams",
         "_terminated",
@@ -228,6 +229,7 @@ class H2Connection(HeaderBlocks, FlowControl):
         # and the memo their requests share (RequestReceived.memo). Emptied whenever a
         # block that may change the dynamic table is decoded.
         self._request_cache: Dict[bytes, CachedRequest] = {}
+        self._start_cache: Dict[Tuple[Tuple[bytes, bytes], ...], CachedStart] = {}
 
         # Header block being assembled from HEADERS + CONTINUATION frames.
         self._hb_sid = 0

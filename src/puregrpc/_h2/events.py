@@ -27,19 +27,30 @@ class Event:
 class RequestReceived(Event):
     """A new stream opened by the peer, with its decoded request header list.
 
-    ``memo``: one list, ``[None]`` at first, for each header block the engine caches
-    (a block that leaves the HPACK table as it was decodes to the same headers each
-    time), shared by every request of this connection that sends that block again; None
-    for a block decoded afresh. The layer above may keep in it what it derives from the
-    headers alone, to skip deriving it again. It takes no part in comparisons."""
+    ``memo``: one list, ``[None]`` at first, shared by the requests of this connection
+    whose first ``memo_fields`` headers are the same: those of a header block the
+    engine caches (a block that leaves the HPACK table as it was decodes to the same
+    headers each time), or the leading indexed fields of blocks that differ after
+    them (a header new on each call, such as a trace id). None, with ``memo_fields``
+    0, for a block decoded afresh. The layer above may keep in it what it derives
+    from those headers alone, to skip deriving it again. It takes no part in
+    comparisons."""
 
-    __slots__ = ("stream_id", "headers", "end_stream", "memo")  # noqa: RUF023 (constructor order)
+    __slots__ = ("stream_id", "headers", "end_stream", "memo", "memo_fields")  # noqa: RUF023 (constructor order)
 
-    def __init__(self, stream_id: int, headers: Headers, end_stream: bool, memo: Optional[List[Any]] = None) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        headers: Headers,
+        end_stream: bool,
+        memo: Optional[List[Any]] = None,
+        memo_fields: int = 0,
+    ) -> None:
         self.stream_id = stream_id
         self.headers = headers
         self.end_stream = end_stream
         self.memo = memo
+        self.memo_fields = memo_fields
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not RequestReceived:

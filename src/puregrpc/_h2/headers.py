@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import hpack_decoder
 from .budgets import Budget
 from .errors import ConnectionViolation, ErrorCode
-from .events import Event, RequestHeadersTooLarge, RequestReceived, TrailersReceived
+from .events import Event, Headers, RequestHeadersTooLarge, RequestReceived, TrailersReceived
 from .frames import FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, U32
 from .settings import H2Config
 from .stream import ENDED, RESET_BY_PEER, SKIPPED_RANGES_LIMIT, Stream
@@ -23,6 +23,8 @@ from .validation import (
     REQUEST_CACHE_MAX_BLOCK,
     REQUEST_CACHE_MAX_LIST,
     CachedRequest,
+    CachedStart,
+    check_more,
     check_request,
     check_trailers,
     over_list_size,
@@ -49,6 +51,7 @@ class HeaderBlocks:
     _reset_budget: Budget
     _decoder: hpack_decoder.Decoder
     _request_cache: Dict[bytes, CachedRequest]
+    _start_cache: Dict[Tuple[Tuple[bytes, bytes], ...], CachedStart]
     # Header block being assembled from HEADERS + CONTINUATION frames.
     _hb_sid: int
     _hb_buf: bytearray
@@ -122,16 +125,69 @@ class HeaderBlocks:
         elif not payload:
             self._charge_useless("empty header fragments")
 
-    def _decode(self, block: bytes) -> List[Tuple[bytes, bytes]]:
-        """Decode a whole block. Raises HeaderListTooLarge (after decoding all of it,
-        so the connection can go on) or a connection error for invalid HPACK."""
+    def _decode(self, block: bytes, start: int = 0, list_size: int = 0) -> List[Tuple[bytes, bytes]]:
+        """Decode a whole block (or its fields from ``start``, the end of its indexed
+        prefix). Raises HeaderListTooLarge (after decoding all of it, so the
+        connection can go on) or a connection error for invalid HPACK."""
         try:
+            if start:
+                return self._decoder.decode_from(block, start, list_size)
             return self._decoder.decode(block)
         except hpack_decoder.HPACKError as exc:
             raise ConnectionViolation(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
         finally:
             if self._request_cache and not self._decoder.last_block_read_only:
                 self._request_cache.clear()  # cached results may name old table entries
+
+    def _fresh_request(self, block: bytes) -> Tuple[Optional[Tuple[Headers, int, int]], Optional[List[Any]], int]:
+        """Decode and check a request block that is not in the request cache: its
+        result (as check_request's), and a memo with the number of headers it
+        stands for.
+
+        A client that sends a header new on each call (a trace or request id) sends
+        blocks that are never the same, but that start with the same indexed fields
+        (RFC 7541 6.1). When those fields are a valid request on their own, their
+        check is kept by their values (so a change to the dynamic table does not
+        lose it) with a memo of their own, and only the fields after them are
+        decoded and checked."""
+        start, first = self._decoder.indexed_prefix(block)
+        known: Optional[CachedStart] = None
+        if start < len(block) and first:
+            starts = self._start_cache
+            known = starts.get(first)
+            if known is None:
+                known = (check_request(list(first)), [None])
+                if known[0] is None or known[0][1] <= REQUEST_CACHE_MAX_LIST:
+                    if len(starts) >= REQUEST_CACHE_ENTRIES:
+                        del starts[next(iter(starts))]
+                    starts[first] = known
+        result: Optional[Tuple[Headers, int, int]]
+        memo: Optional[List[Any]] = None
+        memo_fields = 0
+        if known is not None and known[0] is not None:
+            begun = known[0]
+            more = self._decode(block, start, begun[1])
+            rest = check_more(more)
+            if rest is not None:
+                result = (begun[0] + rest[0], begun[1] + rest[1], begun[2])
+                memo, memo_fields = known[1], len(begun[0])
+            else:
+                result = check_request([*first, *more])  # the rules that span fields judge
+        else:
+            result = check_request(self._decode(block))
+        if (
+            result is not None
+            and result[1] <= REQUEST_CACHE_MAX_LIST
+            and len(block) <= REQUEST_CACHE_MAX_BLOCK
+            and self._decoder.last_block_read_only
+        ):
+            cache = self._request_cache
+            if len(cache) >= REQUEST_CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+            cache[block] = (result, [None])
+            if memo is None:
+                memo, memo_fields = cache[block][1], len(result[0])
+        return result, memo, memo_fields
 
     def _header_block(self, sid: int, block: bytes, end_stream: bool, self_dep: bool) -> None:
         st = self._streams.get(sid)
@@ -186,27 +242,14 @@ class HeaderBlocks:
             self._skip_to(sid)
         self._highest_id = sid
         cached = self._request_cache.get(block)
-        memo: Optional[List[Any]] = None
         if cached is None:
             try:
-                raw = self._decode(block)
+                result, memo, memo_fields = self._fresh_request(block)
             except hpack_decoder.HeaderListTooLarge as exc:
                 self._oversized_request(sid, exc.size, end_stream)
                 return
-            result = check_request(raw)
-            if (
-                result is not None
-                and result[1] <= REQUEST_CACHE_MAX_LIST
-                and len(block) <= REQUEST_CACHE_MAX_BLOCK
-                and self._decoder.last_block_read_only
-            ):
-                cache = self._request_cache
-                if len(cache) >= REQUEST_CACHE_ENTRIES:
-                    del cache[next(iter(cache))]
-                memo = [None]
-                cache[block] = (result, memo)
         else:
-            result, memo = cached
+            (result, memo), memo_fields = cached, len(cached[0][0])
         if sid > self._goaway_last or len(self._streams) >= self.config.max_concurrent_streams:
             # RFC 9113 5.1.2 / 6.8: refused streams are safe to retry; not reported.
             self.streams_refused += 1
@@ -230,7 +273,7 @@ class HeaderBlocks:
         self._streams[sid] = st
         self._wu_warrants += 1
         self.last_stream_id = sid
-        self._events.append(RequestReceived(sid, headers, end_stream, memo))
+        self._events.append(RequestReceived(sid, headers, end_stream, memo, memo_fields))
 
     def _oversized_request(self, sid: int, size: int, end_stream: bool) -> None:
         """A request over MAX_HEADER_LIST_SIZE: open the stream so it can be answered

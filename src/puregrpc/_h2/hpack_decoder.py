@@ -77,12 +77,42 @@ class Decoder:
             self._blocks[block] = (version, fields)
         return fields
 
-    def _decode(self, data: bytes) -> List[Field]:
+    def indexed_prefix(self, block: bytes) -> Tuple[int, Tuple[Field, ...]]:
+        """The fields of the block's leading one-byte indexed representations (RFC
+        7541 6.1), and the offset where they end. They change nothing, so decoding
+        the block is ``decode_from(block, offset, ...)`` after them. A client puts a
+        header new on each call (a trace id) after the ones it repeats."""
+        table = self._table
+        fields: List[Field] = []
+        end = len(block)
+        pos = 0
+        while pos < end:
+            index = block[pos] ^ 0x80
+            if index > 0x7E or index == 0:  # not indexed, or an index of more bytes
+                break
+            if index <= _STATIC_LEN:
+                fields.append(_STATIC[index - 1])
+            elif index - _STATIC_LEN <= len(table):
+                fields.append(table[index - _STATIC_LEN - 1])
+            else:
+                break  # an invalid index: decode_from reports it
+            pos += 1
+        return pos, tuple(fields)
+
+    def decode_from(self, block: bytes, start: int, list_size: int) -> List[Field]:
+        """Decode the block from ``start``, the end of its indexed prefix, whose fields
+        count ``list_size`` towards the header list's size (RFC 9113 6.5.2)."""
+        version = self._version
+        self.last_block_read_only = False
+        fields = self._decode(block, start, list_size)
+        self.last_block_read_only = self._version == version
+        return fields
+
+    def _decode(self, data: bytes, pos: int = 0, list_size: int = 0) -> List[Field]:
         fields: List[Field] = []
         append = fields.append
         end = len(data)
-        pos = 0
-        list_size = 0
+        after_field = pos > 0  # only indexed fields come before a start past 0
         limit = self.max_header_list_size
         while pos < end:
             byte = data[pos]
@@ -93,7 +123,7 @@ class Decoder:
                 field, pos = self._literal(data, pos, 6)
                 self._insert(field)
             elif byte & 0x20:  # 6.3 dynamic table size update
-                if fields:
+                if after_field:
                     raise HPACKError("dynamic table size update after a header field (RFC 7541 4.2)")
                 size, pos = _integer(data, pos, 5)
                 if size > self.max_allowed_table_size:
@@ -104,6 +134,7 @@ class Decoder:
                 continue
             else:  # 6.2.2 without indexing, 6.2.3 never indexed
                 field, pos = self._literal(data, pos, 4)
+            after_field = True
             list_size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
             if list_size <= limit:
                 append(field)

@@ -4,7 +4,7 @@ content-length (8.1.1). Pure functions over decoded header lists."""
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .events import Headers
 
@@ -23,6 +23,9 @@ REQUEST_CACHE_MAX_LIST = 4096
 # A cached request block's validated (headers, list size, content-length), and the memo
 # its requests share (RequestReceived.memo).
 CachedRequest = Tuple[Tuple[Headers, int, int], List[Any]]
+# The same for a run of fields a request starts with, keyed by the fields: None for a
+# run that is not a valid request on its own.
+CachedStart = Tuple[Optional[Tuple[Headers, int, int]], List[Any]]
 
 # RFC 9113 8.2.1, checked on all names (joined with b" ") or values (joined with
 # b"\n") at once, with C-speed bytes operations. Names: only visible ASCII except
@@ -117,6 +120,29 @@ def check_request(raw: List[Tuple[bytes, bytes]]) -> Tuple[Headers, int, int] | 
     elif scheme is None or not path:
         return None
     return headers, size, content_length
+
+
+def check_more(raw: List[Tuple[bytes, bytes]]) -> Tuple[Headers, int] | None:
+    """The fields after a valid request's first ones (check_request on the first ones
+    gave a result): regular fields, checked as check_request checks them. Returns
+    (headers, list size), or None where check_request must judge the whole list: a
+    malformed field, or a ``te`` or ``content-length`` (checked with the rest)."""
+    names: List[bytes] = []
+    values: List[bytes] = []
+    headers: Headers = []
+    size = 32 * len(raw)
+    for name, value in raw:
+        if not name or name in _CONNECTION_HEADERS or name == b"te" or name == b"content-length":
+            return None  # (a pseudo-header's colon fails _fields_ok)
+        size += len(name) + len(value)
+        names.append(name)
+        values.append(value)
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    if not _fields_ok(names, values, 0):
+        return None
+    if _padded_values(values):
+        headers = [(name, value.strip(" \t")) for name, value in headers]
+    return headers, size
 
 
 def check_trailers(raw: List[Tuple[bytes, bytes]]) -> Headers | None:
