@@ -55,6 +55,7 @@ def bounded(server: H2Connection) -> None:
     assert len(server._recent) <= RECENTLY_CLOSED_LIMIT
     assert len(server._inbuf) <= 9 + server.config.max_frame_size
     assert len(server._request_cache) <= 16
+    assert len(server._start_cache) <= 16
 
 
 # -- concurrency and GOAWAY ----------------------------------------------------------

@@ -12,7 +12,7 @@ from h2_helpers import REQUEST_FIELDS, headers_frame, of_type, raw_server, rsts_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puregrpc._h2.connection import H2Connection
+from puregrpc._h2.connection import H2Config, H2Connection
 from puregrpc._h2.events import RequestReceived
 from puregrpc._h2.validation import check_request
 
@@ -136,3 +136,24 @@ def test_each_request_is_judged_as_its_whole_list(after: List[Field]) -> None:
     assert again[0].memo_fields == len(START)
     if apart:
         assert again[0].memo is requests[0].memo
+
+
+def test_the_starts_kept_are_bounded() -> None:
+    """A peer that starts every request differently keeps at most 16 starts, and a
+    start of more than 512 indexed fields is not kept."""
+    server = raw_server(H2Config(max_header_list_size=1 << 16))
+    encoder = hpack.Encoder()
+    for i in range(40):
+        fields = [*START, (b"x-start", b"%d" % i)]
+        server.receive_data(headers_frame(1 + 4 * i, encoder.encode(fields), end_stream=True))
+        block = encoder.encode(fields) + literal(b"x-request-id", b"%d" % i)
+        events = server.receive_data(headers_frame(3 + 4 * i, block, end_stream=True))
+        assert of_type(events, RequestReceived)[0].memo_fields == len(fields)
+        assert len(server._start_cache) <= 16
+    # 600 more :method fields (static index 3): a start no request has, 606 fields long.
+    block = encoder.encode(START) + b"\x83" * 600 + literal(b"x-request-id", b"long")
+    kept = dict(server._start_cache)
+    events = server.receive_data(headers_frame(161, block, end_stream=True))
+    assert of_type(events, RequestReceived) == []
+    assert rsts_of(server.data_to_send()) == [(161, PROTOCOL_ERROR)]
+    assert server._start_cache == kept

@@ -149,10 +149,12 @@ class HeaderBlocks:
         (RFC 7541 6.1). When those fields are a valid request on their own, their
         check is kept by their values (so a change to the dynamic table does not
         lose it) with a memo of their own, and only the fields after them are
-        decoded and checked."""
+        decoded and checked. Bounded as the request cache is: 16 starts a connection,
+        each of at most 512 fields, and a valid one's list of at most 4 KiB."""
         start, first = self._decoder.indexed_prefix(block)
         known: Optional[CachedStart] = None
-        if start < len(block) and first:
+        # One byte a field: a start kept is at most 512 fields, 4 KiB of references.
+        if 0 < start < len(block) and start <= REQUEST_CACHE_MAX_BLOCK:
             starts = self._start_cache
             known = starts.get(first)
             if known is None:
