@@ -23,6 +23,7 @@ from puregrpc._protocol import (
     decode_message_header,
     encode_message_header,
     encode_metadata,
+    extend_request,
     finish_request,
     frame_message,
     parse_request,
@@ -351,3 +352,25 @@ def test_a_request_read_in_two_runs_reads_as_one(more: List[Tuple[str, str]], or
     assert outcome(lambda: finish_request(scan_request(headers[cut:], first))) == whole
     assert outcome(lambda: finish_request(scan_request(headers[cut:], first))) == whole  # first is unchanged
     assert outcome(lambda: finish_request(first)) == outcome(lambda: parse_request(headers[:cut]))
+
+
+Header = Tuple[str, str]
+START_EXTRAS = st.sampled_from(
+    [("grpc-timeout", "5S"), ("grpc-encoding", "gzip"), ("grpc-accept-encoding", "gzip, identity"), ("x-a", "1")]
+)
+MORE = st.sampled_from(
+    [("x-a", "2"), ("x-c", "3"), ("x-b-bin", "AAEC"), ("grpc-timeout", "1S"), ("te", "trailers"), (":path", "/a/b")]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(START_EXTRAS, max_size=4), st.lists(MORE, max_size=4))
+def test_metadata_after_a_valid_start_extends_its_head(
+    extras: List[Tuple[str, str]], more: List[Tuple[str, str]]
+) -> None:
+    """extend_request, the short way when only custom metadata follows a valid start."""
+    start = [*VALID_REQUEST, *extras]
+    extended = extend_request(parse_request(start), more)
+    assert (extended is not None) == all(name in ("x-a", "x-c") for name, _ in more)
+    if extended is not None:
+        assert outcome(lambda: extended) == outcome(lambda: parse_request([*start, *more]))

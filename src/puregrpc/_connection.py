@@ -34,6 +34,7 @@ from ._protocol import (
     RequestHead,
     RequestRejected,
     RequestScan,
+    extend_request,
     finish_request,
     parse_request,
     scan_request,
@@ -217,8 +218,17 @@ def _request_head(event: ev.RequestReceived) -> RequestHead:
     scan: Optional[RequestScan] = memo[0]
     if scan is None:
         scan = memo[0] = scan_request(headers[:covered] if covered < len(headers) else headers)
+        try:
+            finish_request(scan)  # keeps its head in it, if it is a request on its own
+        except RequestRejected:
+            pass
     if covered < len(headers):
-        return finish_request(scan_request(headers[covered:], scan))
+        more = headers[covered:]
+        if scan.head is not None:
+            head = extend_request(scan.head, more)  # only metadata follows: most often
+            if head is not None:
+                return head
+        return finish_request(scan_request(more, scan))
     return finish_request(scan)
 
 

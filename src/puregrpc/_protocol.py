@@ -260,6 +260,26 @@ def finish_request(scan: RequestScan) -> RequestHead:
     return scan.head
 
 
+def extend_request(head: RequestHead, more: Sequence[Tuple[str, str]]) -> Optional[RequestHead]:
+    """The head of a request whose headers are ``head``'s and then ``more``, where
+    ``more`` is only custom metadata (no pseudo-header, reserved or binary header):
+    what ``finish_request(scan_request(more, scan))`` gives, for a scan whose head
+    is ``head``. None otherwise."""
+    metadata: List[Metadatum] = []
+    for name, value in more:
+        if name[0] == ":" or name in _RESERVED or name.endswith("-bin"):
+            return None
+        metadata.append(_metadatum((name, value)))
+    return RequestHead(
+        head.method,
+        head.content_type,
+        head.timeout,
+        head.encoding,
+        head.accept_encoding,
+        head.metadata + tuple(metadata),
+    )
+
+
 def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     """Validate a request header list; raise RequestRejected with the HTTP status
     and gRPC status to answer with when it is not an acceptable gRPC request."""

@@ -10,6 +10,7 @@ the ``hpack`` package (the data of RFC 7541 Appendices A and B).
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Tuple
 
 from hpack.table import HeaderTable
@@ -21,6 +22,9 @@ Field = Tuple[bytes, bytes]
 _STATIC: Tuple[Field, ...] = tuple(HeaderTable.STATIC_TABLE)
 _STATIC_LEN = len(_STATIC)
 _ENTRY_OVERHEAD = 32  # RFC 7541 4.1
+# Indexed fields of one byte: 1 and an index from 1 to 126 (0 is invalid, 127 means
+# more bytes follow).
+_ONE_BYTE_INDICES = re.compile(b"[\x81-\xfe]*")
 
 # Bounds of the memo caches, so that a peer cannot grow them.
 _HUFFMAN_CACHE_ENTRIES = 512
@@ -60,6 +64,7 @@ class Decoder:
         self.last_block_read_only = True  # the last decoded block left the table as it was
         self._huffman: Dict[bytes, bytes] = {}
         self._blocks: Dict[bytes, Tuple[int, List[Field]]] = {}
+        self._prefixes: Dict[bytes, Tuple[int, Tuple[Field, ...]]] = {}
 
     def decode(self, block: bytes) -> List[Field]:
         """Decode one complete header block; the caller must not mutate the result."""
@@ -82,22 +87,30 @@ class Decoder:
         7541 6.1), and the offset where they end. They change nothing, so decoding
         the block is ``decode_from(block, offset, ...)`` after them. A client puts a
         header new on each call (a trace id) after the ones it repeats."""
+        start = _ONE_BYTE_INDICES.match(block).end()  # type: ignore[union-attr]  # (it matches b"")
+        if not start:
+            return 0, ()
+        # While the table stands still, the same bytes index the same fields.
+        key = block[:start]
+        known = self._prefixes.get(key)
+        if known is not None and known[0] == self._version:
+            return start, known[1]
         table = self._table
         fields: List[Field] = []
-        end = len(block)
-        pos = 0
-        while pos < end:
-            index = block[pos] ^ 0x80
-            if index > 0x7E or index == 0:  # not indexed, or an index of more bytes
-                break
+        for byte in key:
+            index = byte & 0x7F
             if index <= _STATIC_LEN:
                 fields.append(_STATIC[index - 1])
             elif index - _STATIC_LEN <= len(table):
                 fields.append(table[index - _STATIC_LEN - 1])
             else:
-                break  # an invalid index: decode_from reports it
-            pos += 1
-        return pos, tuple(fields)
+                return 0, ()  # an invalid index: decode reports it
+        found = tuple(fields)
+        if start <= _BLOCK_CACHE_MAX_BLOCK:
+            if len(self._prefixes) >= _BLOCK_CACHE_ENTRIES:
+                self._prefixes.clear()
+            self._prefixes[key] = (self._version, found)
+        return start, found
 
     def decode_from(self, block: bytes, start: int, list_size: int) -> List[Field]:
         """Decode the block from ``start``, the end of its indexed prefix, whose fields

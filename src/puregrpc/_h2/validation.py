@@ -4,7 +4,8 @@ content-length (8.1.1). Pure functions over decoded header lists."""
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 from .events import Headers
 
@@ -122,26 +123,48 @@ def check_request(raw: List[Tuple[bytes, bytes]]) -> Tuple[Headers, int, int] | 
     return headers, size, content_length
 
 
+# Names check_more has found to be plain regular fields, with their text: a client
+# repeats its metadata keys call after call. Bounded: at most 256 names of at most 64
+# bytes, process-wide.
+_PLAIN_NAMES: Dict[bytes, str] = {}
+_PLAIN_NAMES_LIMIT = 256
+_PLAIN_NAME_MAX = 64
+_REGULAR_NAME_BYTES = _NAME_BYTES.replace(b":", b"").replace(b" ", b"")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")  # RFC 9113 8.2.1
+
+
+def _plain_name(name: bytes) -> Optional[str]:
+    """The name's text if it is a well-formed regular field name that check_more may
+    pass on its own (not te, content-length or connection-specific), else None."""
+    if not name or name.translate(None, _REGULAR_NAME_BYTES) or name in _CONNECTION_HEADERS:
+        return None
+    if name == b"te" or name == b"content-length":
+        return None
+    text = name.decode("latin-1")
+    if len(name) <= _PLAIN_NAME_MAX:
+        if len(_PLAIN_NAMES) >= _PLAIN_NAMES_LIMIT:
+            _PLAIN_NAMES.clear()
+        _PLAIN_NAMES[name] = text
+    return text
+
+
 def check_more(raw: List[Tuple[bytes, bytes]]) -> Tuple[Headers, int] | None:
     """The fields after a valid request's first ones (check_request on the first ones
     gave a result): regular fields, checked as check_request checks them. Returns
     (headers, list size), or None where check_request must judge the whole list: a
     malformed field, or a ``te`` or ``content-length`` (checked with the rest)."""
-    names: List[bytes] = []
-    values: List[bytes] = []
     headers: Headers = []
     size = 32 * len(raw)
     for name, value in raw:
-        if not name or name in _CONNECTION_HEADERS or name == b"te" or name == b"content-length":
-            return None  # (a pseudo-header's colon fails _fields_ok)
+        text = _PLAIN_NAMES.get(name)
+        if text is None:
+            text = _plain_name(name)
+            if text is None:
+                return None
+        if _BAD_VALUE.search(value) is not None:
+            return None
         size += len(name) + len(value)
-        names.append(name)
-        values.append(value)
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    if not _fields_ok(names, values, 0):
-        return None
-    if _padded_values(values):
-        headers = [(name, value.strip(" \t")) for name, value in headers]
+        headers.append((text, value.strip(b" \t").decode("latin-1")))
     return headers, size
 
 
