@@ -89,7 +89,7 @@ def test_c5_responses_with_eviction() -> None:
             st.tuples(
                 st.sampled_from([b":path", b"content-type", b"x-custom", b"user-agent", b"te", b"grpc-timeout"])
                 | st.binary(min_size=1, max_size=20).map(lambda b: b.hex().encode()),
-                st.binary(max_size=60).map(lambda b: b.hex().encode()),
+                st.binary(max_size=100).map(lambda b: b.hex().encode()),  # lengths of 2 bytes too
             ),
             max_size=8,
         ),
@@ -103,6 +103,7 @@ def test_matches_the_hpack_library(blocks: list, huffman: bool, table_size: int)
     encoder = hpack.Encoder()
     encoder.header_table_size = table_size
     ours = Decoder()
+    split = Decoder()  # each block as its indexed start and the rest after it
     reference = hpack.Decoder()
     for headers in blocks:
         indexing = [
@@ -110,7 +111,10 @@ def test_matches_the_hpack_library(blocks: list, huffman: bool, table_size: int)
             for n, v in headers
         ]
         block = encoder.encode(indexing, huffman=huffman)
-        assert list(ours.decode(block)) == reference.decode(block, raw=True)
+        expected = reference.decode(block, raw=True)
+        assert list(ours.decode(block)) == expected
+        start, first = split.indexed_prefix(block)
+        assert [*first, *split.decode_from(block, start, 0)] == expected
 
 
 def test_repeated_block_is_cached_only_while_the_table_is_unchanged() -> None:
@@ -128,6 +132,8 @@ def test_repeated_block_is_cached_only_while_the_table_is_unchanged() -> None:
     [
         ("80", "index 0"),
         ("ff00", "index"),  # dynamic index beyond the table
+        ("82 be", "index 62"),  # one byte, beyond the (empty) table
+        ("82 bf 00", "index 63"),
         ("41", "truncated"),
         ("4003 6162", "past the end"),
         ("ff ff ff ff ff 7f", "too large"),
@@ -137,8 +143,13 @@ def test_repeated_block_is_cached_only_while_the_table_is_unchanged() -> None:
     ],
 )
 def test_malformed_blocks(block: str, message: str) -> None:
+    data = bytes.fromhex(block.replace(" ", ""))
     with pytest.raises(HPACKError, match=message):
-        Decoder().decode(bytes.fromhex(block.replace(" ", "")))
+        Decoder().decode(data)
+    split = Decoder()
+    start, _ = split.indexed_prefix(data)
+    with pytest.raises(HPACKError, match=message):
+        split.decode_from(data, start, 0)
 
 
 def test_header_list_limit() -> None:

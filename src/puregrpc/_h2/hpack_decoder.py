@@ -164,7 +164,12 @@ class Decoder:
         return self._table[dynamic]
 
     def _literal(self, data: bytes, pos: int, prefix: int) -> Tuple[Field, int]:
-        index, pos = _integer(data, pos, prefix)
+        mask = (1 << prefix) - 1
+        index = data[pos] & mask
+        if index < mask:  # an index that fits the prefix: most do (5.1)
+            pos += 1
+        else:
+            index, pos = _integer(data, pos, prefix)
         if index:
             name = self._field(index)[0]
         else:
@@ -176,7 +181,11 @@ class Decoder:
         if pos >= len(data):
             raise HPACKError("truncated string literal")
         huffman = data[pos] & 0x80
-        length, pos = _integer(data, pos, 7)
+        length = data[pos] & 0x7F
+        if length < 0x7F:  # a length that fits the prefix (5.1)
+            pos += 1
+        else:
+            length, pos = _integer(data, pos, 7)
         end = pos + length
         if end > len(data):
             raise HPACKError("string literal runs past the end of the block")
