@@ -512,8 +512,13 @@ class Connection(asyncio.Protocol):
             self._refuse(sid)
             return None
         self._last_processed = sid
+        memo = event.memo
+        scan: Optional[RequestScan] = None if memo is None else memo[0]
         try:
-            head = _request_head(event)
+            if scan is not None and scan.head is not None and event.memo_fields == len(event.headers):
+                head = scan.head  # a block sent before: by far the most common
+            else:
+                head = _request_head(event)
         except RequestRejected as exc:
             block = trailers_only_block(exc.http_status, "application/grpc", exc.code.value[0], exc.message)
             self.h2.send_headers(sid, block, end_stream=True)

@@ -251,7 +251,8 @@ class HeaderBlocks:
                 self._oversized_request(sid, exc.size, end_stream)
                 return
         else:
-            (result, memo), memo_fields = cached, len(cached[0][0])
+            result, memo = cached
+            memo_fields = len(result[0])
         if sid > self._goaway_last or len(self._streams) >= self.config.max_concurrent_streams:
             # RFC 9113 5.1.2 / 6.8: refused streams are safe to retry; not reported.
             self.streams_refused += 1
