@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 import struct
 from collections import deque
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import hpack
 
@@ -58,6 +58,7 @@ from puregrpc._protocol import (
     RequestRejected,
     frame_message,
     parse_request,
+    read_request,
 )
 
 T = TypeVar("T")
@@ -294,6 +295,7 @@ class Driver:
                 if isinstance(event, RequestReceived):
                     check_request_headers(event.headers, cfg.max_header_list_size)
                     check_parse_request(event.headers)
+                    check_read_request(event)
                 else:
                     check(event.size > event.limit == cfg.max_header_list_size, f"bad {event!r}")
             elif isinstance(event, DataReceived):
@@ -589,6 +591,31 @@ def check_parse_request(headers: Sequence[Tuple[str, str]]) -> Optional[RequestH
         check(key not in ("te", "content-type", "grpc-timeout", "grpc-encoding"), f"reserved key {key!r}")
         check(isinstance(value, bytes) == key.endswith("-bin"), f"metadata value type for {key!r}")
     return head
+
+
+def _reading(read: Callable[[], RequestHead]) -> Tuple[Any, ...]:
+    try:
+        head = read()
+    except RequestRejected as exc:
+        return ("rejected", exc.http_status, exc.code, exc.message)
+    return (
+        "accepted",
+        head.method,
+        head.content_type,
+        head.timeout,
+        head.encoding,
+        head.accept_encoding,
+        head.metadata,
+    )
+
+
+def check_read_request(event: RequestReceived) -> None:
+    """Reading a request through the memo it shares with the connection's other
+    requests (the part it stands for read once) gives what parse_request gives."""
+    check(0 <= event.memo_fields <= len(event.headers), f"memo_fields {event.memo_fields} of {len(event.headers)}")
+    check((event.memo is None) == (event.memo_fields == 0), f"memo {event.memo!r} for {event.memo_fields} fields")
+    shared = _reading(lambda: read_request(event.headers, event.memo, event.memo_fields))
+    check(shared == _reading(lambda: parse_request(event.headers)), f"memo read {shared!r} for {event.headers!r}")
 
 
 def check_decoder_bound(decoder: MessageDecoder, limit: int) -> None:

@@ -12,7 +12,7 @@ import binascii
 import functools
 import re
 import struct
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote
 
 from ._compression import ACCEPT_ENCODING, SUPPORTED
@@ -284,6 +284,30 @@ def parse_request(headers: Sequence[Tuple[str, str]]) -> RequestHead:
     """Validate a request header list; raise RequestRejected with the HTTP status
     and gRPC status to answer with when it is not an acceptable gRPC request."""
     return finish_request(scan_request(headers))
+
+
+def read_request(headers: Sequence[Tuple[str, str]], memo: Optional[List[Any]], covered: int) -> RequestHead:
+    """parse_request, for a request whose first ``covered`` headers are those of the
+    other requests that share ``memo`` (the engine's ``RequestReceived.memo`` and
+    ``memo_fields``): they are read once, and kept in the memo. A grpcio client's 9
+    headers cost about 24k instructions to read, 8% of a unary call."""
+    if memo is None:
+        return parse_request(headers)
+    scan: Optional[RequestScan] = memo[0]
+    if scan is None:
+        scan = memo[0] = scan_request(headers[:covered] if covered < len(headers) else headers)
+        try:
+            finish_request(scan)  # keeps its head in it, if it is a request on its own
+        except RequestRejected:
+            pass
+    if covered < len(headers):
+        more = headers[covered:]
+        if scan.head is not None:
+            head = extend_request(scan.head, more)  # only metadata follows: most often
+            if head is not None:
+                return head
+        return finish_request(scan_request(more, scan))
+    return finish_request(scan)
 
 
 def encode_metadata(metadata: Optional[Sequence[Tuple[str, str | bytes]]]) -> List[Tuple[bytes, bytes]]:
