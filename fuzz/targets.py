@@ -505,6 +505,9 @@ class Driver:
             + 512 * (256 + 410)  # HPACK Huffman memo (strings up to 256 bytes)
             + 32 * (1024 + 2 * cfg.max_header_list_size)  # HPACK decoded-block cache
             + 16 * (512 + 2 * 4096)  # validated-request cache
+            # request starts (fields kept by value, maybe no longer in the table)
+            + 16 * (max(cfg.header_table_size, 4096) + 2 * 4096)
+            + 32 * (1024 + max(cfg.header_table_size, 4096))  # HPACK indexed-prefix memo
             + 2 * last_input  # events of the last input, still referenced
             + 200 * conn.open_stream_count  # per stream: queued trailers, ids
             + 8192
@@ -514,6 +517,7 @@ class Driver:
             f"connection holds {held} bytes ({conn.pending_total} queued), bound {bound}",
         )
         entry_bound = 4 * RECENTLY_CLOSED_LIMIT + 2 * 512 + 32 * 64 + 16 * 64 + 64 * cfg.max_concurrent_streams + 4096
+        entry_bound += 16 * (512 + 64) + 32 * 1024  # request starts, indexed-prefix memo
         check(entries <= entry_bound, f"connection holds {entries} container entries, bound {entry_bound}")
 
 
