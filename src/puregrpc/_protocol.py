@@ -295,7 +295,7 @@ def read_request(headers: Sequence[Tuple[str, str]], memo: Optional[List[Any]], 
         return parse_request(headers)
     scan: Optional[RequestScan] = memo[0]
     if scan is None:
-        scan = memo[0] = scan_request(headers[:covered] if covered < len(headers) else headers)
+        scan = memo[0] = scan_request(headers[:covered])
         try:
             finish_request(scan)  # keeps its head in it, if it is a request on its own
         except RequestRejected:

@@ -72,7 +72,7 @@ def test_an_indexed_header_new_on_each_call_shares_the_memo_of_the_start() -> No
     assert [event.memo_fields for event in got] == [len(START)] * 6
 
 
-def test_a_start_that_is_not_a_request_gives_no_memo() -> None:
+def test_a_start_that_is_not_a_request_is_judged_whole() -> None:
     """Indexed fields without :path are no request on their own: the block is
     judged whole, and a repeat of it is cached whole."""
     server, encoder = warmed()

@@ -186,9 +186,10 @@ class HeaderBlocks:
             cache = self._request_cache
             if len(cache) >= REQUEST_CACHE_ENTRIES:
                 del cache[next(iter(cache))]
-            cache[block] = (result, [None])
+            whole: List[Any] = [None]
+            cache[block] = (result, whole)
             if memo is None:
-                memo, memo_fields = cache[block][1], len(result[0])
+                memo, memo_fields = whole, len(result[0])
         return result, memo, memo_fields
 
     def _header_block(self, sid: int, block: bytes, end_stream: bool, self_dep: bool) -> None:
